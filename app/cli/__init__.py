@@ -1,0 +1,42 @@
+"""The `marrow` command. Each module here registers one group of sub-commands.
+
+Handlers import their heavy dependencies (torch, the web app) when they run, so
+`marrow --help` and the user-management commands start fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# One module per group; each defines register(subparsers).
+GROUPS = ("app.cli.imaging", "app.cli.modelling", "app.cli.server")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="marrow", description="MarrowDiff: bone-marrow differential counts")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in GROUPS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue  # a group still being built
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"marrow {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

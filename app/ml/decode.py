@@ -1,0 +1,123 @@
+"""Decode cell images by content, not by file name, without ever raising on bad input.
+
+Every outcome is a `Decoded`: either an 8-bit RGB array or a short reason a technologist can
+act on ("not an image", "truncated", "too large: W×H", ...). Image size is read from the
+header and refused before any pixel is decoded, so a decompression bomb costs nothing.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+# Formats a lab scanner or export produces; anything else is "not an image".
+ACCEPTED_FORMATS = {"JPEG", "PNG", "TIFF", "BMP", "GIF", "WEBP", "MPO"}
+MAX_PIXELS = 40_000_000  # ~6300×6300; single-cell crops are far smaller
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit, with our own message
+
+
+@dataclass
+class Decoded:
+    """One decoded image, or the reason it could not be decoded."""
+
+    rgb: np.ndarray | None  # H×W×3 uint8
+    format: str | None = None
+    mode: str | None = None  # the file's own pixel mode, e.g. "RGB", "L", "I;16", "RGBA"
+    width: int = 0
+    height: int = 0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _to_rgb8(img: Image.Image) -> np.ndarray:
+    """Any PIL mode to 8-bit RGB: 16-bit scaled by its range, alpha composited on white."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        if mode.startswith("I;16"):
+            arr = arr / 257.0
+        else:
+            lo, hi = float(arr.min()), float(arr.max())
+            arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        gray = np.clip(arr + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    if mode == "RGB":
+        return np.asarray(img)
+    return np.asarray(img.convert("RGB"))
+
+
+def _sixteen_bit_rgb(data: bytes) -> np.ndarray | None:
+    """PIL reads 16-bit-per-channel RGB(A) TIFFs poorly; OpenCV reads them exactly."""
+    import cv2
+
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3:
+        return None
+    rgb = cv2.cvtColor(arr[:, :, :3], cv2.COLOR_BGR2RGB).astype(np.float64) / 257.0
+    if arr.shape[2] == 4:  # composite on white, as for 8-bit alpha
+        alpha = arr[:, :, 3:4].astype(np.float64) / 65535.0
+        rgb = rgb * alpha + 255.0 * (1.0 - alpha)
+    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+
+
+def decode_bytes(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
+    """Decode image bytes; never raises for bad input."""
+    if not data:
+        return Decoded(None, error="empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        return Decoded(None, error="not an image")
+    except Exception as exc:  # noqa: BLE001 - header parsers raise many types
+        return Decoded(None, error=f"not an image ({type(exc).__name__})")
+    fmt, (w, h) = img.format, img.size
+    if fmt not in ACCEPTED_FORMATS:
+        return Decoded(None, format=fmt, error=f"unsupported format: {fmt}")
+    if w <= 0 or h <= 0:
+        return Decoded(None, format=fmt, error="not an image (empty dimensions)")
+    if w * h > max_pixels:
+        return Decoded(None, format=fmt, width=w, height=h, error=f"too large: {w}×{h}")
+    mode = img.mode
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img.seek(0)  # animated GIF/TIFF: the first frame is the cell
+            img.load()
+            rgb = _to_rgb8(img)
+    except (OSError, SyntaxError, ValueError) as exc:
+        msg = str(exc).lower()
+        if "truncated" in msg or "premature" in msg or "broken" in msg or "end of file" in msg:
+            return Decoded(None, format=fmt, mode=mode, width=w, height=h, error="truncated")
+        if fmt == "TIFF":
+            rgb16 = _sixteen_bit_rgb(data)
+            if rgb16 is not None:
+                return Decoded(rgb16, format=fmt, mode="RGB;16", width=w, height=h)
+        return Decoded(None, format=fmt, mode=mode, width=w, height=h,
+                       error=f"cannot decode {fmt}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a corrupt file must never stop a batch
+        return Decoded(None, format=fmt, mode=mode, width=w, height=h,
+                       error=f"cannot decode {fmt}: {type(exc).__name__}")
+    return Decoded(np.ascontiguousarray(rgb), format=fmt, mode=mode, width=w, height=h)
+
+
+def decode_path(path: str | Path, max_pixels: int = MAX_PIXELS) -> Decoded:
+    """Decode a file; unreadable files get a reason like undecodable ones."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return Decoded(None, error=f"cannot read file: {exc.strerror or exc}")
+    return decode_bytes(data, max_pixels)

@@ -1,0 +1,41 @@
+"""The model's input transform, shared by training, evaluation and the product.
+
+Crops from other scanners are not always square: they are padded to a square with their own
+edge pixels (never cropped, so the cell is never cut), then resized to the input size and
+normalised with the checkpoint's mean/std. The model card records exactly this.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+DESCRIPTION = ("RGB uint8 -> pad to square (edge replicate, centred) -> resize to input_size "
+               "(INTER_AREA when shrinking, bilinear when enlarging) -> /255 -> (x - mean) / std, CHW")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Pad to a centred square with replicated edges, then resize to size×size (uint8 RGB)."""
+    h, w = rgb.shape[:2]
+    if h != w:
+        d = abs(h - w)
+        a, b = d // 2, d - d // 2
+        top, bottom, left, right = (a, b, 0, 0) if h < w else (0, 0, a, b)
+        rgb = cv2.copyMakeBorder(rgb, top, bottom, left, right, cv2.BORDER_REPLICATE)
+    if rgb.shape[0] != size:
+        interp = cv2.INTER_AREA if rgb.shape[0] > size else cv2.INTER_LINEAR
+        rgb = cv2.resize(rgb, (size, size), interpolation=interp)
+    return np.ascontiguousarray(rgb)
+
+
+def normalize(batch_u8: np.ndarray, mean, std) -> np.ndarray:
+    """N×H×W×3 uint8 -> N×3×H×W float32, normalised."""
+    x = batch_u8.astype(np.float32) * (1.0 / 255.0)
+    x -= np.asarray(mean, np.float32)
+    x /= np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def to_batch(images: list[np.ndarray], size: int, mean, std) -> np.ndarray:
+    return normalize(np.stack([square_resize(im, size) for im in images]), mean, std)
