@@ -10,7 +10,7 @@ import importlib
 import sys
 
 # One module per group; each defines register(subparsers).
-GROUPS = ("app.cli.imaging", "app.cli.modelling", "app.cli.server")
+GROUPS = ("app.cli.imaging", "app.cli.modelling", "app.cli.reports", "app.cli.bench", "app.cli.server")
 
 
 def build_parser() -> argparse.ArgumentParser:
