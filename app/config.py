@@ -1,0 +1,69 @@
+"""One Settings object: environment variables (and `.env`) with working laptop defaults.
+
+Production changes only the environment: DATABASE_URL (PostgreSQL), BROKER_URL (Redis),
+MARROW_DEVICE=cuda, MARROW_BATCH_SIZE, MARROW_STORAGE_DIR (storage every machine sees).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.ml.model import SHIPPED_MODEL
+
+DEFAULT_SECRET = "dev-insecure-change-me"
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MARROW_", env_file=".env", extra="ignore",
+                                      protected_namespaces=())
+
+    environment: Literal["development", "production"] = "development"
+    secret_key: str = DEFAULT_SECRET
+    data_dir: Path = Path("var")
+    # Not MARROW_-prefixed: the names every PostgreSQL/Redis deployment already uses.
+    database_url: str | None = Field(None, validation_alias=AliasChoices("DATABASE_URL", "MARROW_DATABASE_URL"))
+    broker_url: str | None = Field(None, validation_alias=AliasChoices("BROKER_URL", "MARROW_BROKER_URL"))
+    storage_dir: Path | None = None  # images, thumbnails, overlays; default <data_dir>/storage
+
+    model_dir: Path = SHIPPED_MODEL
+    device: Literal["cpu", "cuda"] = "cpu"
+    backend: Literal["auto", "onnx", "torch"] = "auto"
+    batch_size: int = Field(16, ge=1)
+    task_cells: int = Field(128, ge=1)  # cells per queued task: the unit a dead worker redoes
+    repair: bool = True  # unsharp masking of blurry cells before classification
+
+    # Upload limits (see README, "Uploads").
+    max_request_mb: int = 1024
+    max_file_mb: int = 32
+    max_files: int = 20_000  # image files per request, zip members included
+
+    @property
+    def storage_path(self) -> Path:
+        return self.storage_dir or self.data_dir / "storage"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'marrow.sqlite').resolve()}"
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.sqlite').resolve()}"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker.startswith("sqla+")
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.data_dir / "model-cache"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return Settings()
