@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+
+class CaseCreate(BaseModel):
+    accession: str = Field(min_length=1, max_length=120, description="accession / patient identifier")
+    specimen: str = Field("bone marrow", min_length=1, max_length=120)
+    note: str = Field("", max_length=10_000)
+
+
+class CaseOut(BaseModel):
+    id: int
+    accession: str
+    specimen: str
+    note: str
+    created_at: datetime
+    status: str  # empty | processing | ready | signed
+    cells_total: int
+    cells_processed: int
+    counts: dict[str, int]  # current label -> cells
+    differential: dict[str, float]  # counted class -> percent (NIF left out of the denominator)
+    signed_by: str | None
+    signed_at: datetime | None
+
+
+class Rejected(BaseModel):
+    file: str
+    reason: str
+
+
+class Accepted(BaseModel):
+    file: str
+    cell_id: int
+    duplicate: bool  # the case already had this image: it is the same cell
+
+
+class UploadOut(BaseModel):
+    upload_id: int
+    accepted: list[Accepted]
+    rejected: list[Rejected]
+
+
+class UploadStatus(BaseModel):
+    id: int
+    case_id: int
+    status: str  # queued | processing | done
+    cells_total: int
+    cells_done: int
+    accepted: int
+    rejected: list[Rejected]
+    created_at: datetime
+
+    model_config = {"from_attributes": True}

@@ -1,0 +1,111 @@
+"""Cases: creation, status and counts, the differential, sign-off."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.audit.service import record
+from app.cases.models import Case
+from app.cells.models import Cell
+from app.db import utcnow
+from app.errors import Conflict, NotFound
+from app.ml.taxonomy import CellClass
+from app.users.models import User
+
+
+def create_case(session: Session, user: User, accession: str, specimen: str, note: str) -> Case:
+    case = Case(accession=accession, specimen=specimen, note=note, created_by_id=user.id)
+    session.add(case)
+    session.commit()
+    return case
+
+
+def get_case(session: Session, case_id: int) -> Case:
+    case = session.get(Case, case_id)
+    if case is None:
+        raise NotFound(f"no case {case_id}")
+    return case
+
+
+def case_status(case: Case, total: int, processed: int) -> str:
+    if case.signed_at is not None:
+        return "signed"
+    if total == 0:
+        return "empty"
+    return "processing" if processed < total else "ready"
+
+
+def differential(counts: dict[str, int], classes: tuple[CellClass, ...]) -> dict[str, float]:
+    """Percent of each counted class; classes not counted (NIF) are listed with no percent
+    and left out of the denominator."""
+    counted = {c.code for c in classes if c.counted}
+    denominator = sum(n for code, n in counts.items() if code in counted)
+    return {c.code: round(100.0 * counts.get(c.code, 0) / denominator, 2) if denominator else 0.0
+            for c in classes if c.counted}
+
+
+def _tallies(session: Session, case_ids: list[int] | None) -> tuple[dict, dict]:
+    """Per case: {"total", "processed"} and {label: n}, in two grouped queries."""
+    where = [Cell.case_id.in_(case_ids)] if case_ids is not None else []
+    progress: dict[int, dict[str, int]] = defaultdict(lambda: {"total": 0, "processed": 0})
+    for case_id, cell_status, n in session.execute(
+            select(Cell.case_id, Cell.status, func.count()).where(*where).group_by(Cell.case_id, Cell.status)):
+        progress[case_id]["total"] += n
+        if cell_status != "pending":
+            progress[case_id]["processed"] += n
+    labels: dict[int, dict[str, int]] = defaultdict(dict)
+    for case_id, label, n in session.execute(
+            select(Cell.case_id, Cell.label, func.count()).where(Cell.label.is_not(None), *where)
+            .group_by(Cell.case_id, Cell.label)):
+        labels[case_id][label] = n
+    return progress, labels
+
+
+def summaries(session: Session, classes: tuple[CellClass, ...], case_id: int | None = None) -> list[dict]:
+    """Every case (or one) with status, progress, counts and differential, newest first."""
+    query = select(Case, User.name).outerjoin(User, User.id == Case.signed_by_id).order_by(Case.id.desc())
+    if case_id is not None:
+        query = query.where(Case.id == case_id)
+    rows = session.execute(query).all()
+    progress, labels = _tallies(session, None if case_id is None else [case_id])
+    out = []
+    for case, signer in rows:
+        p, counts = progress[case.id], labels[case.id]
+        out.append({
+            "id": case.id, "accession": case.accession, "specimen": case.specimen, "note": case.note,
+            "created_at": case.created_at, "status": case_status(case, p["total"], p["processed"]),
+            "cells_total": p["total"], "cells_processed": p["processed"],
+            "counts": {c.code: counts.get(c.code, 0) for c in classes},
+            "differential": differential(counts, classes),
+            "signed_by": signer, "signed_at": case.signed_at,
+        })
+    return out
+
+
+def summary(session: Session, classes: tuple[CellClass, ...], case_id: int) -> dict:
+    get_case(session, case_id)
+    return summaries(session, classes, case_id)[0]
+
+
+def ensure_open(case: Case) -> None:
+    if case.signed_at is not None:
+        raise Conflict(f"case {case.id} is signed and locked")
+
+
+def sign(session: Session, case: Case, user: User) -> None:
+    """Lock the case. Refused while cells are still being processed or when already signed."""
+    ensure_open(case)
+    pending = session.scalar(select(func.count()).where(Cell.case_id == case.id, Cell.status == "pending"))
+    total = session.scalar(select(func.count()).where(Cell.case_id == case.id))
+    if not total or pending:
+        raise Conflict(f"case {case.id} cannot be signed: {pending} of {total} cells still processing"
+                       if total else f"case {case.id} has no cells")
+    done = session.execute(update(Case).where(Case.id == case.id, Case.signed_at.is_(None))
+                           .values(signed_by_id=user.id, signed_at=utcnow()))
+    if done.rowcount != 1:  # signed by someone else since we looked
+        session.rollback()
+        raise Conflict(f"case {case.id} is signed and locked")
+    record(session, case_id=case.id, user_id=user.id, action="sign", from_value="open", to_value="signed")
+    session.commit()

@@ -1,0 +1,166 @@
+"""An upload: many image files and/or .zip files in one request -> stored images and cell rows.
+
+Every file is decoded here, so the answer names each unusable file and its reason; a bad
+file never stops the rest. Zips are read in memory member by member with size caps (never
+extracted to disk, so member paths like ../x mean nothing); a zip inside a zip is refused.
+"""
+from __future__ import annotations
+
+import unicodedata
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.audit.service import record
+from app.cases.models import Case, Upload
+from app.cells.models import Cell
+from app.config import MiB, Settings
+from app.ml.decode import decode_bytes
+from app.storage import Storage, sha256
+
+MEDIA_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "GIF": "image/gif",
+               "BMP": "image/bmp", "TIFF": "image/tiff", "WEBP": "image/webp"}
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+@dataclass
+class UploadResult:
+    upload: Upload
+    accepted: list[dict] = field(default_factory=list)  # {"file", "cell_id", "duplicate"}
+    rejected: list[dict] = field(default_factory=list)  # {"file", "reason"}
+    new_cell_ids: list[int] = field(default_factory=list)
+
+
+def clean_name(name: str) -> str:
+    """A display name: NFC, no control or format characters, at most 255 characters."""
+    name = unicodedata.normalize("NFC", name or "")
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
+    return (name or "unnamed")[-255:]
+
+
+class _Budget:
+    """Caps per request: file count and total decompressed bytes (a zip bomb stops here)."""
+
+    def __init__(self, settings: Settings):
+        self.files_left = settings.max_files
+        self.bytes_left = settings.max_request_mb * MiB
+        self.max_file = settings.max_file_mb * MiB
+
+    def take(self) -> str | None:
+        if self.files_left <= 0:
+            return "too many files in one upload"
+        self.files_left -= 1
+        return None
+
+
+def _read_capped(fh: BinaryIO, limit: int) -> bytes | None:
+    data = fh.read(limit + 1)
+    return None if len(data) > limit else data
+
+
+def _members(name: str, fh: BinaryIO, budget: _Budget) -> Iterator[tuple[str, bytes | None, str | None]]:
+    try:
+        zf = zipfile.ZipFile(fh)
+        infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        yield name, None, "not a valid zip file"
+        return
+    with zf:
+        for info in infos:
+            if info.is_dir() or PurePosixPath(info.filename).name.startswith("."):
+                continue  # folders and hidden files (__MACOSX/._x) are not cells
+            member = clean_name(f"{name}/{info.filename}")
+            if reason := budget.take():
+                yield member, None, reason
+                continue
+            if info.filename.lower().endswith(".zip"):
+                yield member, None, "nested archive (zip inside a zip)"
+                continue
+            limit = min(budget.max_file, budget.bytes_left)
+            if info.file_size > limit:
+                yield member, None, f"too large (over {budget.max_file // MiB} MiB or the upload limit)"
+                continue
+            try:
+                with zf.open(info) as src:
+                    data = _read_capped(src, limit)
+            except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, OSError, EOFError) as exc:
+                yield member, None, f"unreadable zip member ({type(exc).__name__})"
+                continue
+            if data is None:
+                yield member, None, "too large (decompresses past its declared size or the limit)"
+                continue
+            budget.bytes_left -= len(data)
+            if data.startswith(ZIP_MAGIC):
+                yield member, None, "nested archive (zip inside a zip)"
+                continue
+            yield member, data, None
+
+
+def iter_files(parts: list[tuple[str, BinaryIO]], settings: Settings) -> Iterator[tuple[str, bytes | None, str | None]]:
+    """(display name, bytes or None, reason or None) for every image file, zips opened."""
+    budget = _Budget(settings)
+    for raw_name, fh in parts:
+        name = clean_name(PurePosixPath(raw_name.replace("\\", "/")).name)
+        head = fh.read(4)
+        fh.seek(0)
+        if head == ZIP_MAGIC or name.lower().endswith(".zip"):
+            yield from _members(name, fh, budget)
+            continue
+        if reason := budget.take():
+            yield name, None, reason
+            continue
+        data = _read_capped(fh, min(budget.max_file, budget.bytes_left))
+        if data is None:
+            yield name, None, f"too large (over {budget.max_file // MiB} MiB or the upload limit)"
+            continue
+        budget.bytes_left -= len(data)
+        yield name, data, None
+
+
+def ingest(session: Session, storage: Storage, settings: Settings, case: Case, user_id: int,
+           parts: list[tuple[str, BinaryIO]]) -> UploadResult:
+    """Check, store and record every file; the caller enqueues `new_cell_ids` after this commits."""
+    upload = Upload(case_id=case.id, created_by_id=user_id, rejected=[])
+    session.add(upload)
+    session.flush()
+    result = UploadResult(upload)
+    ids = dict(session.execute(select(Cell.sha256, Cell.id).where(Cell.case_id == case.id)).all())
+    accepted: list[tuple[str, str, bool]] = []  # (file, sha256, duplicate)
+    new_cells: dict[str, Cell] = {}
+    for name, data, reason in iter_files(parts, settings):
+        if data is not None:
+            decoded = decode_bytes(data)
+            reason = decoded.error
+        if reason:
+            result.rejected.append({"file": name, "reason": reason})
+            continue
+        digest = sha256(data)
+        duplicate = digest in ids or digest in new_cells
+        accepted.append((name, digest, duplicate))
+        if duplicate:
+            continue
+        key = storage.image_key(digest)
+        storage.put(key, data)
+        new_cells[digest] = Cell(case_id=case.id, upload_id=upload.id, sha256=digest, filename=name,
+                                 media_type=MEDIA_TYPES[decoded.format], width=decoded.width,
+                                 height=decoded.height, image_path=key, quality_flags=[])
+    session.add_all(new_cells.values())
+    session.flush()
+    ids.update({digest: cell.id for digest, cell in new_cells.items()})
+    result.accepted = [{"file": name, "cell_id": ids[digest], "duplicate": dup} for name, digest, dup in accepted]
+    result.new_cell_ids = [cell.id for cell in new_cells.values()]
+    upload.accepted = len(result.accepted)
+    upload.rejected = result.rejected
+    upload.cells_total = len(result.new_cell_ids)
+    upload.status = "queued" if result.new_cell_ids else "done"
+    record(session, case_id=case.id, user_id=user_id, action="upload",
+           to_value=f"{len(result.accepted)} accepted, {len(result.rejected)} rejected",
+           detail={"upload_id": upload.id, "new_cells": len(result.new_cell_ids)})
+    session.commit()
+    return result

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Top(BaseModel):
+    code: str
+    name: str
+    p: float
+
+
+class CellOut(BaseModel):
+    id: int
+    filename: str
+    status: str  # pending | done | failed
+    predicted: str | None
+    probability: float | None
+    top3: list[Top]
+    label: str | None
+    label_source: str | None  # model | reviewer
+    version: int
+    quality_flags: list[str]
+    quality: dict | None  # brightness, stain_fraction, blur_variance, color_type, repaired
+    model_version: str | None
+
+
+class Relabel(BaseModel):
+    label: str = Field(description="a class code of the loaded model")
+    version: int | None = Field(None, description="the version you saw; stale -> 409")

@@ -1,0 +1,16 @@
+"""Errors the services raise; app.main turns them into HTTP answers with a clear message."""
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    status_code = 400
+
+
+class NotFound(DomainError):
+    status_code = 404
+
+
+class Conflict(DomainError):
+    """A signed case, a stale version, a sign-off while cells are still processing."""
+
+    status_code = 409

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from app.cases.service import get_case
+from app.deps import ClassesDep, CurrentUser, SessionDep
+from app.exports import service
+
+router = APIRouter(prefix="/api", tags=["exports"])
+CSV = {200: {"content": {"text/csv": {}}}}
+
+
+def _attachment(text: str, filename: str) -> Response:
+    return Response(text, media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@router.get("/cases.csv", response_class=Response, responses=CSV)
+def cases_csv(session: SessionDep, _user: CurrentUser, classes: ClassesDep) -> Response:
+    """One row per case, one column per class (cells with that current label)."""
+    return _attachment(service.cases_csv(session, classes), "cases.csv")
+
+
+@router.get("/cases/{case_id}/differential.csv", response_class=Response, responses=CSV)
+def differential_csv(case_id: int, session: SessionDep, _user: CurrentUser, classes: ClassesDep) -> Response:
+    return _attachment(service.differential_csv(session, classes, case_id), f"case-{case_id}-differential.csv")
+
+
+@router.get("/cases/{case_id}/cells.csv", response_class=Response, responses=CSV)
+def cells_csv(case_id: int, session: SessionDep, _user: CurrentUser) -> Response:
+    get_case(session, case_id)
+    return _attachment(service.cells_csv(session, case_id), f"case-{case_id}-cells.csv")

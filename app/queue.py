@@ -1,0 +1,49 @@
+"""The Celery configuration both sides share, and enqueueing by task name.
+
+The web process sends tasks by name, so it never imports the worker's tasks (nor torch).
+The broker only carries "process these cell ids"; the database is the source of truth.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery import Celery
+
+from app.config import Settings
+
+PROCESS_CELLS = "marrow.process_cells"
+QUEUE = "marrow"
+
+
+def celery_config(broker: str) -> dict:
+    conf = {
+        "broker_url": broker,
+        "task_default_queue": QUEUE,
+        "task_ignore_result": True,  # results live in the database
+        "task_acks_late": True,  # a dead worker's batch is redelivered and redone
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,  # a worker holds only the batch it is working on
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+    }
+    if broker.startswith("sqla+"):  # kombu's SQLAlchemy transport polls the table
+        conf["broker_transport_options"] = {"polling_interval": 0.2}
+    else:
+        # Redis redelivers an unacked task after this long; longer than any one batch takes.
+        conf["broker_transport_options"] = {"visibility_timeout": 3600}
+    return conf
+
+
+@lru_cache(maxsize=4)
+def make_celery(broker: str) -> Celery:
+    app = Celery("marrow")
+    app.conf.update(celery_config(broker))
+    return app
+
+
+def enqueue_cells(settings: Settings, upload_id: int, cell_ids: list[int]) -> None:
+    """One task per `task_cells` cells: the unit of parallelism across workers and of redo."""
+    client = make_celery(settings.broker)
+    step = settings.task_cells
+    for i in range(0, len(cell_ids), step):
+        client.send_task(PROCESS_CELLS, args=[upload_id, cell_ids[i:i + step]], queue=QUEUE)

@@ -1,0 +1,56 @@
+"""Content-addressed file storage: every path is derived from a sha256, never from a file name,
+so nothing a client sends can place or name a file, and identical images are stored once.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Storage:
+    """Files under one root directory (MARROW_STORAGE_DIR), addressed by relative paths."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+
+    @staticmethod
+    def image_key(digest: str) -> str:
+        return f"images/{digest[:2]}/{digest}"
+
+    @staticmethod
+    def thumbnail_key(digest: str) -> str:
+        return f"thumbnails/{digest[:2]}/{digest}.jpg"
+
+    @staticmethod
+    def overlay_key(digest: str, model_version: str) -> str:
+        return f"overlays/{digest[:2]}/{digest}.{sha256(model_version.encode())[:12]}.png"
+
+    def path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root):  # keys are ours, but refuse to leave the root anyway
+            raise ValueError(f"storage key outside the storage dir: {key!r}")
+        return path
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write atomically (temp file + rename); an existing file has the same content."""
+        path = self.path(key)
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def read(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
