@@ -32,7 +32,7 @@ def cmd_eda(args) -> int:
     from app.ml.eda import run_eda
 
     summary = run_eda(args.data_dir, args.out, args.thresholds)
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
     print(f"report: {args.out / 'index.html'}")
     return 0
 

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
 from sklearn.metrics import precision_recall_fscore_support
+
+if TYPE_CHECKING:
+    import torch
 
 ECE_BINS = 15
 
@@ -81,6 +85,8 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: in
 
 def fit_temperature(logits: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor) -> float:
     """The temperature T > 0 minimising the NLL of softmax(logits / T) (LBFGS on log T)."""
+    import torch
+
     z = torch.as_tensor(logits, dtype=torch.float64).detach().cpu()
     y = torch.as_tensor(labels, dtype=torch.long).cpu()
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import jinja2
@@ -15,9 +16,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from app.ml.evaluate import Evaluation
-from app.ml.gradcam import overlay_png
 from app.ml.metrics import reliability_bins
+
+if TYPE_CHECKING:  # evaluation pulls in torch; `marrow eda` does not need it
+    from app.ml.evaluate import Evaluation
 
 TEMPLATES = Path(__file__).with_name("report_templates")
 DPI = 110
@@ -120,6 +122,8 @@ def reliability_figure(probs: np.ndarray, labels: np.ndarray) -> Figure:
 
 def write_evaluation_report(ev: Evaluation, out_dir: str | Path) -> Path:
     """Figures, the confidently wrong gallery and index.html in out_dir."""
+    from app.ml.gradcam import overlay_png
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     m = ev.metrics
