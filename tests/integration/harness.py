@@ -15,6 +15,12 @@ NOT_READY = (OSError, subprocess.SubprocessError, httpx.TransportError)
 
 START_TIMEOUT_S = 60
 
+# The production stack: what test_production_stack.py runs and docker-compose.yml must run too.
+WEB_COMMAND = ["marrow", "web"]
+WORKER_COMMAND = ["marrow", "worker"]
+STACK_ENV_VARS = ("DATABASE_URL", "BROKER_URL", "MARROW_DATA_DIR", "MARROW_MODEL_DIR", "MARROW_ENV")
+HEALTH_PATH = "/api/health"  # answered without a token: the compose healthcheck polls it
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

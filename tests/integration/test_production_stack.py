@@ -19,12 +19,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from .harness import free_port, wait_for
+from .harness import HEALTH_PATH, STACK_ENV_VARS, WEB_COMMAND, WORKER_COMMAND, free_port, wait_for
 
-# What docker-compose.yml must run too.
-WEB_COMMAND = ["marrow", "web"]
-WORKER_COMMAND = ["marrow", "worker"]
-STACK_ENV_VARS = ("DATABASE_URL", "BROKER_URL", "MARROW_DATA_DIR", "MARROW_MODEL_DIR", "MARROW_ENV")
 CLASS_CODES = ("BLA", "EOS", "LYT", "MON", "NGS", "NIF", "PMO")
 
 N_CELLS = 12
@@ -124,6 +120,8 @@ def test_web_and_worker_on_postgres_and_redis(postgres_url, redis_url, real_cell
                  f"`marrow web` on {base}", web.proc, web.log, interval=0.5)
         unauth = anon.get("/api/cases")
         assert unauth.status_code == 401, f"/api/cases without a token: {unauth.status_code} {unauth.text[:300]}"
+        health = anon.get(HEALTH_PATH)  # what docker-compose.yml's healthcheck asks, with no token
+        assert health.status_code == 200, f"{HEALTH_PATH}: {health.status_code} {health.text[:300]}"
 
     run_cli(env, "users", "add", "it-admin", "--role", "admin", "--password-stdin",
             stdin="correct horse battery staple 42\n")
