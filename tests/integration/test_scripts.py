@@ -1,0 +1,107 @@
+"""scripts/test.sh (THE test command), scripts/run.sh and .ci/run.
+
+These run the real scripts with MARROW_SKIP_INSTALL=1 (the .venv as it is) against small
+throw-away test folders, so they take seconds and install nothing.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_PY = ROOT / ".venv" / "bin" / "python"
+
+
+def bash(*args: str, env_extra: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **(env_extra or {}))
+    env.pop("PYTEST_ADDOPTS", None)
+    env.pop("PYTEST_CURRENT_TEST", None)
+    return subprocess.run(["bash", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def venv() -> Path:
+    if not VENV_PY.is_file():
+        pytest.skip(f"{VENV_PY} is absent: run `bash scripts/test.sh` once to create it")
+    return VENV_PY
+
+
+def test_ci_calls_the_test_command():
+    lines = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text().splitlines()
+             if ln.strip() and not ln.lstrip().startswith("#")]
+    assert "bash scripts/test.sh" in lines
+
+
+def test_scripts_parse():
+    for script in ("scripts/test.sh", "scripts/run.sh", "scripts/_install.sh", ".ci/run"):
+        r = bash("-n", script)
+        assert r.returncode == 0, f"{script}: {r.stderr}"
+
+
+def test_no_tests_collected_fails(venv, tmp_path):
+    (tmp_path / "test_nothing_here.py").write_text("X = 1\n")
+    r = bash("scripts/test.sh", str(tmp_path), "-p", "no:cacheprovider", env_extra={"MARROW_SKIP_INSTALL": "1"})
+    assert r.returncode != 0, r.stdout
+    assert "collected no tests" in r.stdout, r.stdout
+
+
+def test_pass_and_fail_are_reported(venv, tmp_path):
+    (tmp_path / "test_some.py").write_text(
+        "import pytest\n"
+        "def test_a(): pass\n"
+        "def test_b(): pass\n"
+        "def test_c(): pytest.skip('not here')\n"
+        "def test_d(): assert False\n")
+    r = bash("scripts/test.sh", str(tmp_path), "-p", "no:cacheprovider", env_extra={"MARROW_SKIP_INSTALL": "1"})
+    assert r.returncode == 1, r.stdout
+    lines = r.stdout.strip().splitlines()
+    assert lines[-1] == "tests: 2 passed, 1 failed, 1 skipped", lines[-3:]
+    assert lines[-2].startswith("scripts/test.sh: FAILED: pytest exit 1"), lines[-3:]
+
+    r = bash("scripts/test.sh", str(tmp_path), "-p", "no:cacheprovider", "-k", "not test_d",
+             env_extra={"MARROW_SKIP_INSTALL": "1"})
+    assert r.returncode == 0, r.stdout
+    lines = r.stdout.strip().splitlines()
+    assert lines[-2].startswith("scripts/test.sh: PASSED"), lines[-3:]
+    assert lines[-1] == "tests: 2 passed, 0 failed, 1 skipped", lines[-3:]
+
+
+def test_install_is_skipped_while_pyproject_is_unchanged(venv):
+    """With the stamp matching pyproject.toml, the install step is quick and silent."""
+    probe = ('source scripts/_install.sh && [ -f "$MARROW_STAMP" ] && '
+             '[ "$(cat "$MARROW_STAMP")" = "$(_marrow_stamp_value "$MARROW_VENV/bin/python")" ]')
+    if bash("-c", probe).returncode != 0:
+        pytest.skip(".venv was not installed by scripts/test.sh (or pyproject.toml changed since)")
+    t0 = time.monotonic()
+    r = bash("-c", "source scripts/_install.sh && marrow_install_python")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "" and r.stderr == "", (r.stdout, r.stderr)
+    assert time.monotonic() - t0 < 10
+
+
+def test_stamp_follows_pyproject(tmp_path):
+    """The stamp changes when pyproject.toml does (so a dependency change reinstalls)."""
+    fake = tmp_path / "repo"
+    (fake / "scripts").mkdir(parents=True)
+    (fake / "scripts" / "_install.sh").write_text((ROOT / "scripts" / "_install.sh").read_text())
+    (fake / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    cmd = ["bash", "-c", f'source scripts/_install.sh && _marrow_stamp_value "{sys.executable}"']
+    first = subprocess.run(cmd, cwd=fake, capture_output=True, text=True, check=True).stdout
+    second = subprocess.run(cmd, cwd=fake, capture_output=True, text=True, check=True).stdout
+    (fake / "pyproject.toml").write_text("[project]\nname = 'x'\ndependencies = ['six']\n")
+    third = subprocess.run(cmd, cwd=fake, capture_output=True, text=True, check=True).stdout
+    assert first.strip() and first == second != third
+
+
+def test_run_command_starts_marrow_run(venv):
+    """scripts/run.sh ends in `marrow run --host 127.0.0.1 --port 8000` (here with --help, so
+    that it prints and exits instead of serving)."""
+    r = bash("scripts/run.sh", "--help", env_extra={"MARROW_SKIP_INSTALL": "1"}, timeout=120)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    assert "--port" in r.stdout and "--host" in r.stdout, r.stdout
