@@ -26,8 +26,10 @@ def celery_config(broker: str) -> dict:
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
     }
-    if broker.startswith("sqla+"):  # kombu's SQLAlchemy transport polls the table
-        conf["broker_transport_options"] = {"polling_interval": 0.2}
+    if broker.startswith("sqla+"):
+        # kombu's SQLAlchemy transport hands these to create_engine: wait for SQLite's lock
+        # (web and worker share the file) instead of failing at once.
+        conf["broker_transport_options"] = {"connect_args": {"timeout": 30}}
     else:
         # Redis redelivers an unacked task after this long; longer than any one batch takes.
         conf["broker_transport_options"] = {"visibility_timeout": 3600}

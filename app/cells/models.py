@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, utcnow
+from app.db import Base, UTCDateTime, utcnow
 
 CELL_STATUSES = ("pending", "done", "failed")
 LABEL_SOURCES = ("model", "reviewer")
@@ -36,7 +36,7 @@ class Cell(Base):
     label: Mapped[str | None] = mapped_column(String(16))
     label_source: Mapped[str | None] = mapped_column(String(16))
     label_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
-    label_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    label_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     version: Mapped[int] = mapped_column(Integer, default=0)  # bumped by every label change
 
 
@@ -52,4 +52,4 @@ class Prediction(Base):
     probability: Mapped[float] = mapped_column(Float)
     probs: Mapped[dict] = mapped_column(JSON)  # {code: p} over all classes of the model
     top3: Mapped[list] = mapped_column(JSON)  # [{"code", "name", "p"}]
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -32,7 +32,7 @@ def rows(session: Session, case_id: int):
     """(Cell, latest Prediction or None, name of who labelled it or None) per cell, by id."""
     latest = latest_predictions(case_id)
     return session.execute(
-        select(Cell, Prediction, User.name)
+        select(Cell, Prediction, User.name).select_from(Cell)
         .outerjoin(Prediction, (Prediction.cell_id == Cell.id) & Prediction.id.in_(select(latest.c.id)))
         .outerjoin(User, User.id == Cell.label_by_id)
         .where(Cell.case_id == case_id).order_by(Cell.id)).all()

@@ -1,0 +1,179 @@
+"""`marrow run|web|worker|users|token|bench-app`: the lab server and its accounts.
+
+`run` is the laptop default (web + one worker, SQLite, embedded broker); `web` and `worker`
+start one side each for production. All three apply migrations first.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+WORKER_STOP_TIMEOUT_S = 60
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    for name, func, help_ in (("run", cmd_run, "web server plus one worker: the laptop default"),
+                              ("web", cmd_web, "the web server only (production)")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=8000)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("worker", help="a background worker only (production; one per machine or GPU)")
+    p.add_argument("--loglevel", default="INFO")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("users", help="manage user accounts")
+    users = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = users.add_parser("add", help="create a user")
+    q.add_argument("name")
+    q.add_argument("--role", required=True, choices=["reviewer", "admin"])
+    q.add_argument("--password-stdin", action="store_true", help="read the password from stdin (else prompt)")
+    q.set_defaults(func=cmd_users_add)
+    q = users.add_parser("list", help="list users")
+    q.set_defaults(func=cmd_users_list)
+    for action, active in (("disable", False), ("enable", True)):
+        q = users.add_parser(action, help=f"{action} a user (a disabled user's tokens are refused)")
+        q.add_argument("name")
+        q.set_defaults(func=cmd_users_active, active=active)
+
+    p = sub.add_parser("token", help="print a new API token for a user (only its hash is stored)")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_token)
+
+    p = sub.add_parser("bench-app", help="end-to-end benchmark: upload real cells through the API")
+    p.add_argument("--url", help="target a running app (needs --token) instead of starting one")
+    p.add_argument("--token", help="API token for --url")
+    p.add_argument("--cells", type=int, default=500)
+    p.add_argument("--data-dir", type=Path, help="real cells, one folder per class "
+                                                 "(default: $MARROW_TEST_DATA or ../shared/data/bone-marrow-7)")
+    p.add_argument("--json", type=Path, metavar="OUT", help="write the results here")
+    p.set_defaults(func=cmd_bench_app)
+
+
+def _sessions():
+    from app.config import get_settings
+    from app.db import make_engine, make_sessionmaker, upgrade
+
+    settings = get_settings()
+    upgrade(settings.db_url)
+    return make_sessionmaker(make_engine(settings.db_url))
+
+
+def cmd_web(args) -> int:
+    import uvicorn
+
+    from app.config import get_settings
+    from app.db import upgrade
+
+    upgrade(get_settings().db_url)
+    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from app.config import get_settings
+    from app.db import upgrade
+
+    upgrade(get_settings().db_url)
+    from worker.app import celery
+
+    celery.worker_main(["worker", f"--loglevel={args.loglevel}", "--pool=solo",
+                        f"--hostname=marrow-{os.getpid()}@%h", "--without-gossip", "--without-mingle"])
+    return 0
+
+
+def worker_command() -> list[str]:
+    return [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(['worker']))"]
+
+
+def cmd_run(args) -> int:
+    """Web in this process, the worker as a child; Ctrl-C (SIGINT to both) stops both cleanly."""
+    import uvicorn
+
+    from app.config import get_settings
+    from app.db import upgrade
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.db_url)
+    worker = subprocess.Popen(worker_command())
+    threading.Thread(target=_stop_if_worker_dies, args=(worker,), daemon=True).start()
+    try:
+        uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, log_level="info")
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)  # warm shutdown: the current batch finishes
+        try:
+            worker.wait(WORKER_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+    return 0
+
+
+def _stop_if_worker_dies(worker: subprocess.Popen) -> None:
+    """A web server whose uploads are never processed is worse than a clear exit."""
+    if worker.wait() != 0:
+        print(f"marrow run: the worker exited with code {worker.returncode}; stopping", file=sys.stderr)
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def cmd_users_add(args) -> int:
+    from app.users.service import create_user
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+    with _sessions()() as session:
+        user = create_user(session, args.name, args.role, password)
+    print(f"created {user.role} {user.name}")
+    return 0
+
+
+def cmd_users_list(args) -> int:
+    from sqlalchemy import select
+
+    from app.users.models import User
+
+    with _sessions()() as session:
+        for user in session.scalars(select(User).order_by(User.name)):
+            print(f"{user.name}\t{user.role}\t{'active' if user.active else 'disabled'}")
+    return 0
+
+
+def cmd_users_active(args) -> int:
+    from app.users.service import set_active
+
+    with _sessions()() as session:
+        user = set_active(session, args.name, args.active)
+    print(f"{user.name} {'enabled' if user.active else 'disabled'}")
+    return 0
+
+
+def cmd_token(args) -> int:
+    from app.users.service import issue_token, require
+
+    with _sessions()() as session:
+        print(issue_token(session, require(session, args.name)))
+    return 0
+
+
+def cmd_bench_app(args) -> int:
+    from app.benchapp import run_benchmark
+
+    result = run_benchmark(url=args.url, token=args.token, n_cells=args.cells, data_dir=args.data_dir)
+    text = json.dumps(result, indent=2)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    print(text)
+    return 0

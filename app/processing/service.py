@@ -1,0 +1,155 @@
+"""The worker's job: run the ML pipeline over pending cells and record the results.
+
+Idempotent per cell: only cells still `pending` are processed; a prediction row is unique per
+(cell, model version) and written only if absent; the model's label is set only where no
+label exists (a reviewer's label is never overwritten); thumbnails and overlays are named by
+content hash, so rewriting one rewrites the same bytes. A task that runs twice, or two
+workers racing on the same cells, therefore leave exactly one cell and one prediction each.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from functools import partial
+from itertools import islice
+
+import cv2
+import numpy as np
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.cases.models import Upload
+from app.cells.models import Cell, Prediction
+from app.config import Settings
+from app.db import make_engine, make_sessionmaker, utcnow
+from app.ml.gradcam import overlay_png
+from app.ml.model import Predictor
+from app.ml.pipeline import CellResult, run
+from app.ml.quality import Thresholds
+from app.queue import enqueue_cells
+from app.storage import Storage
+
+log = logging.getLogger(__name__)
+THUMBNAIL_SIDE = 128
+
+
+def thumbnail_jpeg(rgb: np.ndarray, side: int = THUMBNAIL_SIDE) -> bytes:
+    h, w = rgb.shape[:2]
+    scale = side / max(h, w)
+    if scale < 1:
+        rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def _chunks(it, n: int) -> Iterator[list]:
+    it = iter(it)
+    while chunk := list(islice(it, n)):
+        yield chunk
+
+
+class Processor:
+    """One per worker process: holds the loaded model, thresholds, storage and database."""
+
+    def __init__(self, settings: Settings, predictor: Predictor | None = None):
+        self.settings = settings
+        self.storage = Storage(settings.storage_path)
+        self.sessions: sessionmaker[Session] = make_sessionmaker(make_engine(settings.db_url))
+        self.thresholds = Thresholds.load()
+        self.predictor = predictor or Predictor(settings.model_dir, device=settings.device,
+                                                backend=settings.backend, cache_dir=settings.model_cache_dir)
+
+    def process(self, upload_id: int, cell_ids: list[int]) -> int:
+        """Process those of `cell_ids` still pending; returns how many were processed now."""
+        with self.sessions() as session:
+            cells = session.execute(select(Cell.id, Cell.sha256, Cell.filename, Cell.image_path)
+                                    .where(Cell.id.in_(cell_ids), Cell.status == "pending")
+                                    .order_by(Cell.id)).all()
+        items = [(c.filename, partial(self.storage.read, c.image_path)) for c in cells]
+        results = run(items, self.predictor, self.thresholds, repair=self.settings.repair,
+                      with_cam=True, batch_size=self.settings.batch_size)
+        n = self.settings.batch_size
+        for batch in _chunks(zip(cells, results), n):
+            files = [self._write_files(c.sha256, r) for c, r in batch]
+            self._save([(c.id, r) for c, r in batch], files)
+            self._refresh_upload(upload_id)
+        if not cells:
+            self._refresh_upload(upload_id)
+        return len(cells)
+
+    def _write_files(self, digest: str, r: CellResult) -> tuple[str | None, str | None]:
+        if r.prediction is None:
+            return None, None
+        thumb = self.storage.thumbnail_key(digest)
+        self.storage.put(thumb, thumbnail_jpeg(r.image))
+        overlay = self.storage.overlay_key(digest, self.predictor.version)
+        self.storage.put(overlay, overlay_png(r.image, r.prediction.cam))
+        return thumb, overlay
+
+    def _save(self, batch: list[tuple[int, CellResult]], files: list[tuple[str | None, str | None]]) -> None:
+        """One transaction per batch; a unique-constraint race with another worker retries once,
+        then finds the prediction present and only completes the cell."""
+        for attempt in (1, 2):
+            with self.sessions() as session:
+                try:
+                    for (cell_id, r), (thumb, overlay) in zip(batch, files):
+                        self._save_one(session, cell_id, r, thumb, overlay)
+                    session.commit()
+                    return
+                except IntegrityError:
+                    session.rollback()
+                    if attempt == 2:
+                        raise
+
+    def _save_one(self, session: Session, cell_id: int, r: CellResult, thumb: str | None,
+                  overlay: str | None) -> None:
+        quality = {k: v for k, v in r.quality.as_dict().items()
+                   if k in ("brightness", "stain_fraction", "blur_variance", "color_type", "repaired")}
+        done = {"quality": quality, "quality_flags": list(r.quality.flags)}
+        p = r.prediction
+        if p is None:
+            session.execute(update(Cell).where(Cell.id == cell_id)
+                            .values(status="failed", error=r.error, **done))
+            return
+        version = self.predictor.version
+        exists = session.scalar(select(Prediction.id).where(Prediction.cell_id == cell_id,
+                                                            Prediction.model_version == version))
+        if exists is None:
+            codes = [c.code for c in self.predictor.classes]
+            session.add(Prediction(cell_id=cell_id, model_version=version, predicted=p.code,
+                                   probability=p.probability,
+                                   probs={c: round(float(q), 6) for c, q in zip(codes, p.probs)},
+                                   top3=[{"code": c, "name": name, "p": round(q, 6)} for c, name, q in p.top3]))
+        session.execute(update(Cell).where(Cell.id == cell_id)
+                        .values(status="done", error=None, thumbnail_path=thumb, overlay_path=overlay, **done))
+        session.execute(update(Cell).where(Cell.id == cell_id, Cell.label.is_(None))
+                        .values(label=p.code, label_source="model", label_at=utcnow(), version=Cell.version + 1))
+
+    def _refresh_upload(self, upload_id: int) -> None:
+        """Progress is a recount (not an increment), so redone work never double-counts."""
+        with self.sessions() as session:
+            done = session.scalar(select(func.count()).where(Cell.upload_id == upload_id, Cell.status != "pending"))
+            total = session.scalar(select(func.count()).where(Cell.upload_id == upload_id))
+            session.execute(update(Upload).where(Upload.id == upload_id).values(
+                cells_done=done, status="done" if done >= total else "processing"))
+            session.commit()
+
+
+def requeue_pending(settings: Settings) -> int:
+    """Enqueue every cell still pending (after a broker outage, or a worker killed on the
+    embedded broker, which does not redeliver). Redone work is harmless: see the module doc."""
+    sessions = make_sessionmaker(make_engine(settings.db_url))
+    with sessions() as session:
+        rows = session.execute(select(Cell.upload_id, Cell.id).where(Cell.status == "pending")
+                               .order_by(Cell.upload_id, Cell.id)).all()
+    by_upload: dict[int, list[int]] = {}
+    for upload_id, cell_id in rows:
+        by_upload.setdefault(upload_id, []).append(cell_id)
+    for upload_id, ids in by_upload.items():
+        enqueue_cells(settings, upload_id, ids)
+    if rows:
+        log.info("requeued %d pending cells of %d uploads", len(rows), len(by_upload))
+    return len(rows)

@@ -1,0 +1,1 @@
+"""Celery worker: a thin app whose tasks call app.processing (see worker/app.py)."""
