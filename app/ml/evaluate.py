@@ -46,7 +46,7 @@ class Evaluation:
     temperature: float  # the card's, already applied to probs
 
 
-def evaluate(data_dir: str | Path, model_dir: str | Path, device: str = "cpu", batch_size: int = 8,
+def evaluate(data_dir: str | Path, model_dir: str | Path, device: str = "cpu", batch_size: int = 16,
              top_wrong: int = 0, progress: bool = True) -> Evaluation:
     """Run the model over every image of data_dir; folders that are not class codes are an error."""
     root = Path(data_dir)
@@ -76,12 +76,8 @@ def evaluate(data_dir: str | Path, model_dir: str | Path, device: str = "cpu", b
         raise ValueError(f"{root}: none of the {len(samples)} images could be decoded")
 
     probs_arr, labels_arr = np.stack(probs), np.asarray(labels)
-    report = classification_report(labels_arr, probs_arr.argmax(1), classes)
     metrics = {
-        "accuracy": report["accuracy"],
-        "macro_f1": report["macro_f1"],
-        "per_class": report["per_class"],
-        "confusion_matrix": report["confusion_matrix"],
+        **classification_report(labels_arr, probs_arr.argmax(1), classes),  # accuracy ... confusion_matrix
         "classes": classes,
         "n_images": len(labels_arr),
         "model_version": predictor.version,

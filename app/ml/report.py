@@ -41,7 +41,6 @@ def save_figure(fig: Figure, out_dir: Path, name: str) -> str:
 def save_rgb(rgb: np.ndarray, out_dir: Path, name: str) -> str:
     """Write an RGB uint8 image as out_dir/name (PNG) and return name."""
     path = out_dir / name
-    path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
         raise RuntimeError(f"could not write {path}")
     return name
@@ -133,13 +132,11 @@ def write_evaluation_report(ev: Evaluation, out_dir: str | Path) -> Path:
         "per_class": save_figure(per_class_figure(m["per_class"], m["classes"]), out, "per_class.png"),
         "reliability": save_figure(reliability_figure(ev.probs, ev.labels), out, "reliability.png"),
     }
-    wrong = []
+    (out / "wrong").mkdir(exist_ok=True)
+    gallery = []  # (cell, its PNG, its Grad-CAM overlay PNG)
     for i, w in enumerate(ev.wrong, 1):
-        cam_name = f"wrong/{i:02d}_gradcam.png"
-        (out / cam_name).parent.mkdir(parents=True, exist_ok=True)
-        (out / cam_name).write_bytes(overlay_png(w.image, w.cam))
-        wrong.append({"file": w.file, "true": w.true, "predicted": w.predicted, "confidence": w.confidence,
-                      "top3": w.top3, "cell_png": save_rgb(w.image, out, f"wrong/{i:02d}_cell.png"),
-                      "cam_png": cam_name})
-    return render_page("evaluate.html", out, title="Model evaluation", m=m, figures=figs, wrong=wrong,
+        cam_png = f"wrong/{i:02d}_gradcam.png"
+        (out / cam_png).write_bytes(overlay_png(w.image, w.cam))
+        gallery.append((w, save_rgb(w.image, out, f"wrong/{i:02d}_cell.png"), cam_png))
+    return render_page("evaluate.html", out, title="Model evaluation", m=m, figures=figs, wrong=gallery,
                        data_dir=str(ev.data_dir), temperature=f"{ev.temperature:g}")
