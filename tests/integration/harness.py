@@ -20,6 +20,7 @@ WEB_COMMAND = ["marrow", "web"]
 WORKER_COMMAND = ["marrow", "worker"]
 STACK_ENV_VARS = ("DATABASE_URL", "BROKER_URL", "MARROW_DATA_DIR", "MARROW_MODEL_DIR", "MARROW_ENV")
 HEALTH_PATH = "/api/health"  # answered without a token: the compose healthcheck polls it
+WORKER_HEALTHCHECK = ["python", "scripts/worker_healthcheck.py"]  # the worker's compose healthcheck
 
 
 def free_port() -> int:

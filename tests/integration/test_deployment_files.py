@@ -14,7 +14,7 @@ import pytest
 import yaml
 from pydantic import AliasChoices
 
-from .harness import HEALTH_PATH, STACK_ENV_VARS, WEB_COMMAND, WORKER_COMMAND
+from .harness import HEALTH_PATH, STACK_ENV_VARS, WEB_COMMAND, WORKER_COMMAND, WORKER_HEALTHCHECK
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {"web", "worker", "redis", "postgres"}
@@ -149,6 +149,7 @@ def test_gpu_and_healthchecks(compose):
         assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no healthcheck"
     web_check = " ".join(services["web"]["healthcheck"]["test"])
     assert f"127.0.0.1:8000{HEALTH_PATH}" in web_check
+    assert services["worker"]["healthcheck"]["test"] == ["CMD", *WORKER_HEALTHCHECK]
     for name in ("web", "worker"):
         deps = services[name]["depends_on"]
         for dep in ("postgres", "redis"):
@@ -170,3 +171,6 @@ def test_dockerfile_and_dockerignore():
     assert {".git", ".venv", "var"} <= ignored
     needed = {"app", "worker", "migrations", "templates", "static", "models", "alembic.ini", "pyproject.toml"}
     assert not (needed & ignored), f".dockerignore leaves out {needed & ignored}"
+    healthcheck = WORKER_HEALTHCHECK[-1]
+    assert (ROOT / healthcheck).is_file()
+    assert healthcheck.split("/")[0] not in ignored or f"!{healthcheck}" in ignored, f"the image lacks {healthcheck}"

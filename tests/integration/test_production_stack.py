@@ -19,7 +19,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from .harness import HEALTH_PATH, STACK_ENV_VARS, WEB_COMMAND, WORKER_COMMAND, free_port, wait_for
+from .harness import (HEALTH_PATH, STACK_ENV_VARS, WEB_COMMAND, WORKER_COMMAND, WORKER_HEALTHCHECK, free_port,
+                      wait_for)
 
 CLASS_CODES = ("BLA", "EOS", "LYT", "MON", "NGS", "NIF", "PMO")
 
@@ -196,6 +197,11 @@ def test_web_and_worker_on_postgres_and_redis(postgres_url, redis_url, real_cell
         named = {c for row in rows for c in row}
         missing = [c for c in CLASS_CODES if c not in named]
         assert not missing, f"differential.csv lacks rows for {missing}:\n{r.text}"
+
+    # docker-compose.yml's worker healthcheck, against this real worker.
+    check = subprocess.run([sys.executable, *WORKER_HEALTHCHECK[1:]], env=env, cwd=REPO_ROOT,
+                           capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+    assert check.returncode == 0, f"worker healthcheck: {check.stdout}{check.stderr}{logs()}"
 
     assert web.alive(), f"`marrow web` died{logs()}"
     assert worker.alive(), f"`marrow worker` died{logs()}"
