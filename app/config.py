@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     storage_dir: Path | None = None  # images, thumbnails, overlays; default <data_dir>/storage
 
     model_dir: Path = SHIPPED_MODEL
+    model_cache_dir: Path | None = None  # the ONNX export of the weights; default <data_dir>/model-cache
     device: Literal["cpu", "cuda"] = "cpu"
     backend: Literal["auto", "onnx", "torch"] = "auto"
     batch_size: int = Field(16, ge=1)
@@ -59,8 +60,8 @@ class Settings(BaseSettings):
         return self.broker.startswith("sqla+")
 
     @property
-    def model_cache_dir(self) -> Path:
-        return self.data_dir / "model-cache"
+    def model_cache(self) -> Path:
+        return self.model_cache_dir or self.data_dir / "model-cache"
 
 
 @lru_cache

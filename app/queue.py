@@ -8,11 +8,19 @@ from __future__ import annotations
 from functools import lru_cache
 
 from celery import Celery
+from kombu.transport.sqlalchemy import Transport as SQLAlchemyTransport
 
 from app.config import Settings
 
 PROCESS_CELLS = "marrow.process_cells"
 QUEUE = "marrow"
+
+
+class EmbeddedTransport(SQLAlchemyTransport):
+    """kombu's SQLAlchemy transport polling its table every 0.1 s instead of 1 s (it hands
+    every transport option to create_engine, so the interval cannot be passed as one)."""
+
+    polling_interval = 0.1
 
 
 def celery_config(broker: str) -> dict:
@@ -27,6 +35,8 @@ def celery_config(broker: str) -> dict:
         "worker_hijack_root_logger": False,
     }
     if broker.startswith("sqla+"):
+        conf["broker_url"] = broker.removeprefix("sqla+")
+        conf["broker_transport"] = f"{__name__}:EmbeddedTransport"
         # kombu's SQLAlchemy transport hands these to create_engine: wait for SQLite's lock
         # (web and worker share the file) instead of failing at once.
         conf["broker_transport_options"] = {"connect_args": {"timeout": 30}}

@@ -90,8 +90,9 @@ def cmd_worker(args) -> int:
     return 0
 
 
-def worker_command() -> list[str]:
-    return [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(['worker']))"]
+def marrow_command(*args: str) -> list[str]:
+    """This interpreter running `marrow ARGS` (needs no console script on PATH)."""
+    return [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))", *args]
 
 
 def cmd_run(args) -> int:
@@ -104,11 +105,13 @@ def cmd_run(args) -> int:
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.db_url)
-    worker = subprocess.Popen(worker_command())
-    threading.Thread(target=_stop_if_worker_dies, args=(worker,), daemon=True).start()
+    worker = subprocess.Popen(marrow_command("worker"))
+    stopping = threading.Event()
+    threading.Thread(target=_stop_if_worker_dies, args=(worker, stopping), daemon=True).start()
     try:
         uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, log_level="info")
     finally:
+        stopping.set()
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)  # warm shutdown: the current batch finishes
         try:
@@ -119,9 +122,10 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _stop_if_worker_dies(worker: subprocess.Popen) -> None:
+def _stop_if_worker_dies(worker: subprocess.Popen, stopping: threading.Event) -> None:
     """A web server whose uploads are never processed is worse than a clear exit."""
-    if worker.wait() != 0:
+    worker.wait()
+    if not stopping.is_set():
         print(f"marrow run: the worker exited with code {worker.returncode}; stopping", file=sys.stderr)
         os.kill(os.getpid(), signal.SIGINT)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from itertools import islice
 
@@ -60,7 +61,7 @@ class Processor:
         self.sessions: sessionmaker[Session] = make_sessionmaker(make_engine(settings.db_url))
         self.thresholds = Thresholds.load()
         self.predictor = predictor or Predictor(settings.model_dir, device=settings.device,
-                                                backend=settings.backend, cache_dir=settings.model_cache_dir)
+                                                backend=settings.backend, cache_dir=settings.model_cache)
 
     def process(self, upload_id: int, cell_ids: list[int]) -> int:
         """Process those of `cell_ids` still pending; returns how many were processed now."""
@@ -71,14 +72,23 @@ class Processor:
         items = [(c.filename, partial(self.storage.read, c.image_path)) for c in cells]
         results = run(items, self.predictor, self.thresholds, repair=self.settings.repair,
                       with_cam=True, batch_size=self.settings.batch_size)
-        n = self.settings.batch_size
-        for batch in _chunks(zip(cells, results), n):
-            files = [self._write_files(c.sha256, r) for c, r in batch]
-            self._save([(c.id, r) for c, r in batch], files)
-            self._refresh_upload(upload_id)
+        # Batch k is written (files, rows, progress) in a thread while batch k+1 is in the model.
+        with ThreadPoolExecutor(max_workers=1) as writer:
+            pending = None
+            for batch in _chunks(zip(cells, results), self.settings.batch_size):
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(self._record, upload_id, batch)
+            if pending is not None:
+                pending.result()
         if not cells:
             self._refresh_upload(upload_id)
         return len(cells)
+
+    def _record(self, upload_id: int, batch: list) -> None:
+        files = [self._write_files(c.sha256, r) for c, r in batch]
+        self._save([(c.id, r) for c, r in batch], files)
+        self._refresh_upload(upload_id)
 
     def _write_files(self, digest: str, r: CellResult) -> tuple[str | None, str | None]:
         if r.prediction is None:

@@ -1,0 +1,167 @@
+"""`marrow bench-app`: the whole product, timed end to end through its own JSON API.
+
+Starts `marrow run` on a fresh data dir (or targets a running app), uploads N real cells in one
+request, and measures: seconds from the upload request to every cell processed, the cells/s
+that gives, the raw batched model throughput (Predictor.predict with Grad-CAM, same batch size,
+measured in this process after the app is stopped so the two never share the CPU), response
+times of the 500-cell list and of a relabel round trip.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from app.cli.server import marrow_command
+from app.config import get_settings
+from app.ml.taxonomy import CODES
+
+ROOT = Path(__file__).resolve().parents[1]
+WARMUP_CELLS = 16
+LIST_REQUESTS = 40
+RELABEL_REQUESTS = 100
+MODEL_CELLS = 160
+START_TIMEOUT_S = 180
+PROCESS_TIMEOUT_S = 1800
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("MARROW_TEST_DATA") or ROOT.parent / "shared" / "data" / "bone-marrow-7")
+
+
+def pick_cells(root: Path, n: int) -> list[Path]:
+    """n real cells, round-robin over the class folders (sorted: repeatable)."""
+    per_class = [sorted((root / c).glob("*.jpg")) for c in CODES if (root / c).is_dir()]
+    picked: list[Path] = []
+    for i in range(max((len(f) for f in per_class), default=0)):
+        picked += [files[i] for files in per_class if i < len(files)]
+        if len(picked) >= n:
+            return picked[:n]
+    raise FileNotFoundError(f"{root}: only {len(picked)} cells, {n} needed (set --data-dir)")
+
+
+def _ms(samples: list[float], q: float) -> float:
+    return round(1000 * statistics.quantiles(samples, n=100, method="inclusive")[int(q) - 1], 2)
+
+
+@contextlib.contextmanager
+def started_app(data_dir: Path) -> Iterator[tuple[str, str]]:
+    """`marrow run` on a free port with everything under data_dir; yields (url, token)."""
+    import socket
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL", "MARROW_STORAGE_DIR")}
+    env.update(MARROW_DATA_DIR=str(data_dir), MARROW_MODEL_DIR=str(get_settings().model_dir.resolve()))
+    subprocess.run(marrow_command("users", "add", "bench", "--role", "admin", "--password-stdin"), env=env,
+                   input="bench-password\n", text=True, check=True, capture_output=True)
+    token = subprocess.run(marrow_command("token", "bench"), env=env, text=True, check=True,
+                           capture_output=True).stdout.split()[-1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (data_dir / "app.log").open("w")
+    proc = subprocess.Popen(marrow_command("run", "--port", str(port)), env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the app did not start; see {data_dir / 'app.log'}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.5)
+        yield url, token
+    finally:
+        proc.send_signal(2)  # SIGINT, as Ctrl-C
+        try:
+            proc.wait(90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _upload_and_wait(api: httpx.Client, accession: str, cells: list[Path]) -> tuple[int, float]:
+    case_id = api.post("/api/cases", json={"accession": accession}).raise_for_status().json()["id"]
+    files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in cells]
+    t0 = time.perf_counter()
+    body = api.post(f"/api/cases/{case_id}/uploads", files=files).raise_for_status().json()
+    if body["rejected"]:
+        raise RuntimeError(f"cells rejected: {body['rejected'][:3]}")
+    print(f"{accession}: upload answered in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
+    deadline = t0 + PROCESS_TIMEOUT_S
+    while time.perf_counter() < deadline:
+        case = api.get(f"/api/cases/{case_id}").raise_for_status().json()
+        if case["cells_total"] == len(cells) and case["cells_processed"] == case["cells_total"]:
+            return case_id, time.perf_counter() - t0
+        time.sleep(0.2)
+    raise TimeoutError(f"{accession}: not processed after {PROCESS_TIMEOUT_S} s")
+
+
+def _timed(call, n: int) -> list[float]:
+    out = []
+    for i in range(n):
+        t = time.perf_counter()
+        call(i).raise_for_status()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def measure_app(url: str, token: str, cells: list[Path], warmup: list[Path]) -> dict:
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=600) as api:
+        _upload_and_wait(api, "bench-warmup", warmup)  # the worker has its model loaded after this
+        case_id, seconds = _upload_and_wait(api, f"bench-{int(time.time())}", cells)
+        listing = _timed(lambda _: api.get(f"/api/cases/{case_id}/cells"), LIST_REQUESTS)
+        rows = api.get(f"/api/cases/{case_id}/cells").json()
+
+        def relabel(i: int) -> httpx.Response:  # a different cell each time, with its version
+            cell = rows[i % len(rows)]
+            label = CODES[(CODES.index(cell["label"]) + 1) % len(CODES)]
+            return api.patch(f"/api/cells/{cell['id']}", json={"label": label, "version": cell["version"]})
+
+        relabels = _timed(relabel, min(RELABEL_REQUESTS, len(rows)))
+    return {"seconds_to_processed": round(seconds, 2), "cells_per_s": round(len(cells) / seconds, 2),
+            "cells_list_ms_p50": _ms(listing, 50), "cells_list_ms_p95": _ms(listing, 95),
+            "relabel_ms_p50": _ms(relabels, 50), "relabel_ms_p95": _ms(relabels, 95)}
+
+
+def model_throughput(cells: list[Path], cache_dir: Path | None) -> float:
+    """Cells/s of Predictor.predict (with Grad-CAM) over decoded cells, batch by batch."""
+    from app.ml.decode import decode_path
+    from app.ml.model import Predictor
+
+    settings = get_settings()
+    predictor = Predictor(settings.model_dir, device=settings.device, backend=settings.backend,
+                          cache_dir=cache_dir or settings.model_cache)
+    images = [decode_path(p).rgb for p in cells[:MODEL_CELLS]]
+    b = settings.batch_size
+    predictor.predict(images[:b], with_cam=True)  # warm-up
+    t = time.perf_counter()
+    for i in range(0, len(images), b):
+        predictor.predict(images[i:i + b], with_cam=True)
+    return len(images) / (time.perf_counter() - t)
+
+
+def run_benchmark(url: str | None, token: str | None, n_cells: int, data_dir: Path | None) -> dict:
+    picked = pick_cells(data_dir or default_data_dir(), n_cells + WARMUP_CELLS)
+    cells, warmup = picked[:n_cells], picked[n_cells:]
+    if url:
+        if not token:
+            raise ValueError("--url needs --token")
+        app = measure_app(url.rstrip("/"), token, cells, warmup)
+        model = model_throughput(cells, None)
+    else:
+        with tempfile.TemporaryDirectory(prefix="marrow-bench-") as tmp:
+            with started_app(Path(tmp)) as (app_url, app_token):
+                app = measure_app(app_url, app_token, cells, warmup)
+            model = model_throughput(cells, Path(tmp) / "model-cache")
+    return {"seconds_to_processed": app["seconds_to_processed"], "cells_per_s": app["cells_per_s"],
+            "model_cells_per_s": round(model, 2), "pipeline_ratio": round(app["cells_per_s"] / model, 3),
+            **{k: v for k, v in app.items() if k.endswith("_ms_p50") or k.endswith("_ms_p95")}}

@@ -1,0 +1,89 @@
+"""Fixtures for the lab server: a real SQLite database and storage in a tmp dir, the real app
+behind Starlette's TestClient, users with tokens, and (session-wide) a random-weights model."""
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.config import Settings
+from app.db import make_engine, make_sessionmaker, upgrade
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    """One ONNX export of the random checkpoint for the whole session."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture
+def settings(tmp_path, random_checkpoint, model_cache) -> Settings:
+    s = Settings(_env_file=None, data_dir=tmp_path / "data", model_dir=random_checkpoint,
+                 model_cache_dir=model_cache, batch_size=4, task_cells=3, max_request_mb=8, max_file_mb=1)
+    upgrade(s.db_url)
+    return s
+
+
+@pytest.fixture
+def sessions(settings):
+    engine = make_engine(settings.db_url)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def client(settings) -> TestClient:
+    from app.main import create_app
+
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def make_user(sessions, name: str, role: str = "reviewer") -> tuple[int, str]:
+    from app.users.service import create_user, issue_token
+
+    with sessions() as session:
+        user = create_user(session, name, role, "a long password")
+        return user.id, issue_token(session, user)
+
+
+@pytest.fixture
+def token(sessions) -> str:
+    return make_user(sessions, "rita")[1]
+
+
+@pytest.fixture
+def auth(token) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def image_bytes(seed: int, fmt: str = "PNG", size: int = 64) -> bytes:
+    """A small synthetic RGB image (distinct per seed)."""
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, fmt)
+    return buf.getvalue()
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def new_case(client, auth, accession: str = "MD-1") -> int:
+    r = client.post("/api/cases", json={"accession": accession}, headers=auth)
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def upload(client, auth, case_id: int, files: list[tuple[str, bytes]]):
+    return client.post(f"/api/cases/{case_id}/uploads", headers=auth,
+                       files=[("files", (name, data, "application/octet-stream")) for name, data in files])

@@ -1,0 +1,90 @@
+"""Uploads: every file checked, good ones stored by content hash, bad ones named with a reason,
+zips opened safely, duplicates one cell, work enqueued on the real embedded broker."""
+from __future__ import annotations
+
+import sqlite3
+import unicodedata
+
+from sqlalchemy import func, select
+
+from app.cells.models import Cell
+from app.storage import sha256
+
+from .conftest import image_bytes, new_case, upload, zip_bytes
+
+
+def queued_tasks(settings) -> int:
+    db = settings.data_dir / "broker.sqlite"
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT count(*) FROM kombu_message WHERE visible = 1").fetchone()[0]
+
+
+def test_upload_images_and_zips(client, auth, settings, sessions):
+    case_id = new_case(client, auth)
+    a, b, c, d = (image_bytes(i) for i in range(4))
+    archive = zip_bytes({"cells/c.png": c, "../../escape.png": d, "inner.zip": zip_bytes({"x.png": a}),
+                         "notes.txt": b"hello", "__MACOSX/._c.png": b"junk", "dir/": b""})
+    r = upload(client, auth, case_id, [("a.png", a), ("b.jpg", image_bytes(1, "JPEG")), ("a-again.png", a),
+                                       ("broken.png", a[:60]), ("readme.txt", b"not an image"),
+                                       ("batch.zip", archive), ("empty.png", b"")])
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert set(body) == {"upload_id", "accepted", "rejected"}
+    rejected = {x["file"]: x["reason"] for x in body["rejected"]}
+    assert rejected == {"broken.png": "truncated", "readme.txt": "not an image",
+                        "batch.zip/inner.zip": "nested archive (zip inside a zip)",
+                        "batch.zip/notes.txt": "not an image", "empty.png": "empty file"}
+    accepted = {x["file"]: x for x in body["accepted"]}
+    assert set(accepted) == {"a.png", "b.jpg", "a-again.png", "batch.zip/cells/c.png", "batch.zip/../../escape.png"}
+    assert accepted["a-again.png"]["duplicate"] and accepted["a-again.png"]["cell_id"] == accepted["a.png"]["cell_id"]
+
+    with sessions() as session:
+        cells = session.scalars(select(Cell).where(Cell.case_id == case_id)).all()
+    assert len(cells) == 4  # a, b, c, d
+    storage = settings.storage_path
+    for cell in cells:
+        path = storage / cell.image_path
+        assert path.is_file() and sha256(path.read_bytes()) == cell.sha256 == path.name
+    written = {p.relative_to(settings.data_dir).parts[0] for p in settings.data_dir.rglob("*") if p.is_file()}
+    assert written <= {"storage", "marrow.sqlite", "marrow.sqlite-wal", "marrow.sqlite-shm", "broker.sqlite"}
+    assert not any("escape" in p.name for p in settings.data_dir.parent.rglob("*"))
+    assert queued_tasks(settings) == 2  # 4 new cells, 3 per task
+
+    # The same images again: the same cells, nothing new enqueued.
+    r = upload(client, auth, case_id, [("a.png", a), ("c.png", c)])
+    assert [x["duplicate"] for x in r.json()["accepted"]] == [True, True]
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Cell)) == 4
+    assert queued_tasks(settings) == 2
+    status = client.get(f"/api/uploads/{r.json()['upload_id']}", headers=auth).json()
+    assert status["status"] == "done" and status["cells_total"] == 0
+
+    case = client.get(f"/api/cases/{case_id}", headers=auth).json()
+    assert (case["status"], case["cells_total"], case["cells_processed"]) == ("processing", 4, 0)
+    audit = client.get(f"/api/cases/{case_id}/audit", headers=auth).json()
+    assert [e["action"] for e in audit] == ["upload", "upload"] and audit[0]["user"] == "rita"
+
+
+def test_upload_limits(client, auth, settings):
+    case_id = new_case(client, auth)
+    big = b"\x89PNG" + bytes(2 * 1024 * 1024)  # over max_file_mb=1
+    bomb = zip_bytes({"bomb.png": bytes(50 * 1024 * 1024)})  # 50 MiB of zeros, ~50 KiB zipped
+    r = upload(client, auth, case_id, [("big.png", big), ("bomb.zip", bomb), ("ok.png", image_bytes(9))])
+    assert r.status_code == 202
+    reasons = {x["file"]: x["reason"] for x in r.json()["rejected"]}
+    assert reasons["big.png"].startswith("too large") and reasons["bomb.zip/bomb.png"].startswith("too large")
+    assert [x["file"] for x in r.json()["accepted"]] == ["ok.png"]
+
+    r = client.post(f"/api/cases/{case_id}/uploads", headers={**auth, "Content-Length": str(9 * 1024 * 1024)},
+                    content=b"x")
+    assert r.status_code == 413
+    assert upload(client, auth, 999, [("ok.png", image_bytes(9))]).status_code == 404
+    assert client.post(f"/api/cases/{case_id}/uploads", headers=auth, data={"x": "1"}).status_code == 422
+
+
+def test_unicode_and_control_characters_in_names(client, auth, settings):
+    case_id = new_case(client, auth)
+    r = upload(client, auth, case_id, [("zelle\u0007_ä\u202e.png", image_bytes(3)), ("C:\\scans\\x.png", image_bytes(4))])
+    names = sorted(x["file"] for x in r.json()["accepted"])
+    assert names[0] == "x.png" and "ä" in names[1]  # a Windows path keeps only its last part
+    assert not any(unicodedata.category(ch).startswith("C") for name in names for ch in name)

@@ -1,0 +1,70 @@
+"""Accounts and tokens: argon2 password hashes, hashed tokens, every route closed to anonymous."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from sqlalchemy import select
+
+from app.users.models import ApiToken, User
+from app.users.service import set_active, verify_password
+
+from .conftest import make_user, new_case
+
+CASE_ROUTES = ["/api/cases", "/api/cases/1", "/api/cases/1/cells", "/api/cases/1/audit", "/api/cases.csv",
+               "/api/cases/1/differential.csv", "/api/cases/1/cells.csv", "/api/cells/1/image",
+               "/api/cells/1/thumbnail", "/api/cells/1/gradcam", "/api/uploads/1"]
+
+
+def test_anonymous_and_bad_tokens_get_nothing(client, auth):
+    new_case(client, auth)
+    for path in CASE_ROUTES:
+        for headers in ({}, {"Authorization": "Bearer md_not-a-token"}, {"Authorization": "Basic x"}):
+            r = client.get(path, headers=headers)
+            assert r.status_code == 401, (path, headers, r.status_code)
+            assert "MD-1" not in r.text
+    assert client.patch("/api/cells/1", json={"label": "BLA"}).status_code == 401
+    assert client.post("/api/cases/1/sign").status_code == 401
+    assert client.get("/api/health").json() == {"status": "ok"}
+
+
+def test_passwords_and_tokens_are_stored_hashed(sessions, client):
+    _, token = make_user(sessions, "adam", "admin")
+    with sessions() as session:
+        user = session.scalar(select(User).where(User.name == "adam"))
+        assert user.password_hash.startswith("$argon2")
+        assert verify_password(user, "a long password") and not verify_password(user, "wrong")
+        stored = session.scalars(select(ApiToken.token_hash)).all()
+        assert token not in stored and len(stored[0]) == 64
+    assert client.get("/api/cases", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_disabled_users_token_is_refused(sessions, client):
+    _, token = make_user(sessions, "dora")
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/api/cases", headers=headers).status_code == 200
+    with sessions() as session:
+        set_active(session, "dora", False)
+    assert client.get("/api/cases", headers=headers).status_code == 401
+
+
+def test_cli_users_add_and_token(settings, client):
+    env = {**os.environ, "MARROW_DATA_DIR": str(settings.data_dir), "MARROW_MODEL_DIR": str(settings.model_dir)}
+    env.pop("DATABASE_URL", None)
+
+    def marrow(*args, stdin=None):
+        return subprocess.run([sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main())", *args],
+                              input=stdin, env=env, capture_output=True, text=True, timeout=120)
+
+    r = marrow("users", "add", "carl", "--role", "reviewer", "--password-stdin", stdin="s3cret-passphrase\n")
+    assert r.returncode == 0, r.stderr
+    r = marrow("users", "add", "carl", "--role", "reviewer", "--password-stdin", stdin="s3cret-passphrase\n")
+    assert r.returncode == 2 and "already exists" in r.stderr
+    r = marrow("token", "carl")
+    assert r.returncode == 0, r.stderr
+    token = r.stdout.strip()
+    assert client.get("/api/cases", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    r = marrow("users", "disable", "carl")
+    assert r.returncode == 0, r.stderr
+    assert client.get("/api/cases", headers={"Authorization": f"Bearer {token}"}).status_code == 401
