@@ -87,3 +87,30 @@ def new_case(client, auth, accession: str = "MD-1") -> int:
 def upload(client, auth, case_id: int, files: list[tuple[str, bytes]]):
     return client.post(f"/api/cases/{case_id}/uploads", headers=auth,
                        files=[("files", (name, data, "application/octet-stream")) for name, data in files])
+
+
+@pytest.fixture(scope="session")
+def predictor(random_checkpoint, model_cache):
+    from app.ml.model import Predictor
+
+    return Predictor(random_checkpoint, cache_dir=model_cache)
+
+
+@pytest.fixture
+def real_cells(real_cells_dir) -> list[tuple[str, bytes]]:
+    """Six real cells, one per class folder (NIF included)."""
+    from app.benchapp import pick_cells
+
+    return [(p.name, p.read_bytes()) for p in pick_cells(real_cells_dir, 6)]
+
+
+@pytest.fixture
+def processed_case(client, auth, settings, predictor, real_cells) -> int:
+    """A case whose six real cells went through the worker's processing (in this process)."""
+    from app.processing.service import Processor
+
+    case_id = new_case(client, auth)
+    r = upload(client, auth, case_id, real_cells)
+    ids = [x["cell_id"] for x in r.json()["accepted"]]
+    assert Processor(settings, predictor).process(r.json()["upload_id"], ids) == len(real_cells)
+    return case_id

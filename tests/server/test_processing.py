@@ -1,0 +1,79 @@
+"""The worker's processing with the real model: results, files, progress, and idempotency."""
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+from sqlalchemy import func, select, update
+
+from app.cases.models import Upload
+from app.cells.models import Cell, Prediction
+from app.processing.service import Processor
+
+CODES = {"BLA", "EOS", "LYT", "MON", "NGS", "NIF", "PMO"}
+
+
+def test_processed_cells_have_predictions_files_and_labels(client, auth, processed_case, settings, sessions):
+    case = client.get(f"/api/cases/{processed_case}", headers=auth).json()
+    assert (case["status"], case["cells_total"], case["cells_processed"]) == ("ready", 6, 6)
+    assert sum(case["counts"].values()) == 6 and set(case["counts"]) == CODES
+    assert "NIF" not in case["differential"]
+    assert abs(sum(case["differential"].values()) - 100) < 0.1 or case["counts"]["NIF"] == 6
+
+    cells = client.get(f"/api/cases/{processed_case}/cells", headers=auth).json()
+    assert len(cells) == 6
+    for cell in cells:
+        assert {"id", "filename", "predicted", "probability", "top3", "label", "label_source", "version",
+                "quality_flags"} <= set(cell)
+        assert cell["predicted"] in CODES and cell["label"] == cell["predicted"]
+        assert (cell["label_source"], cell["version"], cell["status"]) == ("model", 1, "done")
+        assert len(cell["top3"]) == 3 and cell["top3"][0]["p"] == round(cell["probability"], 6)
+        assert isinstance(cell["quality_flags"], list) and "brightness" in cell["quality"]
+    for kind, fmt in (("image", "JPEG"), ("thumbnail", "JPEG"), ("gradcam", "PNG")):
+        r = client.get(f"/api/cells/{cells[0]['id']}/{kind}", headers=auth)
+        assert r.status_code == 200, (kind, r.text)
+        with Image.open(io.BytesIO(r.content)) as im:
+            assert im.format == fmt and max(im.size) > 8
+    with sessions() as session:
+        upload = session.scalars(select(Upload)).one()
+        assert (upload.status, upload.cells_done, upload.cells_total) == ("done", 6, 6)
+        probs = session.scalars(select(Prediction.probs)).first()
+        assert set(probs) == CODES and abs(sum(probs.values()) - 1) < 1e-3
+
+
+def test_processing_twice_creates_nothing_twice(client, auth, processed_case, settings, predictor, sessions):
+    with sessions() as session:
+        ids = session.scalars(select(Cell.id)).all()
+        upload_id = session.scalar(select(Upload.id))
+    relabelled = ids[0]
+    assert client.patch(f"/api/cells/{relabelled}", json={"label": "EOS"}, headers=auth).status_code == 200
+
+    processor = Processor(settings, predictor)
+    assert processor.process(upload_id, ids) == 0  # redelivered task: everything is done
+    with sessions() as session:  # a worker died after writing files but before marking the cells
+        session.execute(update(Cell).values(status="pending"))
+        session.commit()
+    assert processor.process(upload_id, ids) == 6
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Prediction)) == 6
+        assert session.scalar(select(func.count()).select_from(Cell)) == 6
+        cell = session.get(Cell, relabelled)
+        assert (cell.label, cell.label_source, cell.version) == ("EOS", "reviewer", 2)  # never overwritten
+    assert client.get(f"/api/cases/{processed_case}", headers=auth).json()["cells_processed"] == 6
+
+
+def test_unreadable_stored_image_fails_only_its_cell(client, auth, settings, predictor, sessions, real_cells):
+    from .conftest import new_case, upload
+
+    case_id = new_case(client, auth)
+    r = upload(client, auth, case_id, real_cells[:2]).json()
+    ids = [x["cell_id"] for x in r["accepted"]]
+    with sessions() as session:
+        broken = session.get(Cell, ids[0])
+        (settings.storage_path / broken.image_path).write_bytes(b"damaged on disk")
+    assert Processor(settings, predictor).process(r["upload_id"], ids) == 2
+    cells = {c["id"]: c for c in client.get(f"/api/cases/{case_id}/cells", headers=auth).json()}
+    assert cells[ids[0]]["status"] == "failed" and "unreadable" in cells[ids[0]]["quality_flags"]
+    assert cells[ids[1]]["status"] == "done"
+    assert client.get(f"/api/cells/{ids[0]}/gradcam", headers=auth).status_code == 404
+    assert client.get(f"/api/cases/{case_id}", headers=auth).json()["cells_processed"] == 2

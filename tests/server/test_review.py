@@ -1,0 +1,110 @@
+"""Relabelling with optimistic locking, sign-off and the lock, the audit trail, CSV exports."""
+from __future__ import annotations
+
+import csv
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+from fastapi.testclient import TestClient
+
+from .conftest import image_bytes, new_case, upload
+
+
+def _cells(client, auth, case_id):
+    return client.get(f"/api/cases/{case_id}/cells", headers=auth).json()
+
+
+def test_relabel_versions_and_errors(client, auth, processed_case):
+    cell = _cells(client, auth, processed_case)[0]
+    r = client.patch(f"/api/cells/{cell['id']}", json={"label": "PMO", "version": 1}, headers=auth)
+    assert r.status_code == 200, r.text
+    assert (r.json()["label"], r.json()["label_source"], r.json()["version"]) == ("PMO", "reviewer", 2)
+    stale = client.patch(f"/api/cells/{cell['id']}", json={"label": "LYT", "version": 1}, headers=auth)
+    assert stale.status_code == 409 and "version" in stale.json()["detail"]
+    assert client.patch(f"/api/cells/{cell['id']}", json={"label": "XYZ"}, headers=auth).status_code == 422
+    assert client.patch("/api/cells/99999", json={"label": "LYT"}, headers=auth).status_code == 404
+    assert client.patch(f"/api/cells/{cell['id']}", json={"label": "LYT"}, headers=auth).json()["version"] == 3
+
+    audit = client.get(f"/api/cases/{processed_case}/audit", headers=auth).json()
+    labels = [(e["from"], e["to"], e["user"], e["cell_id"]) for e in audit if e["action"] == "label"]
+    assert labels == [(cell["label"], "PMO", "rita", cell["id"]), ("PMO", "LYT", "rita", cell["id"])]
+
+
+def test_concurrent_relabels_one_conflict(client, auth, processed_case):
+    cell = _cells(client, auth, processed_case)[1]
+    clients = [TestClient(client.app) for _ in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        codes = list(pool.map(lambda pair: pair[0].patch(f"/api/cells/{cell['id']}", headers=auth,
+                                                          json={"label": pair[1], "version": 1}).status_code,
+                              zip(clients, ["BLA", "MON"])))
+    assert sorted(codes) == [200, 409]
+
+
+def test_sign_locks_the_case(client, auth, processed_case):
+    cell = _cells(client, auth, processed_case)[0]
+    r = client.post(f"/api/cases/{processed_case}/sign", headers=auth)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "signed" and r.json()["signed_by"] == "rita" and r.json()["signed_at"]
+    assert client.post(f"/api/cases/{processed_case}/sign", headers=auth).status_code == 409
+    r = client.patch(f"/api/cells/{cell['id']}", json={"label": "BLA", "version": cell["version"]}, headers=auth)
+    assert r.status_code == 409 and "signed" in r.json()["detail"]
+    assert upload(client, auth, processed_case, [("n.png", image_bytes(1))]).status_code == 409
+    actions = [e["action"] for e in client.get(f"/api/cases/{processed_case}/audit", headers=auth).json()]
+    assert actions == ["upload", "sign"]
+
+
+def test_sign_refused_while_processing_or_empty(client, auth):
+    case_id = new_case(client, auth)
+    assert client.post(f"/api/cases/{case_id}/sign", headers=auth).status_code == 409
+    upload(client, auth, case_id, [("a.png", image_bytes(1))])
+    r = client.post(f"/api/cases/{case_id}/sign", headers=auth)
+    assert r.status_code == 409 and "processing" in r.json()["detail"]
+
+
+def test_csv_exports(client, auth, processed_case):
+    cell = _cells(client, auth, processed_case)[0]
+    new = "NIF" if cell["label"] != "NIF" else "BLA"
+    client.patch(f"/api/cells/{cell['id']}", json={"label": new}, headers=auth)
+    case = client.get(f"/api/cases/{processed_case}", headers=auth).json()
+
+    r = client.get(f"/api/cases/{processed_case}/differential.csv", headers=auth)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    lines = r.text.splitlines()
+    assert lines[0].startswith("#") and "NIF" in lines[0] and "denominator" in lines[0]
+    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
+    assert [row["class_code"] for row in rows] == ["BLA", "EOS", "LYT", "MON", "NGS", "NIF", "PMO"]
+    assert sum(int(row["model_count"]) for row in rows) == 6
+    assert {row["class_code"]: int(row["reviewed_count"]) for row in rows} == case["counts"]
+    nif = next(row for row in rows if row["class_code"] == "NIF")
+    assert nif["percent"] == ""
+    counted = sum(int(row["reviewed_count"]) for row in rows if row["class_code"] != "NIF")
+    for row in rows:
+        if row["class_code"] != "NIF" and counted:
+            assert abs(float(row["percent"]) - 100 * int(row["reviewed_count"]) / counted) < 0.01
+
+    r = client.get(f"/api/cases/{processed_case}/cells.csv", headers=auth)
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert list(rows[0]) == ["file", "model_class", "probability", "final_class", "changed_by", "when"]
+    assert len(rows) == 6
+    changed = next(row for row in rows if row["file"] == cell["filename"])
+    assert (changed["final_class"], changed["changed_by"]) == (new, "rita") and changed["when"]
+    assert all(row["changed_by"] == "model" for row in rows if row is not changed)
+
+    rows = list(csv.DictReader(io.StringIO(client.get("/api/cases.csv", headers=auth).text)))
+    assert len(rows) == 1 and rows[0]["accession"] == "MD-1"
+    assert {code: int(rows[0][code]) for code in case["counts"]} == case["counts"]
+
+
+def test_case_list_and_formula_safe_csv(client, auth):
+    new_case(client, auth, "=HYPERLINK(\"x\")")
+    new_case(client, auth, "MD-2")
+    cases = client.get("/api/cases", headers=auth).json()
+    assert [c["accession"] for c in cases] == ["MD-2", "=HYPERLINK(\"x\")"]
+    assert all(c["status"] == "empty" and c["cells_total"] == 0 for c in cases)
+    text = client.get("/api/cases.csv", headers=auth).text
+    assert "'=HYPERLINK" in text
+    r = client.post("/api/cases", json={"accession": "MD-3", "specimen": "peripheral blood", "note": "n"},
+                    headers=auth)
+    assert r.status_code == 201 and r.json()["specimen"] == "peripheral blood"
+    assert client.post("/api/cases", json={}, headers=auth).status_code == 422
+    assert client.get("/api/cases/999", headers=auth).status_code == 404

@@ -1,0 +1,92 @@
+"""Real processes: `marrow worker` on the embedded broker (including a SIGKILL mid-upload and a
+restart), and `marrow run` stopping web and worker on Ctrl-C."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+from sqlalchemy import func, select
+
+from app.cells.models import Cell, Prediction
+
+from .conftest import new_case, upload
+
+MARROW = [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))"]
+
+
+def _env(settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL")}
+    env.update(MARROW_DATA_DIR=str(settings.data_dir), MARROW_MODEL_DIR=str(settings.model_dir),
+               MARROW_MODEL_CACHE_DIR=str(settings.model_cache), MARROW_BATCH_SIZE="2", MARROW_TASK_CELLS="2")
+    return env
+
+
+def _start(args: list[str], settings, log) -> subprocess.Popen:
+    return subprocess.Popen(MARROW + args, env=_env(settings), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _wait(predicate, timeout: float, proc: subprocess.Popen, log_path) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, f"exited {proc.returncode}:\n{log_path.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"timed out:\n{log_path.read_text()[-3000:]}"
+        time.sleep(0.2)
+
+
+def _stop(proc: subprocess.Popen, sig: int) -> int:
+    os.killpg(proc.pid, sig)
+    try:
+        return proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_worker_killed_mid_upload_ends_with_one_prediction_per_cell(client, auth, settings, sessions,
+                                                                    real_cells, tmp_path):
+    case_id = new_case(client, auth)
+    assert upload(client, auth, case_id, real_cells).status_code == 202
+
+    def processed() -> int:
+        return client.get(f"/api/cases/{case_id}", headers=auth).json()["cells_processed"]
+
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        worker = _start(["worker"], settings, log)
+        _wait(lambda: processed() >= 1, 240, worker, log_path)
+        _stop(worker, signal.SIGKILL)  # a dead worker: its unacked task is lost on this broker
+        worker = _start(["worker"], settings, log)  # on start it requeues cells still pending
+        _wait(lambda: processed() == len(real_cells), 240, worker, log_path)
+        assert _stop(worker, signal.SIGTERM) == 0, log_path.read_text()[-3000:]
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Cell)) == len(real_cells)
+        assert session.scalar(select(func.count()).select_from(Prediction)) == len(real_cells)
+    assert client.get(f"/api/cases/{case_id}", headers=auth).json()["status"] == "ready"
+
+
+def test_run_serves_and_stops_cleanly_on_ctrl_c(settings, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log_path = tmp_path / "run.log"
+    with log_path.open("w") as log:
+        proc = _start(["run", "--port", str(port)], settings, log)
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        _wait(healthy, 120, proc, log_path)
+        _wait(lambda: "ready." in log_path.read_text(), 120, proc, log_path)  # the worker too
+        assert httpx.get(f"http://127.0.0.1:{port}/api/cases").status_code == 401
+        assert _stop(proc, signal.SIGINT) == 0, log_path.read_text()[-3000:]
+    leftover = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert leftover == [], f"processes left behind: {leftover}"
