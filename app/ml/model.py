@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,13 +21,14 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
-from app.ml import preprocess
+from app.ml import preprocess, pretrained
 from app.ml.taxonomy import CLASSES, CellClass
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model_card.json"
 DEFAULT_ARCH = "rexnet_150"
 SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "models" / "rexnet150-bm7"
+ORT_ALLOW_SPINNING = "0"  # see Predictor.session
 
 
 @dataclass
@@ -67,7 +69,8 @@ class ModelCard:
 
 def build_model(arch: str = DEFAULT_ARCH, num_classes: int = len(CLASSES),
                 init_weights: str | Path | None = None, hub: bool = False) -> torch.nn.Module:
-    """A fresh network: random init, or a local weights file, or (only when asked) timm's hub.
+    """A fresh network: random init, a local weights file (or a packaged name such as
+    "efficientnet-lite0"), or (only when asked) timm's hub.
 
     A local file may be a classifier of another class count (e.g. ImageNet): its classifier is
     dropped and the rest loaded, and the count of loaded tensors is checked.
@@ -81,8 +84,10 @@ def build_model(arch: str = DEFAULT_ARCH, num_classes: int = len(CLASSES),
                                f"pass a local weights file instead") from exc
     model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
     if init_weights:
-        state = _read_state(Path(init_weights))
         own = model.state_dict()
+        state = _read_state(init_weights)
+        if pretrained.is_lukemelas(state):
+            state = pretrained.map_efficientnet_lite(state, own)
         usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         if len(usable) < 0.9 * (len(own) - 2):
             raise ValueError(f"{init_weights}: only {len(usable)} of {len(own)} tensors match {arch}")
@@ -90,7 +95,11 @@ def build_model(arch: str = DEFAULT_ARCH, num_classes: int = len(CLASSES),
     return model
 
 
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
+def _read_state(source: str | Path) -> dict[str, torch.Tensor]:
+    """Weights from a checkpoint dir, a .safetensors/.pth file, or a packaged name."""
+    if str(source) in pretrained.PACKAGE_WEIGHTS:
+        source = pretrained.package_weights_path(str(source))
+    path = Path(source)
     if path.is_dir():
         path = path / WEIGHTS_FILE
     if path.suffix == ".safetensors":
@@ -169,6 +178,8 @@ class Predictor:
         self.threads = threads or max(1, os.cpu_count() or 1)
         self.fc_weight = self.model.get_classifier().weight.detach().float().cpu().numpy()
         self._wrapped = _LogitsAndFeatures(self.model).eval()
+        self._sessions: dict[int, object] = {}  # ONNX Runtime sessions by intra-op thread count
+        self._lock = threading.Lock()
         self._session = self._onnx_session(cache_dir) if self.backend == "onnx" else None
 
     @property
@@ -194,16 +205,37 @@ class Predictor:
                               dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}, "features": {0: "n"}},
                               opset_version=17, dynamo=False)
             os.replace(tmp, path)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self._onnx_path = path
+        return self.session(self.threads)
 
-    def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised N×3×S×S float32 -> (logits N×C, last-stage features N×K×h×w)."""
+    def session(self, threads: int):
+        """The ONNX Runtime session with `threads` intra-op threads (made once, thread-safe).
+
+        Spinning pool threads are turned off: on a small or shared CPU they burn the cores the
+        other threads (decoding, a second session, other processes) need; measured faster here.
+        """
+        import onnxruntime as ort
+
+        with self._lock:
+            if threads not in self._sessions:
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads = threads
+                opts.inter_op_num_threads = 1
+                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                opts.add_session_config_entry("session.intra_op.allow_spinning", ORT_ALLOW_SPINNING)
+                self._sessions[threads] = ort.InferenceSession(
+                    str(self._onnx_path), opts, providers=["CPUExecutionProvider"])
+            return self._sessions[threads]
+
+    def forward(self, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised N×3×S×S float32 -> (logits N×C, last-stage features N×K×h×w).
+
+        `threads`: intra-op threads for this call on CPU (default: the predictor's own);
+        the pipeline runs several 1-thread calls side by side.
+        """
         if self._session is not None:
-            logits, feats = self._session.run(None, {"input": batch})
+            session = self._session if threads in (None, self.threads) else self.session(threads)
+            logits, feats = session.run(None, {"input": batch})
             return logits, feats
         with torch.inference_mode(), torch.autocast("cuda", enabled=self.amp):
             x = torch.from_numpy(batch).to(self.device, non_blocking=True)
@@ -214,13 +246,13 @@ class Predictor:
         return preprocess.to_batch(images, self.card.input_size, self.card.mean, self.card.std)
 
     def predict(self, images: list[np.ndarray], with_cam: bool = False,
-                targets: list[int] | None = None) -> list[Prediction]:
+                targets: list[int] | None = None, threads: int | None = None) -> list[Prediction]:
         """Predictions for RGB uint8 images (any size); heatmaps for the top class or `targets`."""
         from app.ml.gradcam import cam_from_features
 
         if not images:
             return []
-        logits, feats = self.forward(self.prepare(images))
+        logits, feats = self.forward(self.prepare(images), threads)
         probs = softmax(logits / self.card.temperature)
         cams = None
         if with_cam:

@@ -1,0 +1,57 @@
+"""`marrow train`: train and calibrate a checkpoint on a folder-per-class dataset."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from app.ml.train import TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a cell classifier (ReXNet-150 by default) and write a checkpoint")
+    p.add_argument("data_dir", type=Path, help="folder-per-class dataset (folders named by class code)")
+    p.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR", help="checkpoint directory to write")
+    p.add_argument("--arch", default=d.arch, help="timm architecture (default %(default)s)")
+    p.add_argument("--input-size", type=int, default=d.input_size)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default=d.optimizer)
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--folds", type=int, default=0, help="k>1: stratified k-fold; train on --fold")
+    p.add_argument("--fold", type=int, default=0)
+    p.add_argument("--init-weights", help="local weights file/checkpoint dir, or a packaged name "
+                   "(efficientnet-lite0/1/2); default random init")
+    p.add_argument("--hub", action="store_true", help="download pretrained weights from the timm hub (needs internet)")
+    p.add_argument("--freeze-epochs", type=int, default=d.freeze_epochs,
+                   help="train only the classifier head for this many epochs first")
+    p.add_argument("--head-lr-mult", type=float, default=d.head_lr_mult)
+    p.add_argument("--teacher", help="checkpoint dir of a teacher for knowledge distillation")
+    p.add_argument("--kd-alpha", type=float, default=d.kd_alpha)
+    p.add_argument("--kd-temperature", type=float, default=d.kd_temperature)
+    p.add_argument("--patience", type=int, default=d.patience, help="early stop after this many epochs without macro-F1 gain")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--amp", action="store_true", help="bfloat16 mixed precision on CUDA")
+    p.add_argument("--max-per-class", type=int, default=0, help="subsample for quick runs")
+    p.add_argument("--max-minutes", type=float, default=0,
+                   help="time budget: after timing the first epoch, shorten --epochs to fit")
+    p.add_argument("--version", default="", help="model version recorded in the card")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from app.ml.train import TrainConfig, train
+
+    fields = TrainConfig.__dataclass_fields__
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and k != "augment"})
+    metrics = train(args.data_dir, args.out, cfg, resume=args.resume)
+    print(json.dumps({k: metrics[k] for k in ("accuracy", "macro_f1", "best_epoch",
+                                              "ece_before_temperature", "ece_after_temperature")}, indent=2))
+    return 0
