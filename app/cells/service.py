@@ -14,32 +14,39 @@ from app.users.models import User
 
 def latest_predictions(case_id: int):
     """Subquery: the newest prediction id per cell of a case (a re-run with a newer model wins)."""
-    return (select(func.max(Prediction.id).label("id")).join(Cell, Cell.id == Prediction.cell_id)
+    return (select(Prediction.cell_id, func.max(Prediction.id).label("id"))
+            .join(Cell, Cell.id == Prediction.cell_id)
             .where(Cell.case_id == case_id).group_by(Prediction.cell_id).subquery())
 
 
-def _as_dict(cell: Cell, pred: Prediction | None) -> dict:
+COLUMNS = (Cell.id, Cell.filename, Cell.status, Cell.label, Cell.label_source, Cell.version,
+           Cell.quality_flags, Cell.quality, Cell.label_at, Prediction.predicted, Prediction.probability,
+           Prediction.top3, Prediction.model_version, User.name.label("labelled_by"))
+
+
+def rows(session: Session, case_id: int, cell_id: int | None = None):
+    """One row of COLUMNS per cell (latest prediction, who labelled it), by id. Plain columns,
+    not ORM objects: the 500-cell list is read on every review page load."""
+    latest = latest_predictions(case_id)
+    query = (select(*COLUMNS).select_from(Cell)
+             .outerjoin(latest, latest.c.cell_id == Cell.id).outerjoin(Prediction, Prediction.id == latest.c.id)
+             .outerjoin(User, User.id == Cell.label_by_id).where(Cell.case_id == case_id).order_by(Cell.id))
+    if cell_id is not None:
+        query = query.where(Cell.id == cell_id)
+    return session.execute(query).all()
+
+
+def _as_dict(row) -> dict:
     return {
-        "id": cell.id, "filename": cell.filename, "status": cell.status,
-        "predicted": pred.predicted if pred else None, "probability": pred.probability if pred else None,
-        "top3": pred.top3 if pred else [], "label": cell.label, "label_source": cell.label_source,
-        "version": cell.version, "quality_flags": cell.quality_flags or [], "quality": cell.quality,
-        "model_version": pred.model_version if pred else None,
+        "id": row.id, "filename": row.filename, "status": row.status, "predicted": row.predicted,
+        "probability": row.probability, "top3": row.top3 or [], "label": row.label,
+        "label_source": row.label_source, "version": row.version, "quality_flags": row.quality_flags or [],
+        "quality": row.quality, "model_version": row.model_version,
     }
 
 
-def rows(session: Session, case_id: int):
-    """(Cell, latest Prediction or None, name of who labelled it or None) per cell, by id."""
-    latest = latest_predictions(case_id)
-    return session.execute(
-        select(Cell, Prediction, User.name).select_from(Cell)
-        .outerjoin(Prediction, (Prediction.cell_id == Cell.id) & Prediction.id.in_(select(latest.c.id)))
-        .outerjoin(User, User.id == Cell.label_by_id)
-        .where(Cell.case_id == case_id).order_by(Cell.id)).all()
-
-
 def list_cells(session: Session, case_id: int) -> list[dict]:
-    return [_as_dict(cell, pred) for cell, pred, _ in rows(session, case_id)]
+    return [_as_dict(row) for row in rows(session, case_id)]
 
 
 def get_cell(session: Session, cell_id: int) -> Cell:
@@ -50,8 +57,7 @@ def get_cell(session: Session, cell_id: int) -> Cell:
 
 
 def cell_out(session: Session, cell: Cell) -> dict:
-    pred = session.scalar(select(Prediction).where(Prediction.cell_id == cell.id).order_by(Prediction.id.desc()))
-    return _as_dict(cell, pred)
+    return _as_dict(rows(session, cell.case_id, cell.id)[0])
 
 
 def relabel(session: Session, cell_id: int, label: str, user: User, expected_version: int | None) -> Cell:

@@ -32,7 +32,7 @@ def _csv(header_lines: list[str], columns: list[str], data: list[list]) -> str:
 
 def differential_csv(session: Session, classes: tuple[CellClass, ...], case_id: int) -> str:
     case = summary(session, classes, case_id)
-    model_counts = Counter(pred.predicted for _, pred, _ in rows(session, case_id) if pred is not None)
+    model_counts = Counter(row.predicted for row in rows(session, case_id) if row.predicted)
     percent = differential(case["counts"], classes)
     excluded = ", ".join(f"{c.code} ({c.name})" for c in classes if not c.counted)
     rule = (f"percent = reviewed count / all reviewed cells of counted classes; "
@@ -44,11 +44,11 @@ def differential_csv(session: Session, classes: tuple[CellClass, ...], case_id: 
 
 
 def cells_csv(session: Session, case_id: int) -> str:
-    data = [[_safe(cell.filename), pred.predicted if pred else "",
-             f"{pred.probability:.4f}" if pred else "", cell.label or "",
-             labeller if cell.label_source == "reviewer" else (cell.label_source or ""),
-             cell.label_at.isoformat() if cell.label_at else ""]
-            for cell, pred, labeller in rows(session, case_id)]
+    data = [[_safe(row.filename), row.predicted or "",
+             f"{row.probability:.4f}" if row.predicted else "", row.label or "",
+             row.labelled_by if row.label_source == "reviewer" else (row.label_source or ""),
+             row.label_at.isoformat() if row.label_at else ""]
+            for row in rows(session, case_id)]
     return _csv([], ["file", "model_class", "probability", "final_class", "changed_by", "when"], data)
 
 
