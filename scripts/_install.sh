@@ -128,7 +128,8 @@ marrow_install_python() {
         _marrow_log "pip install failed"
         return 1
     fi
-    grep -v -i -E '^\s*$|notice' "$log" >&2 || true
+    # pip's own warnings, less its notices and this machine's "find-links location ignored" noise.
+    grep -v -i -E "^\s*$|notice|^WARNING: Location '.*' is ignored" "$log" >&2 || true
     rm -f "$log"
     echo "$want" >"$MARROW_STAMP"
     _marrow_log "installed in $((SECONDS - start)) s"
