@@ -1,7 +1,7 @@
 """Typed FastAPI dependencies shared by every router: settings, database session, current user.
 
-`current_user` accepts a bearer token today; the review pages add a session-cookie branch
-here, so no route changes when they land.
+`current_user` accepts a bearer token, else the review pages' session cookie (app.web.session),
+so the pages can fetch images and CSVs from the same routes.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from app.ml.taxonomy import CellClass
 from app.storage import Storage
 from app.users.models import User
 from app.users.service import user_for_token
+from app.web.session import browser_user
 
 _bearer = HTTPBearer(auto_error=False, description="`marrow token NAME` prints one")
 
@@ -44,12 +45,14 @@ StorageDep = Annotated[Storage, Depends(get_storage)]
 ClassesDep = Annotated[tuple[CellClass, ...], Depends(get_classes)]
 
 
-def current_user(session: SessionDep,
+def current_user(request: Request, session: SessionDep,
                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> User:
     if credentials is not None and credentials.scheme.lower() == "bearer":
         user = user_for_token(session, credentials.credentials)
         if user is not None:
             return user
+    elif (user := browser_user(request, session)) is not None:
+        return user
     raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid API token is required",
                         headers={"WWW-Authenticate": "Bearer"})
 
