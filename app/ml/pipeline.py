@@ -1,10 +1,16 @@
 """The product's per-cell pipeline: decode -> quality -> (unsharp repair) -> batched
-prediction with Grad-CAM. Decoding and quality checks of the next batch run in a thread pool
-while the current batch is in the network (OpenCV, PIL and ONNX Runtime release the GIL).
-Used by `marrow classify`, `marrow bench` and the background workers.
+prediction with Grad-CAM. Used by `marrow classify`, `marrow bench` and the background workers.
+
+On CPU (ONNX Runtime) each of `workers` threads takes whole batches through decode, checks and
+the network, the network with `threads // workers` intra-op threads: on a 2-core CPU two
+1-thread runs side by side beat one 2-thread run (no thread hand-offs inside the network, and
+one worker's decoding fills the gaps of the other's), see docs/bench-ml.md. On CUDA decoding
+and checks of the next batch run in a thread pool while the current batch is on the GPU.
+OpenCV, PIL and ONNX Runtime release the GIL.
 """
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +38,9 @@ class CellResult:
 # An item is a name plus a way to get its bytes (or a path to read).
 Item = tuple[str, Callable[[], bytes] | None]
 
+# Cells per network call, measured with `marrow bench` (docs/bench-ml.md).
+DEFAULT_BATCH_SIZE = {"cpu": 8, "cuda": 64}
+
 
 def _check(item: Item, thresholds: Thresholds, repair: bool):
     name, load = item
@@ -51,6 +60,9 @@ def run(items: Iterable[Item], predictor: Predictor, thresholds: Thresholds | No
         workers: int = 2) -> Iterator[CellResult]:
     """Results in input order; a bad file yields a result with its reason, never an exception."""
     thresholds = thresholds or Thresholds.load()
+    if workers > 1 and getattr(predictor, "backend", None) == "onnx":
+        yield from _run_parallel(items, predictor, thresholds, repair, with_cam, batch_size, workers)
+        return
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending = None
         for chunk in _batches(items, batch_size):
@@ -69,3 +81,27 @@ def _finish(chunk: list[Item], futures, predictor: Predictor, with_cam: bool) ->
     by_index = dict(zip(good, preds))
     return [CellResult(name, rec, by_index.get(i), rgb)
             for i, ((name, _), (rec, rgb, _)) in enumerate(zip(chunk, checked))]
+
+
+def _whole_batch(chunk: list[Item], predictor: Predictor, thresholds: Thresholds, repair: bool,
+                 with_cam: bool, threads: int) -> list[CellResult]:
+    checked = [_check(item, thresholds, repair) for item in chunk]
+    good = [i for i, (_, _, x) in enumerate(checked) if x is not None]
+    preds = predictor.predict([checked[i][2] for i in good], with_cam=with_cam, threads=threads)
+    by_index = dict(zip(good, preds))
+    return [CellResult(name, rec, by_index.get(i), rgb)
+            for i, ((name, _), (rec, rgb, _)) in enumerate(zip(chunk, checked))]
+
+
+def _run_parallel(items, predictor, thresholds, repair, with_cam, batch_size, workers):
+    """`workers` batches in flight at once, each decoded, checked and predicted by one thread."""
+    threads = max(1, predictor.threads // workers)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        for chunk in _batches(items, batch_size):
+            pending.append(pool.submit(_whole_batch, chunk, predictor, thresholds, repair,
+                                       with_cam, threads))
+            if len(pending) > workers:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()

@@ -1,0 +1,45 @@
+"""`marrow bench`: cells/s of the product's pipeline against the naive one-image demo loop."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench", help="cells/s: naive demo loop vs the product's pipeline, with and without Grad-CAM",
+        description="Measures in one run, on the same real cells: (a) the naive demo loop (PIL + "
+                    "torchvision + PyTorch eager, batch 1), (a') the same plus grad-cam's GradCAM per "
+                    "image, (b) the product's pipeline, (c) the pipeline with Grad-CAM; and peak memory. "
+                    "Prints the JSON (see docs/bench-ml.md).")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--n", type=int, default=64, help="real cells to classify (default 64)")
+    p.add_argument("--json", type=Path, metavar="OUT", help="also write the JSON here")
+    p.add_argument("--model", type=Path, default=None, metavar="DIR",
+                   help="checkpoint directory (default: the shipped model models/rexnet150-bm7; "
+                        "while it is absent, random weights: speed does not depend on them)")
+    p.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help="real cells, one sub-folder per class (default ../shared/data/bone-marrow-7 "
+                        "beside the repository)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="the pipeline's batch size (default: the product's, 8 on CPU, 64 on CUDA)")
+    p.add_argument("--workers", type=int, default=None, help="the pipeline's worker threads (default: the product's)")
+    p.add_argument("--rounds", type=int, default=3, help="passes over the cells per method (default 3)")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args) -> int:
+    from app.ml.bench import DEFAULT_DATA_DIR, run_bench
+
+    if args.n < 1 or args.rounds < 1 or (args.batch_size is not None and args.batch_size < 1):
+        raise ValueError("--n, --rounds and --batch-size must be at least 1")
+    result = run_bench(data_dir=args.data or DEFAULT_DATA_DIR, n=args.n, device=args.device,
+                       model_dir=args.model, batch_size=args.batch_size, workers=args.workers,
+                       rounds=args.rounds)
+    text = json.dumps(result, indent=2)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    print(text)
+    return 0
