@@ -41,8 +41,9 @@ def celery_config(broker: str) -> dict:
         # (web and worker share the file) instead of failing at once.
         conf["broker_transport_options"] = {"connect_args": {"timeout": 30}}
     else:
-        # Redis redelivers an unacked task after this long; longer than any one batch takes.
-        conf["broker_transport_options"] = {"visibility_timeout": 3600}
+        # Redis redelivers a task unacked this long (its worker died) to another worker. Must
+        # exceed the longest task: `task_cells` cells take seconds on a GPU, ~15 s on 2 CPU cores.
+        conf["broker_transport_options"] = {"visibility_timeout": 600}
     return conf
 
 

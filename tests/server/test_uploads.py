@@ -84,7 +84,8 @@ def test_upload_limits(client, auth, settings):
 
 def test_unicode_and_control_characters_in_names(client, auth, settings):
     case_id = new_case(client, auth)
-    r = upload(client, auth, case_id, [("zelle\u0007_ä\u202e.png", image_bytes(3)), ("C:\\scans\\x.png", image_bytes(4))])
+    r = upload(client, auth, case_id,
+               [("zelle\u0007_ä\u202e.png", image_bytes(3)), ("C:\\scans\\x.png", image_bytes(4))])
     names = sorted(x["file"] for x in r.json()["accepted"])
     assert names[0] == "x.png" and "ä" in names[1]  # a Windows path keeps only its last part
     assert not any(unicodedata.category(ch).startswith("C") for name in names for ch in name)
