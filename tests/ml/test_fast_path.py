@@ -1,0 +1,115 @@
+"""The CPU fast path (ONNX Runtime, batched, pipeline workers, analytic Grad-CAM) gives what
+PyTorch eager and the `grad-cam` package give, on real cells. Speed itself is measured by
+`marrow bench`, never by a timed test."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from app.ml import pipeline
+from app.ml.decode import decode_path
+from app.ml.gradcam import reference_gradcam
+from app.ml.model import Predictor
+
+N_CELLS = 8
+
+
+@pytest.fixture(scope="module")
+def cells(real_cells_dir: Path) -> list[tuple[str, np.ndarray]]:
+    """A few real cells of different classes, decoded to RGB uint8."""
+    out = []
+    for code in sorted(d.name for d in real_cells_dir.iterdir() if d.is_dir()):
+        for path in sorted((real_cells_dir / code).glob("*.jpg"))[:2]:
+            out.append((str(path), decode_path(path).rgb))
+    assert out, f"no cells in {real_cells_dir}"
+    return out[:N_CELLS]
+
+
+@pytest.fixture(scope="module")
+def onnx_predictor(random_checkpoint: Path, tmp_path_factory) -> Predictor:
+    return Predictor(random_checkpoint, device="cpu", backend="onnx",
+                     cache_dir=tmp_path_factory.mktemp("onnx-cache"), threads=2)
+
+
+@pytest.fixture(scope="module")
+def torch_predictor(random_checkpoint: Path) -> Predictor:
+    return Predictor(random_checkpoint, device="cpu", backend="torch")
+
+
+def _probs(preds) -> np.ndarray:
+    return np.stack([p.probs for p in preds])
+
+
+def test_onnx_matches_pytorch_eager(cells, onnx_predictor, torch_predictor):
+    images = [im for _, im in cells]
+    fast = _probs(onnx_predictor.predict(images))
+    eager = _probs(torch_predictor.predict(images))
+    assert fast.shape == eager.shape == (len(images), 7)
+    np.testing.assert_allclose(fast, eager, rtol=0, atol=1e-4)
+    # the pipeline's 1-thread sessions run the same graph
+    one = _probs(onnx_predictor.predict(images, threads=1))
+    np.testing.assert_allclose(one, eager, rtol=0, atol=1e-4)
+
+
+def test_onnx_matches_independent_eager_forward(cells, onnx_predictor):
+    """Against a plain model(x) forward under no_grad (no Predictor code on the reference side)."""
+    images = [im for _, im in cells[:4]]
+    x = torch.from_numpy(onnx_predictor.prepare(images))
+    with torch.no_grad():
+        eager = torch.softmax(onnx_predictor.model(x) / onnx_predictor.card.temperature, 1).numpy()
+    np.testing.assert_allclose(_probs(onnx_predictor.predict(images)), eager, rtol=0, atol=1e-4)
+
+
+def test_batch_equals_single_image(cells, onnx_predictor):
+    images = [im for _, im in cells]
+    batched = onnx_predictor.predict(images, with_cam=True)
+    single = [onnx_predictor.predict([im], with_cam=True)[0] for im in images]
+    np.testing.assert_allclose(_probs(batched), _probs(single), rtol=0, atol=1e-5)
+    assert [p.code for p in batched] == [p.code for p in single]
+    for b, s in zip(batched, single):
+        np.testing.assert_allclose(b.cam, s.cam, rtol=0, atol=1e-4)
+
+
+def test_pipeline_workers_keep_order_and_values(cells, onnx_predictor):
+    """The parallel CPU pipeline (whole batches per worker, 1-thread runs) in input order."""
+    items = [(name, None) for name, _ in cells]
+    direct = {r.name: r.prediction for r in
+              pipeline.run(items, onnx_predictor, with_cam=False, batch_size=len(items), workers=1)}
+    results = list(pipeline.run(items, onnx_predictor, with_cam=True, batch_size=3, workers=2))
+    assert [r.name for r in results] == [name for name, _ in cells]
+    for r in results:
+        assert r.prediction is not None, r.error
+        np.testing.assert_allclose(r.prediction.probs, direct[r.name].probs, rtol=0, atol=1e-5)
+        assert r.prediction.cam.shape == (224, 224)
+
+
+def _minmax(a: np.ndarray) -> np.ndarray:
+    a = a.astype(np.float64)
+    lo = a.min(axis=(-2, -1), keepdims=True)
+    hi = a.max(axis=(-2, -1), keepdims=True)
+    return (a - lo) / np.maximum(hi - lo, 1e-12)
+
+
+def test_analytic_heatmap_matches_grad_cam_package(cells, onnx_predictor):
+    images = [im for _, im in cells[:4]]
+    preds = onnx_predictor.predict(images, with_cam=True)
+    targets = [int(p.probs.argmax()) for p in preds]
+    batch = torch.from_numpy(onnx_predictor.prepare(images))
+    reference = reference_gradcam(onnx_predictor.model, batch, targets)
+    analytic = np.stack([p.cam for p in preds])
+    assert reference.shape == analytic.shape == (4, 224, 224)
+    assert np.isfinite(analytic).all()
+    diff = np.abs(_minmax(analytic) - _minmax(reference)).max()
+    assert diff < 0.02, f"analytic Grad-CAM differs from grad-cam's by {diff:.4f}"
+    # and for a class other than the top one (explicit targets)
+    other = [(t + 1) % 7 for t in targets]
+    analytic2 = np.stack([p.cam for p in onnx_predictor.predict(images, with_cam=True, targets=other)])
+    reference2 = reference_gradcam(onnx_predictor.model, batch, other)
+    flat = [i for i in range(4) if reference2[i].max() - reference2[i].min() < 1e-6]
+    keep = [i for i in range(4) if i not in flat]  # an all-negative map is all zero in both
+    if keep:
+        d2 = np.abs(_minmax(analytic2[keep]) - _minmax(reference2[keep])).max()
+        assert d2 < 0.02, f"analytic Grad-CAM (other targets) differs by {d2:.4f}"
