@@ -121,10 +121,11 @@ marrow_install_python() {
     _marrow_log "pip install -e '.[$MARROW_EXTRAS]' into .venv (the first install of torch takes several minutes)"
     local start=$SECONDS log
     log="$(mktemp)"
+    rm -f "$MARROW_STAMP"  # an interrupted install must not pass for a finished one
     if ! (cd "$MARROW_ROOT" && "$MARROW_VENV/bin/python" -m pip install -q --disable-pip-version-check \
             -e ".[$MARROW_EXTRAS]") >"$log" 2>&1; then
         tail -n 40 "$log" >&2
-        rm -f "$log" "$MARROW_STAMP"
+        rm -f "$log"
         _marrow_log "pip install failed"
         return 1
     fi
