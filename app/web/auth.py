@@ -1,0 +1,73 @@
+"""Page-side access rules: who may see a page, the CSRF check of every form, the login limit."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from limits import parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.deps import SessionDep
+from app.users.models import User
+from app.web.session import CSRF_FIELD, CSRF_HEADER, csrf_matches, session_user
+
+# Per client IP and user name: guessing one account's password stays slow, and one
+# technologist's typos never lock out the rest of the lab behind the same NAT.
+LOGIN_LIMIT = parse("10/minute")
+
+
+class LoginRequired(Exception):
+    """Raised by page dependencies; app.web.install turns it into a redirect to /login (or /setup)."""
+
+
+def page_user(request: Request, db: SessionDep) -> User:
+    user = session_user(request, db)
+    if user is None:
+        raise LoginRequired()
+    request.state.user = user
+    return user
+
+
+PageUser = Annotated[User, Depends(page_user)]
+
+
+def admin_user(user: PageUser) -> User:
+    if user.role != "admin":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "administrators only")
+    return user
+
+
+AdminUser = Annotated[User, Depends(admin_user)]
+
+
+async def check_csrf(request: Request) -> None:
+    """The session's token in the X-CSRF-Token header (HTMX sends it from <body hx-headers>)
+    or in the form field; the form is parsed with the upload limits, as the upload route would."""
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None:
+        settings = request.app.state.settings
+        form = await request.form(max_files=settings.max_files, max_fields=1000)
+        sent = form.get(CSRF_FIELD)
+    if not csrf_matches(request, sent if isinstance(sent, str) else None):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong CSRF token; reload the page")
+
+
+Csrf = Depends(check_csrf)
+
+
+def no_users_yet(db: Session) -> bool:
+    return not db.scalar(select(func.count(User.id)))
+
+
+class LoginLimiter:
+    """A moving window of login attempts in this process (one web process per lab server)."""
+
+    def __init__(self) -> None:
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    def hit(self, client: str, name: str) -> bool:
+        """Count one attempt; False when the window is full."""
+        return self._limiter.hit(LOGIN_LIMIT, client, name.strip().lower())

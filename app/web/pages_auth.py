@@ -1,0 +1,118 @@
+"""First-run setup, login/logout and the administrators' user list."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, HTTPException, Request, status
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import select
+
+from app.deps import SessionDep
+from app.users import service as users
+from app.users.models import ROLES, User
+from app.web.auth import AdminUser, Csrf, no_users_yet
+from app.web.session import log_in, log_out, session_user
+from app.web.templating import render
+
+router = APIRouter(include_in_schema=False)
+Text = Annotated[str, Form()]
+
+
+def _see_other(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status.HTTP_303_SEE_OTHER)
+
+
+def _safe_next(url: str | None) -> str:
+    """Only a path on this site (never //host or a scheme): no open redirect after login."""
+    return url if url and url.startswith("/") and not url.startswith("//") and "\\" not in url else "/cases"
+
+
+@router.get("/")
+def home(request: Request, db: SessionDep) -> Response:
+    return _see_other("/cases" if session_user(request, db) else "/login")
+
+
+@router.get("/setup")
+def setup_page(request: Request, db: SessionDep) -> Response:
+    if not no_users_yet(db):
+        return _see_other("/login")
+    return render(request, "setup.html")
+
+
+@router.post("/setup", dependencies=[Csrf])
+def setup(request: Request, db: SessionDep, name: Text, password: Text, password2: Text) -> Response:
+    """Creates the first administrator; refused as soon as any user exists."""
+    if not no_users_yet(db):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "setup is done; log in instead")
+    error = "the two passwords differ" if password != password2 else None
+    if error is None:
+        try:
+            user = users.create_user(db, name.strip(), "admin", password)
+        except ValueError as exc:
+            error = str(exc)
+    if error:
+        return render(request, "setup.html", status.HTTP_422_UNPROCESSABLE_CONTENT, error=error, name=name)
+    log_in(request, user)
+    return _see_other("/cases")
+
+
+@router.get("/login")
+def login_page(request: Request, db: SessionDep, next: str | None = None) -> Response:
+    if no_users_yet(db):
+        return _see_other("/setup")
+    return render(request, "login.html", next=_safe_next(next))
+
+
+@router.post("/login", dependencies=[Csrf])
+def login(request: Request, db: SessionDep, name: Text, password: Text,
+          next: Annotated[str | None, Form()] = None) -> Response:
+    client = request.client.host if request.client else "unknown"
+    if not request.app.state.login_limiter.hit(client, name):
+        return render(request, "login.html", status.HTTP_429_TOO_MANY_REQUESTS, name=name, next=_safe_next(next),
+                      error="too many login attempts; wait a minute and try again")
+    user = users.get_by_name(db, name.strip())
+    if user is None or not users.verify_password(user, password):
+        return render(request, "login.html", status.HTTP_401_UNAUTHORIZED, name=name, next=_safe_next(next),
+                      error="wrong user name or password, or the account is disabled")
+    log_in(request, user)
+    return _see_other(_safe_next(next))
+
+
+@router.post("/logout", dependencies=[Csrf])
+def logout(request: Request) -> Response:
+    log_out(request)
+    return _see_other("/login")
+
+
+def _users_page(request: Request, db, template: str, status_code: int = 200, **context) -> Response:
+    listed = db.scalars(select(User).order_by(User.name)).all()
+    return render(request, template, status_code, users=listed, roles=ROLES, **context)
+
+
+@router.get("/admin/users")
+def admin_users(request: Request, db: SessionDep, _admin: AdminUser) -> Response:
+    return _users_page(request, db, "admin_users.html")
+
+
+@router.post("/admin/users", dependencies=[Csrf])
+def add_user(request: Request, db: SessionDep, _admin: AdminUser, name: Text, role: Text, password: Text) -> Response:
+    try:
+        users.create_user(db, name.strip(), role, password)
+    except ValueError as exc:
+        return _users_page(request, db, "partials/users.html", status.HTTP_422_UNPROCESSABLE_CONTENT,
+                           error=str(exc))
+    return _users_page(request, db, "partials/users.html", notice=f"added {role} {name.strip()}")
+
+
+@router.post("/admin/users/{name}/active", dependencies=[Csrf])
+def set_active(request: Request, db: SessionDep, admin: AdminUser, name: str,
+               active: Annotated[bool, Form()]) -> Response:
+    if name == admin.name and not active:
+        return _users_page(request, db, "partials/users.html", status.HTTP_409_CONFLICT,
+                           error="you cannot disable your own account")
+    try:
+        users.set_active(db, name, active)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    return _users_page(request, db, "partials/users.html",
+                       notice=f"{name} {'enabled' if active else 'disabled'}")

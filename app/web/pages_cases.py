@@ -1,0 +1,121 @@
+"""The case list, a case's page (upload, progress, differential, history, sign-off)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request, status
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import select
+
+from app.audit.service import history
+from app.cases import service as cases
+from app.cases.models import Upload
+from app.cases.routes import upload as api_upload
+from app.deps import ClassesDep, SessionDep, SettingsDep, StorageDep
+from app.errors import Conflict
+from app.web.auth import Csrf, PageUser
+from app.web.review import TARGETS, panel
+from app.web.templating import is_htmx, render
+
+router = APIRouter(include_in_schema=False)
+STATUSES = ("processing", "ready", "signed", "empty")
+
+
+def _matching(rows: list[dict], q: str, state: str) -> list[dict]:
+    q = q.strip().lower()
+    return [c for c in rows if (not q or q in c["accession"].lower()) and (not state or c["status"] == state)]
+
+
+@router.get("/cases")
+def case_list(request: Request, db: SessionDep, _user: PageUser, classes: ClassesDep,
+              q: str = "", state: str = "") -> Response:
+    return render(request, "cases.html", cases=_matching(cases.summaries(db, classes), q, state),
+                  q=q, state=state, statuses=STATUSES, classes=classes)
+
+
+@router.get("/cases/rows")
+def case_rows(request: Request, db: SessionDep, _user: PageUser, classes: ClassesDep,
+              q: str = "", state: str = "") -> Response:
+    return render(request, "partials/case_rows.html", cases=_matching(cases.summaries(db, classes), q, state),
+                  classes=classes)
+
+
+@router.post("/cases", dependencies=[Csrf])
+def create_case(request: Request, db: SessionDep, user: PageUser,
+                accession: Annotated[str, Form(min_length=1, max_length=120)],
+                specimen: Annotated[str, Form(max_length=120)] = "bone marrow",
+                note: Annotated[str, Form(max_length=10_000)] = "") -> Response:
+    case = cases.create_case(db, user, accession.strip(), specimen.strip() or "bone marrow", note)
+    url = f"/cases/{case.id}"
+    if is_htmx(request):
+        return Response(status_code=status.HTTP_204_NO_CONTENT, headers={"HX-Redirect": url})
+    return RedirectResponse(url, status.HTTP_303_SEE_OTHER)
+
+
+def progress(db, case_id: int) -> dict:
+    """Cells done of total over the uploads still running, with an ETA from their rate so far."""
+    uploads = db.scalars(select(Upload).where(Upload.case_id == case_id).order_by(Upload.id)).all()
+    active = [u for u in uploads if u.status != "done"]
+    done, total = sum(u.cells_done for u in active), sum(u.cells_total for u in active)
+    eta = None
+    if active and done:
+        elapsed = (datetime.now(timezone.utc) - min(u.created_at for u in active)).total_seconds()
+        eta = round(elapsed / done * (total - done))
+    return {"case_id": case_id, "uploads": uploads, "running": bool(active), "done": done, "total": total,
+            "percent": 100.0 * done / total if total else 100.0, "eta": eta}
+
+
+def _target(target: int) -> int:
+    return target if target in TARGETS else TARGETS[0]
+
+
+@router.get("/cases/{case_id}")
+def case_page(request: Request, case_id: int, db: SessionDep, _user: PageUser, classes: ClassesDep) -> Response:
+    return _case_page(request, db, classes, case_id)
+
+
+def _case_page(request: Request, db, classes, case_id: int, status_code: int = 200, error: str | None = None):
+    case = cases.summary(db, classes, case_id)
+    return render(request, "case.html", status_code, case=case, panel=panel(case, classes, TARGETS[0]),
+                  progress=progress(db, case_id), events=history(db, case_id), error=error)
+
+
+@router.get("/cases/{case_id}/progress")
+def case_progress(request: Request, case_id: int, db: SessionDep, _user: PageUser) -> Response:
+    """Polled every second while cells are processed; the last answer stops the polling and
+    tells the page (HX-Trigger) to refresh what depends on the results."""
+    cases.get_case(db, case_id)
+    state = progress(db, case_id)
+    headers = None if state["running"] else {"HX-Trigger": "processing-done"}
+    return render(request, "partials/upload_progress.html", headers=headers, progress=state)
+
+
+@router.post("/cases/{case_id}/uploads", dependencies=[Csrf])
+async def upload(request: Request, case_id: int, db: SessionDep, user: PageUser, settings: SettingsDep,
+                 storage: StorageDep) -> Response:
+    """The JSON API's upload (same limits, checks and queueing), answered as a fragment."""
+    result = await api_upload(case_id, request, db, user, settings, storage)
+    return render(request, "partials/upload_result.html", result=result, progress=progress(db, case_id))
+
+
+@router.get("/cases/{case_id}/differential")
+def differential(request: Request, case_id: int, db: SessionDep, _user: PageUser, classes: ClassesDep,
+                 target: int = TARGETS[0]) -> Response:
+    case = cases.summary(db, classes, case_id)
+    return render(request, "partials/differential.html", panel=panel(case, classes, _target(target)))
+
+
+@router.get("/cases/{case_id}/history")
+def case_history(request: Request, case_id: int, db: SessionDep, _user: PageUser) -> Response:
+    cases.get_case(db, case_id)
+    return render(request, "partials/history.html", events=history(db, case_id))
+
+
+@router.post("/cases/{case_id}/sign", dependencies=[Csrf])
+def sign(request: Request, case_id: int, db: SessionDep, user: PageUser, classes: ClassesDep) -> Response:
+    try:
+        cases.sign(db, cases.get_case(db, case_id), user)
+    except Conflict as exc:
+        return _case_page(request, db, classes, case_id, status.HTTP_409_CONFLICT, error=str(exc))
+    return RedirectResponse(f"/cases/{case_id}", status.HTTP_303_SEE_OTHER)

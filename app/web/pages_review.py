@@ -1,0 +1,92 @@
+"""The review screen: the gallery by class, one cell's detail, relabelling (one cell or many)."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, HTTPException, Request, status
+from fastapi.responses import Response
+
+from app.cases import service as cases
+from app.cells import service as cells
+from app.deps import ClassesDep, SessionDep
+from app.errors import Conflict
+from app.web.auth import Csrf, PageUser
+from app.web.review import FILTERS, SORTS, TARGETS, gallery, panel, parse_items, tile
+from app.web.templating import render, when
+
+router = APIRouter(include_in_schema=False)
+
+
+def _view(sort: str, what: str) -> tuple[str, str]:
+    return (sort if sort in SORTS else "confidence"), (what if what in FILTERS else "all")
+
+
+@router.get("/cases/{case_id}/review")
+def review(request: Request, case_id: int, db: SessionDep, _user: PageUser, classes: ClassesDep,
+           sort: str = "confidence", show: str = "all", target: int = TARGETS[0]) -> Response:
+    sort, show = _view(sort, show)
+    case = cases.summary(db, classes, case_id)
+    return render(request, "review.html", case=case, classes=classes, sort=sort, show=show, sorts=SORTS,
+                  filters=FILTERS, groups=gallery(cells.rows(db, case_id), classes, sort, show),
+                  panel=panel(case, classes, target if target in TARGETS else TARGETS[0]))
+
+
+@router.get("/cases/{case_id}/gallery")
+def gallery_fragment(request: Request, case_id: int, db: SessionDep, _user: PageUser, classes: ClassesDep,
+                     sort: str = "confidence", show: str = "all") -> Response:
+    sort, show = _view(sort, show)
+    cases.get_case(db, case_id)
+    return render(request, "partials/gallery.html", case_id=case_id,
+                  groups=gallery(cells.rows(db, case_id), classes, sort, show))
+
+
+@router.get("/cells/{cell_id}/detail")
+def cell_detail(request: Request, cell_id: int, db: SessionDep, _user: PageUser, classes: ClassesDep) -> Response:
+    cell = cells.get_cell(db, cell_id)
+    row = cells.rows(db, cell.case_id, cell_id)[0]
+    return render(request, "partials/cell_detail.html", cell=tile(row), top3=row.top3 or [], quality=row.quality,
+                  classes=classes, has_overlay=cell.overlay_path is not None, model_version=row.model_version)
+
+
+def _conflict(db, classes, case_id: int, cell_id: int) -> tuple[str, bool]:
+    """Who made the change that won, and when (what a second reviewer needs to decide);
+    and whether the case is now locked, which ends the batch."""
+    case = cases.summary(db, classes, case_id)
+    if case["signed_at"] is not None:
+        return f"Case signed by {case['signed_by']} at {when(case['signed_at'])} — locked.", True
+    row = cells.rows(db, case_id, cell_id)[0]
+    at = f" at {when(row.label_at)}" if row.label_at else ""
+    return (f"Cell {row.filename} was changed by {row.labelled_by or 'the model'}{at} (now {row.label}); "
+            f"reload to see the latest.", False)
+
+
+@router.post("/cases/{case_id}/relabel", dependencies=[Csrf])
+def relabel(request: Request, case_id: int, db: SessionDep, user: PageUser, classes: ClassesDep,
+            items: Annotated[str, Form()], target: Annotated[int, Form()] = TARGETS[0]) -> Response:
+    """Each cell through the cells service (the PATCH /api/cells/{id} path: optimistic version
+    check, audit); answers the message, the changed tiles and the differential (out of band)."""
+    try:
+        wanted = parse_items(items, {c.code for c in classes})
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"bad relabel request: {exc}") from None
+    cases.get_case(db, case_id)
+    changed, conflict = [], None
+    for cell_id, version, label in wanted:
+        if cells.get_cell(db, cell_id).case_id != case_id:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"cell {cell_id} is not in case {case_id}")
+        try:
+            cells.relabel(db, cell_id, label, user, version)
+            changed.append(cell_id)
+        except Conflict:
+            conflict, locked = _conflict(db, classes, case_id, cell_id)
+            if locked:
+                break
+    touched = set(changed) | {cell_id for cell_id, _, _ in wanted}
+    tiles = [tile(row) for row in cells.rows(db, case_id) if row.id in touched]
+    case = cases.summary(db, classes, case_id)
+    labels = {label for _, _, label in wanted}
+    message = conflict or (f"{len(changed)} cell{'s' * (len(changed) != 1)} → "
+                           f"{labels.pop() if len(labels) == 1 else 'their previous classes'}")
+    return render(request, "partials/relabel_result.html", status.HTTP_409_CONFLICT if conflict else 200,
+                  message=message, error=bool(conflict), tiles=tiles,
+                  panel=panel(case, classes, target if target in TARGETS else TARGETS[0]))

@@ -1,0 +1,87 @@
+"""What the review screen shows, built from the cells and cases services' rows: cells grouped
+by class (as on a CellaVision screen), sorted and filtered, and the differential panel."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from app.ml.taxonomy import CellClass
+
+BLAST_CODE = "BLA"
+BLAST_MARKS = (5, 20)  # percent: the thresholds haematologists read a blast count against
+BLAST_SCALE = 40  # the blast bar spans 0-40 %; above that it is simply full
+TARGETS = (200, 500)
+LOW_CONFIDENCE = 0.6
+SORTS = {"confidence": "low confidence first", "upload": "upload order"}
+FILTERS = {"all": "all cells", "low": f"confidence < {LOW_CONFIDENCE:.0%}",
+           "flagged": "quality-flagged", "changed": "changed by a reviewer"}
+
+
+@dataclass
+class Group:
+    code: str
+    name: str
+    key: str
+    tiles: list[dict] = field(default_factory=list)
+
+
+def tile(row) -> dict:
+    """One cell as the gallery shows it (a row of app.cells.service.rows)."""
+    return {"id": row.id, "filename": row.filename, "status": row.status, "label": row.label,
+            "version": row.version, "predicted": row.predicted, "probability": row.probability,
+            "flags": row.quality_flags or [], "changed": row.label_source == "reviewer",
+            "labelled_by": row.labelled_by, "label_at": row.label_at}
+
+
+def _keep(t: dict, what: str) -> bool:
+    if what == "low":
+        return t["probability"] is not None and t["probability"] < LOW_CONFIDENCE
+    if what == "flagged":
+        return bool(t["flags"])
+    if what == "changed":
+        return t["changed"]
+    return True
+
+
+def gallery(rows, classes: tuple[CellClass, ...], sort: str, what: str) -> list[Group]:
+    """Every class's group (empty ones too, so the layout never jumps), then cells still
+    processing and cells that could not be read. Each tile's `rank` is its place in the
+    sort order, which the page's script uses to put a relabelled cell where it belongs."""
+    tiles = [t for t in map(tile, rows) if _keep(t, what)]
+    if sort == "confidence":
+        tiles.sort(key=lambda t: (t["probability"] is None, t["probability"] or 0.0, t["id"]))
+    groups = {c.code: Group(c.code, c.name, c.key) for c in classes}
+    pending, failed = Group("pending", "Processing", ""), Group("failed", "Unreadable", "")
+    for rank, t in enumerate(tiles):
+        t["rank"] = rank
+        group = groups.get(t["label"]) if t["label"] else (failed if t["status"] == "failed" else pending)
+        (group or failed).tiles.append(t)
+    return [*groups.values(), *(g for g in (pending, failed) if g.tiles)]
+
+
+def panel(case: dict, classes: tuple[CellClass, ...], target: int) -> dict:
+    """The differential panel from a case summary (app.cases.service.summary)."""
+    counted = sum(case["counts"][c.code] for c in classes if c.counted)
+    blast = case["differential"].get(BLAST_CODE)
+    return {
+        "case_id": case["id"], "status": case["status"], "target": target, "targets": TARGETS,
+        "counted": counted, "progress": min(100.0, 100.0 * counted / target),
+        "rows": [{"code": c.code, "name": c.name, "key": c.key, "counted": c.counted,
+                  "count": case["counts"][c.code], "percent": case["differential"].get(c.code)}
+                 for c in classes],
+        "blast": blast, "blast_width": min(100.0, 100.0 * (blast or 0.0) / BLAST_SCALE),
+        "marks": [{"at": m, "left": 100.0 * m / BLAST_SCALE} for m in BLAST_MARKS],
+        "blast_level": None if blast is None else sum(blast >= m for m in BLAST_MARKS),
+    }
+
+
+def parse_items(text: str, codes: set[str]) -> list[tuple[int, int, str]]:
+    """`id:version:label,...` from the page's script -> [(cell id, version seen, new label)]."""
+    items = []
+    for part in filter(None, text.split(",")):
+        cell_id, version, label = part.split(":")
+        if label not in codes:
+            raise ValueError(f"unknown class {label!r}")
+        items.append((int(cell_id), int(version), label))
+    if not items:
+        raise ValueError("no cells given")
+    return items

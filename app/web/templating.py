@@ -1,0 +1,35 @@
+"""The Jinja2 environment of the pages and one `render` that every page and partial goes through."""
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi.templating import Jinja2Templates
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from app.web.session import CSRF_FIELD, CSRF_HEADER, csrf_token
+
+ROOT = Path(__file__).resolve().parents[2]
+templates = Jinja2Templates(directory=ROOT / "templates")
+
+
+def when(value: datetime | None) -> str:
+    """UTC, to the second: labs compare these with instrument and LIS logs."""
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
+
+
+templates.env.filters["when"] = when
+
+
+def render(request: Request, name: str, status_code: int = 200, headers: dict[str, str] | None = None,
+           **context: Any) -> HTMLResponse:
+    """A page or fragment with what every template may use: the user, the CSRF token, classes."""
+    context.update(user=getattr(request.state, "user", None), csrf=csrf_token(request),
+                   csrf_field=CSRF_FIELD, csrf_header=CSRF_HEADER)
+    return templates.TemplateResponse(request, name, context, status_code=status_code, headers=headers)
+
+
+def is_htmx(request: Request) -> bool:
+    return request.headers.get("HX-Request") == "true"
