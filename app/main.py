@@ -16,6 +16,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from app.cases.routes import router as cases_router
     from app.cells.routes import router as cells_router
     from app.exports.routes import router as exports_router
+    from app.web.install import install_web
 
     settings = settings or get_settings()
     app = FastAPI(title="MarrowDiff", version="0.1.0",
@@ -39,4 +40,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for router in (cases_router, cells_router, audit_router, exports_router):
         app.include_router(router)
+    install_web(app, settings)  # the review pages: session cookie, /static, page routes
     return app
