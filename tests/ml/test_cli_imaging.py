@@ -1,0 +1,57 @@
+"""`marrow qc` and `marrow classify` on a folder with real cells and a bad file."""
+from __future__ import annotations
+
+import csv
+import shutil
+
+import pytest
+
+from app.cli import main
+
+
+@pytest.fixture
+def mixed_folder(real_cells_dir, tmp_path):
+    root = tmp_path / "case"
+    (root / "nested").mkdir(parents=True)
+    for code, dest in (("EOS", root), ("NGS", root), ("LYT", root / "nested")):
+        src = sorted((real_cells_dir / code).glob("*.jpg"))[0]
+        shutil.copy(src, dest / src.name)
+    (root / "notes.jpg").write_text("this is not an image")
+    return root
+
+
+def read_rows(path):
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_qc_reports_every_file_and_fails_on_the_bad_one(mixed_folder, tmp_path, capsys):
+    out = tmp_path / "qc.csv"
+    assert main(["qc", str(mixed_folder), "--csv", str(out)]) == 1
+    rows = {r["file"].rsplit("/", 1)[-1]: r for r in read_rows(out)}
+    assert len(rows) == 4
+    assert rows["notes.jpg"]["error"] == "not an image"
+    good = [r for name, r in rows.items() if name != "notes.jpg"]
+    assert all(r["color_type"] == "color" and float(r["blur_variance"]) > 0 for r in good)
+    assert "notes.jpg: not an image" in capsys.readouterr().err
+
+
+def test_classify_writes_rows_and_overlays_and_names_the_bad_file(mixed_folder, tmp_path, capsys):
+    out, cams = tmp_path / "cells.csv", tmp_path / "gradcam"
+    assert main(["classify", str(mixed_folder), "--csv", str(out), "--gradcam", str(cams)]) == 1
+    rows = read_rows(out)
+    assert len(rows) == 4
+    bad = [r for r in rows if r["file"].endswith("notes.jpg")]
+    assert bad[0]["error"] == "not an image" and bad[0]["top1"] == ""
+    good = [r for r in rows if not r["error"]]
+    assert len(good) == 3
+    for r in good:
+        assert r["top1"] in {"BLA", "EOS", "LYT", "MON", "NGS", "NIF", "PMO"}
+        assert 0 < float(r["probability"]) <= 1 and len(r["top3"].split()) == 3
+    assert len(list(cams.glob("*.png"))) == 3
+    assert "notes.jpg: not an image" in capsys.readouterr().err
+
+
+def test_classify_of_good_files_exits_zero(mixed_folder, tmp_path):
+    (mixed_folder / "notes.jpg").unlink()
+    assert main(["classify", str(mixed_folder), "--csv", str(tmp_path / "ok.csv")]) == 0

