@@ -24,6 +24,17 @@ if ! marrow_install_python; then
 fi
 install_s=$((SECONDS - start))
 
+# What the integration and end-to-end tests will find (they skip, saying why, without it).
+_version() {  # _version CMD ARGS... -> "1.2.3", or "absent"
+    local v=""
+    command -v "$1" >/dev/null 2>&1 && v="$("$@" 2>/dev/null | grep -o -E '[0-9]+(\.[0-9]+)+' | head -n1)"
+    echo "${v:-absent}"
+}
+pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"
+echo "scripts/test.sh: python $(_version "$MARROW_VENV/bin/python" --version)," \
+     "redis-server $(_version redis-server --version), postgres $(_version "${pg_bin:-/nonexistent}/postgres" --version)," \
+     "chromium $(_version chromium --version)"
+
 report="$(mktemp -t marrow-junit.XXXXXX.xml)"
 trap 'rm -f "$report"' EXIT
 export PYTHONUNBUFFERED=1
