@@ -17,13 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="marrow", description="MarrowDiff: bone-marrow differential counts")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in GROUPS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue  # a group still being built
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
