@@ -12,8 +12,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# = app.ml.model.SHIPPED_MODEL, restated because importing that module loads torch.
-SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "rexnet150-bm7"
+from app.ml.shipped import SHIPPED_MODEL
+
 DEFAULT_SECRET = "dev-insecure-change-me"
 MiB = 1024 * 1024
 

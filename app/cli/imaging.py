@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from app.ml.model import SHIPPED_MODEL
+from app.ml.shipped import SHIPPED_MODEL
 
 QC_COLUMNS = ["file", "error", "format", "width", "height", "color_type", "brightness",
               "stain_fraction", "blur_variance", "flags", "repaired"]

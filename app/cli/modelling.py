@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from app.ml.train import TrainConfig
+    from app.ml.training_config import TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train a cell classifier (ReXNet-150 by default) and write a checkpoint")
@@ -47,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args) -> int:
-    from app.ml.train import TrainConfig, train
+    from app.ml.train import train
+    from app.ml.training_config import TrainConfig
 
     fields = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and k != "augment"})

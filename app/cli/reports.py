@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from app.ml.model import SHIPPED_MODEL
+from app.ml.shipped import SHIPPED_MODEL
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,28 +8,10 @@ blur and resolution loss (other scanners and image sizes), sensor noise.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    scale: tuple[float, float] = (0.85, 1.15)  # zoom factor
-    shift: float = 0.06  # fraction of the image
-    brightness: float = 0.2
-    contrast: float = 0.2
-    saturation: float = 0.3
-    hue: float = 0.04  # fraction of a full turn
-    stain_gain: float = 0.08  # per-channel multiplicative jitter
-    gamma: float = 0.2
-    blur_p: float = 0.25
-    blur_sigma: tuple[float, float] = (0.3, 1.6)
-    lowres_p: float = 0.2
-    lowres_scale: tuple[float, float] = (0.35, 0.8)
-    noise_p: float = 0.2
-    noise_std: float = 0.02
+from app.ml.training_config import AugmentConfig
 
 
 def _u(n: int, lo: float, hi: float, g: torch.Generator, device) -> torch.Tensor:

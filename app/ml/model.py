@@ -22,12 +22,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from app.ml import preprocess, pretrained
+from app.ml.shipped import SHIPPED_MODEL
 from app.ml.taxonomy import CLASSES, CellClass
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model_card.json"
 DEFAULT_ARCH = "rexnet_150"
-SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "models" / "rexnet150-bm7"
 ORT_ALLOW_SPINNING = "0"  # see Predictor.session
 
 

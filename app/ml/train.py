@@ -13,7 +13,7 @@ import platform
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,46 +23,16 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from app.ml import preprocess
-from app.ml.augment import AugmentConfig, augment, normalize
+from app.ml.augment import augment, normalize
 from app.ml.metrics import classification_report, expected_calibration_error, fit_temperature
 from app.ml.dataset import Sample, kfold_splits, load_folder_dataset, stratified_split
 from app.ml.decode import decode_path
 from app.ml.model import ModelCard, build_model, load_checkpoint, save_checkpoint
 from app.ml.quality import Thresholds, assess
 from app.ml.taxonomy import CODES
+from app.ml.training_config import AugmentConfig, TrainConfig
 
 STATE_FILE = ".train_state.pt"
-
-
-@dataclass
-class TrainConfig:
-    arch: str = "rexnet_150"
-    input_size: int = 224
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    optimizer: str = "adamw"  # or "sgd"
-    warmup_epochs: float = 2.0
-    label_smoothing: float = 0.1
-    val_fraction: float = 0.2
-    seed: int = 0
-    folds: int = 0  # k > 1: train on fold `fold` of a stratified k-fold instead of the split
-    fold: int = 0
-    init_weights: str | None = None
-    hub: bool = False
-    freeze_epochs: int = 0  # head-only epochs first (transfer learning)
-    head_lr_mult: float = 10.0
-    teacher: str | None = None
-    kd_alpha: float = 0.5
-    kd_temperature: float = 4.0
-    patience: int = 10
-    device: str = "cpu"
-    amp: bool = False
-    max_per_class: int = 0  # >0: subsample (smoke tests)
-    max_minutes: float = 0  # >0: fit the number of epochs to this budget after timing epoch 1
-    version: str = ""
-    augment: dict = field(default_factory=lambda: asdict(AugmentConfig()))
 
 
 def seed_everything(seed: int) -> None:

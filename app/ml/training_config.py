@@ -1,0 +1,57 @@
+"""Training and augmentation settings: plain dataclasses, recorded verbatim in the model card.
+
+Kept free of torch so the `marrow` command can show their defaults without loading it.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    scale: tuple[float, float] = (0.85, 1.15)  # zoom factor
+    shift: float = 0.06  # fraction of the image
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.3
+    hue: float = 0.04  # fraction of a full turn
+    stain_gain: float = 0.08  # per-channel multiplicative jitter
+    gamma: float = 0.2
+    blur_p: float = 0.25
+    blur_sigma: tuple[float, float] = (0.3, 1.6)
+    lowres_p: float = 0.2
+    lowres_scale: tuple[float, float] = (0.35, 0.8)
+    noise_p: float = 0.2
+    noise_std: float = 0.02
+
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "rexnet_150"
+    input_size: int = 224
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    optimizer: str = "adamw"  # or "sgd"
+    warmup_epochs: float = 2.0
+    label_smoothing: float = 0.1
+    val_fraction: float = 0.2
+    seed: int = 0
+    folds: int = 0  # k > 1: train on fold `fold` of a stratified k-fold instead of the split
+    fold: int = 0
+    init_weights: str | None = None
+    hub: bool = False
+    freeze_epochs: int = 0  # head-only epochs first (transfer learning)
+    head_lr_mult: float = 10.0
+    teacher: str | None = None
+    kd_alpha: float = 0.5
+    kd_temperature: float = 4.0
+    patience: int = 10
+    device: str = "cpu"
+    amp: bool = False
+    max_per_class: int = 0  # >0: subsample (smoke tests)
+    max_minutes: float = 0  # >0: fit the number of epochs to this budget after timing epoch 1
+    version: str = ""
+    augment: dict = field(default_factory=lambda: asdict(AugmentConfig()))
