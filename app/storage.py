@@ -29,7 +29,7 @@ class Storage:
 
     @staticmethod
     def overlay_key(digest: str, model_version: str) -> str:
-        return f"overlays/{digest[:2]}/{digest}.{sha256(model_version.encode())[:12]}.png"
+        return f"overlays/{digest[:2]}/{digest}.{sha256(model_version.encode())[:12]}.jpg"
 
     def path(self, key: str) -> Path:
         path = (self.root / key).resolve()

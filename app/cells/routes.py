@@ -68,7 +68,7 @@ def thumbnail(cell_id: int, session: SessionDep, storage: StorageDep, _user: Cur
 
 
 @router.get("/cells/{cell_id}/gradcam", response_class=FileResponse,
-            responses={200: {"content": {"image/png": {}}}})
+            responses={200: {"content": {"image/jpeg": {}}}})
 def gradcam(cell_id: int, session: SessionDep, storage: StorageDep, _user: CurrentUser) -> FileResponse:
-    """The Grad-CAM heatmap of the predicted class over the cell."""
-    return _derived(cell_id, session, storage, "overlay_path", "image/png", "Grad-CAM overlay")
+    """The Grad-CAM heatmap of the predicted class over the cell (JPEG)."""
+    return _derived(cell_id, session, storage, "overlay_path", "image/jpeg", "Grad-CAM overlay")

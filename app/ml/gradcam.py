@@ -56,8 +56,8 @@ def overlay(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray
     return cv2.addWeighted(rgb, 1 - alpha, colour, alpha, 0)
 
 
-def overlay_png(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> bytes:
-    """The overlay encoded as PNG bytes.
+def overlay_cell(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """The overlay in the cell's own frame (RGB uint8).
 
     A non-square cell was padded to a square for the model; the heatmap is cut back to the
     cell's own frame so it lines up with the image.
@@ -68,10 +68,25 @@ def overlay_png(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> bytes:
         big = cv2.resize(cam.astype(np.float32), (side, side))
         top, left = (side - h) // 2, (side - w) // 2
         cam = big[top:top + h, left:left + w]
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(overlay(rgb, cam, alpha), cv2.COLOR_RGB2BGR))
+    return overlay(rgb, cam, alpha)
+
+
+def _encode(rgb: np.ndarray, ext: str, params: list[int]) -> bytes:
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
-        raise RuntimeError("PNG encoding failed")
+        raise RuntimeError(f"{ext} encoding failed")
     return buf.tobytes()
+
+
+def overlay_png(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> bytes:
+    """The overlay encoded as PNG bytes (lossless, for reports)."""
+    return _encode(overlay_cell(rgb, cam, alpha), ".png", [])
+
+
+def overlay_jpeg(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45, quality: int = 90) -> bytes:
+    """The overlay encoded as JPEG bytes: what the web app stores per cell (a photographic
+    overlay encodes ~10x faster and ~3x smaller than PNG)."""
+    return _encode(overlay_cell(rgb, cam, alpha), ".jpg", [cv2.IMWRITE_JPEG_QUALITY, quality])
 
 
 def deletion_drops(predictor, images: list[np.ndarray], fraction: float = 0.2,

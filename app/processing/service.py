@@ -24,7 +24,7 @@ from app.cases.models import Upload
 from app.cells.models import Cell, Prediction
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker, utcnow
-from app.ml.gradcam import overlay_png
+from app.ml.gradcam import overlay_jpeg
 from app.ml.model import Predictor
 from app.ml.pipeline import CellResult, run
 from app.ml.quality import Thresholds
@@ -96,7 +96,7 @@ class Processor:
         thumb = self.storage.thumbnail_key(digest)
         self.storage.put(thumb, thumbnail_jpeg(r.image))
         overlay = self.storage.overlay_key(digest, self.predictor.version)
-        self.storage.put(overlay, overlay_png(r.image, r.prediction.cam))
+        self.storage.put(overlay, overlay_jpeg(r.image, r.prediction.cam))
         return thumb, overlay
 
     def _save(self, batch: list[tuple[int, CellResult]], files: list[tuple[str | None, str | None]]) -> None:

@@ -29,7 +29,7 @@ def test_processed_cells_have_predictions_files_and_labels(client, auth, process
         assert (cell["label_source"], cell["version"], cell["status"]) == ("model", 1, "done")
         assert len(cell["top3"]) == 3 and cell["top3"][0]["p"] == round(cell["probability"], 6)
         assert isinstance(cell["quality_flags"], list) and "brightness" in cell["quality"]
-    for kind, fmt in (("image", "JPEG"), ("thumbnail", "JPEG"), ("gradcam", "PNG")):
+    for kind, fmt in (("image", "JPEG"), ("thumbnail", "JPEG"), ("gradcam", "JPEG")):
         r = client.get(f"/api/cells/{cells[0]['id']}/{kind}", headers=auth)
         assert r.status_code == 200, (kind, r.text)
         with Image.open(io.BytesIO(r.content)) as im:
