@@ -92,7 +92,7 @@ def count_of(value) -> int:
     return value
 
 
-def test_web_and_worker_on_postgres_and_redis(postgres_url, redis_url, real_cells_dir, model_dir,
+def test_web_and_worker_on_postgres_and_redis(real_cells_dir, model_dir, postgres_url, redis_url,
                                               tmp_path, start_process):
     cells = pick_cells(real_cells_dir, N_CELLS)
     data_dir = tmp_path / "data"
