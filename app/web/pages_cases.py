@@ -81,6 +81,11 @@ def _case_page(request: Request, db, classes, case_id: int, status_code: int = 2
                   progress=progress(db, case_id), events=history(db, case_id), error=error)
 
 
+@router.get("/cases/{case_id}/head")
+def case_head(request: Request, case_id: int, db: SessionDep, _user: PageUser, classes: ClassesDep) -> Response:
+    return render(request, "partials/case_head.html", case=cases.summary(db, classes, case_id))
+
+
 @router.get("/cases/{case_id}/progress")
 def case_progress(request: Request, case_id: int, db: SessionDep, _user: PageUser) -> Response:
     """Polled every second while cells are processed; the last answer stops the polling and

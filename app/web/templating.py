@@ -23,12 +23,12 @@ def when(value: datetime | None) -> str:
 templates.env.filters["when"] = when
 
 
-def render(request: Request, name: str, status_code: int = 200, headers: dict[str, str] | None = None,
+def render(request: Request, template: str, /, status_code: int = 200, headers: dict[str, str] | None = None,
            **context: Any) -> HTMLResponse:
     """A page or fragment with what every template may use: the user, the CSRF token, classes."""
     context.update(user=getattr(request.state, "user", None), csrf=csrf_token(request),
                    csrf_field=CSRF_FIELD, csrf_header=CSRF_HEADER)
-    return templates.TemplateResponse(request, name, context, status_code=status_code, headers=headers)
+    return templates.TemplateResponse(request, template, context, status_code=status_code, headers=headers)
 
 
 def is_htmx(request: Request) -> bool:

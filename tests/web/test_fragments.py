@@ -1,0 +1,149 @@
+"""HTMX partials return the fragment they promise; every form refuses a missing CSRF token;
+relabelling from the page goes through the cells service (versions, lock, audit)."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from server.conftest import image_bytes, new_case, upload
+
+FORMS = [  # every state-changing page route, with a body that would otherwise be accepted
+    ("/login", {"name": "rita", "password": "a long password"}),
+    ("/setup", {"name": "ada", "password": "a long password", "password2": "a long password"}),
+    ("/logout", {}),
+    ("/cases", {"accession": "BM-1"}),
+    ("/cases/{case}/uploads", None),
+    ("/cases/{case}/sign", {}),
+    ("/cases/{case}/relabel", {"items": "{cell}:1:BLA"}),
+    ("/admin/users", {"name": "bob", "role": "reviewer", "password": "a long password"}),
+    ("/admin/users/rita/active", {"active": "false"}),
+]
+
+
+def _cells(client, auth, case_id):
+    return client.get(f"/api/cases/{case_id}/cells", headers=auth).json()
+
+
+@pytest.mark.parametrize("path, data", FORMS, ids=[p for p, _ in FORMS])
+@pytest.mark.parametrize("sent", ["missing", "wrong"])
+def test_forms_refuse_a_missing_or_wrong_csrf_token(client, auth, page, path, data, sent):
+    case_id = new_case(client, auth)
+    cell = upload(client, auth, case_id, [("c.png", image_bytes(7))]).json()["accepted"][0]["cell_id"]
+    url = path.format(case=case_id, cell=cell)
+    body = {k: v.format(cell=cell) for k, v in (data or {}).items()}
+    if sent == "wrong":
+        body["csrf_token"] = "x" + page[1:]
+    files = [("files", ("a.png", image_bytes(1), "image/png"))] if data is None else None
+    r = client.post(url, data=body, files=files, follow_redirects=False)
+    assert r.status_code == 403 and "CSRF" in r.text, (url, r.status_code, r.text[:200])
+    # the same request with the HTMX header shows the refusal in the page's message bar
+    r = client.post(url, data=body, files=files, headers={"HX-Request": "true"})
+    assert r.status_code == 403 and r.headers["HX-Retarget"] == "#messages" and r.text.startswith('<p class="msg error"')
+
+
+def test_partials(client, auth, htmx, processed_case):
+    cell = _cells(client, auth, processed_case)[0]["id"]
+    expected = {
+        f"/cases/{processed_case}/gallery?sort=upload&show=all": '<section class="group c-BLA',
+        f"/cases/{processed_case}/differential?target=500": '<section id="differential"',
+        f"/cases/{processed_case}/progress": '<div id="progress"',
+        f"/cases/{processed_case}/history": '<table class="grid history">',
+        f"/cases/{processed_case}/head": '<section class="panel case-head" id="case-head"',
+        f"/cells/{cell}/detail": '<section id="detail"',
+        "/cases/rows": "<tr>",
+    }
+    for url, start in expected.items():
+        r = client.get(url, headers=htmx)
+        assert r.status_code == 200, url
+        assert r.text.lstrip().startswith(start) and "<html" not in r.text, (url, r.text[:120])
+    assert "/ 500" in client.get(f"/cases/{processed_case}/differential?target=500").text
+    detail = client.get(f"/cells/{cell}/detail").text
+    assert f"/api/cells/{cell}/gradcam" in detail and len(re.findall(r'class="bar c-', detail)) == 3
+    progress = client.get(f"/cases/{processed_case}/progress")
+    assert progress.headers["HX-Trigger"] == "processing-done" and "every 1s" not in progress.text
+
+
+def test_gallery_filters_and_sort(client, auth, htmx, processed_case):
+    cells = _cells(client, auth, processed_case)
+    gallery = client.get(f"/cases/{processed_case}/gallery?sort=confidence", headers=htmx).text
+    ids = [int(i) for i in re.findall(r'id="cell-(\d+)"', gallery)]
+    ranks = dict(zip(ids, map(int, re.findall(r'data-rank="(\d+)"', gallery))))
+    by_confidence = [c["id"] for c in sorted(cells, key=lambda c: (c["probability"], c["id"]))]
+    assert sorted(ranks, key=ranks.get) == by_confidence
+    assert client.get(f"/cases/{processed_case}/gallery?show=changed", headers=htmx).text.count('class="tile ') == 0
+    client.patch(f"/api/cells/{cells[0]['id']}", json={"label": "EOS"}, headers=auth)
+    changed = client.get(f"/cases/{processed_case}/gallery?show=changed", headers=htmx).text
+    assert re.findall(r'id="cell-(\d+)"', changed) == [str(cells[0]["id"])] and "tile c-EOS changed" in changed
+
+
+def test_relabel_undo_conflict_and_lock(client, auth, htmx, processed_case, sessions):
+    cell = _cells(client, auth, processed_case)[0]
+    new = "BLA" if cell["label"] != "BLA" else "LYT"
+    url = f"/cases/{processed_case}/relabel"
+    r = client.post(url, data={"items": f"{cell['id']}:{cell['version']}:{new}", "target": "200"}, headers=htmx)
+    assert r.status_code == 200 and "1 cell → " + new in r.text
+    assert f'id="cell-{cell["id"]}"' in r.text and 'hx-swap-oob="outerHTML"' in r.text
+    assert '<section id="differential"' in r.text
+    assert client.get(f"/api/cases/{processed_case}", headers=auth).json()["counts"][new] >= 1
+    # undo: back to the previous label, with the version the page now holds
+    r = client.post(url, data={"items": f"{cell['id']}:{cell['version'] + 1}:{cell['label']}"}, headers=htmx)
+    assert r.status_code == 200
+    audit = [(e["from"], e["to"], e["user"]) for e in client.get(f"/api/cases/{processed_case}/audit",
+                                                                   headers=auth).json() if e["action"] == "label"]
+    assert audit == [(cell["label"], new, "rita"), (new, cell["label"], "rita")]
+    # a second reviewer with a stale page
+    r = client.post(url, data={"items": f"{cell['id']}:{cell['version']}:EOS"}, headers=htmx)
+    assert r.status_code == 409 and "was changed by rita at" in r.text and "reload" in r.text
+    # signed: locked, with who and when
+    assert client.post(f"/api/cases/{processed_case}/sign", headers=auth).status_code == 200
+    r = client.post(url, data={"items": f"{cell['id']}:{cell['version'] + 2}:EOS"}, headers=htmx)
+    assert r.status_code == 409 and re.search(r"Case signed by rita at [\d-]+ [\d:]+ UTC — locked", r.text)
+    page = client.get(f"/cases/{processed_case}").text
+    assert 'id="signed"' in page and "Signed by <b>rita</b>" in page and "Upload cells" not in page
+    assert "disabled" in client.get(f"/cases/{processed_case}/review").text
+
+
+def test_relabel_refuses_bad_input(client, auth, htmx, processed_case):
+    url = f"/cases/{processed_case}/relabel"
+    cell = _cells(client, auth, processed_case)[0]
+    assert client.post(url, data={"items": f"{cell['id']}:1:XYZ"}, headers=htmx).status_code == 422
+    assert client.post(url, data={"items": "nonsense"}, headers=htmx).status_code == 422
+    other = new_case(client, auth, "MD-2")
+    r = client.post(f"/cases/{other}/relabel", data={"items": f"{cell['id']}:1:BLA"}, headers=htmx)
+    assert r.status_code == 404
+
+
+def test_sign_from_the_page(client, auth, page, processed_case):
+    r = client.post(f"/cases/{processed_case}/sign", data={"csrf_token": page}, follow_redirects=False)
+    assert r.status_code == 303
+    again = client.post(f"/cases/{processed_case}/sign", data={"csrf_token": page})
+    assert again.status_code == 409 and "signed and locked" in again.text
+
+
+def test_upload_from_the_page_lists_rejected_files(client, auth, htmx):
+    case_id = new_case(client, auth)
+    files = [("files", (f"c{i}.png", image_bytes(i), "image/png")) for i in range(3)]
+    files.append(("files", ("notes.txt", b"not an image", "text/plain")))
+    r = client.post(f"/cases/{case_id}/uploads", files=files, headers=htmx)
+    assert r.status_code == 200, r.text
+    assert "3 files accepted" in r.text and "1 rejected" in r.text and "<b>notes.txt</b>:" in r.text
+    assert 'hx-trigger="every 1s"' in r.text and "0</b> of <b>3</b> cells classified" in r.text
+
+
+def test_session_reaches_the_api_but_not_without_csrf(client, auth, page, processed_case):
+    cell = _cells(client, auth, processed_case)[0]
+    thumb = client.get(f"/api/cells/{cell['id']}/thumbnail")  # the cookie alone: what <img> sends
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert "private" in thumb.headers["cache-control"] and "max-age" in thumb.headers["cache-control"]
+    assert client.get(f"/api/cases/{processed_case}/cells.csv").status_code == 200
+    assert client.patch(f"/api/cells/{cell['id']}", json={"label": "BLA"}).status_code == 401
+    r = client.patch(f"/api/cells/{cell['id']}", json={"label": "BLA"}, headers={"X-CSRF-Token": page})
+    assert r.status_code == 200
+    client.cookies.clear()
+    assert client.get(f"/api/cells/{cell['id']}/thumbnail").status_code == 401
+
+
+def test_expired_session_on_a_fragment_redirects_to_login(client, processed_case):
+    r = client.get(f"/cases/{processed_case}/gallery", headers={"HX-Request": "true"})
+    assert r.status_code == 401 and r.headers["HX-Redirect"] == "/login"

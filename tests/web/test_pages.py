@@ -1,0 +1,110 @@
+"""Every page renders against a real database, with the session and roles it needs."""
+from __future__ import annotations
+
+import re
+
+from .conftest import csrf_of, log_in, make_user
+
+
+def test_first_visit_creates_the_first_admin(client):
+    r = client.get("/", follow_redirects=True)
+    assert r.url.path == "/setup" and "first administrator" in r.text
+    token = csrf_of(client, "/setup")
+    bad = client.post("/setup", data={"name": "ada", "password": "short", "password2": "short", "csrf_token": token})
+    assert bad.status_code == 422 and "at least 8" in bad.text
+    r = client.post("/setup", data={"name": "ada", "password": "a long password", "password2": "a long password",
+                                    "csrf_token": token}, follow_redirects=False)
+    assert (r.status_code, r.headers["location"]) == (303, "/cases")
+    assert "ada · admin" in client.get("/cases").text
+    assert client.get("/setup", follow_redirects=False).headers["location"] == "/login"
+    r = client.post("/setup", data={"name": "eve", "password": "x" * 9, "password2": "x" * 9,
+                                    "csrf_token": csrf_of(client, "/cases")})
+    assert r.status_code == 403
+
+
+def test_session_cookie_flags(client, token):
+    r = client.get("/login")
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie and "secure" not in cookie
+
+
+def test_login_logout_and_redirects(client, token):
+    assert client.get("/cases/1", follow_redirects=False).headers["location"] == "/login?next=/cases/1"
+    r = client.post("/login", data={"name": "rita", "password": "wrong password", "csrf_token": csrf_of(client)})
+    assert r.status_code == 401 and "wrong user name or password" in r.text
+    r = client.post("/login", data={"name": "rita", "password": "a long password", "next": "//evil.example/",
+                                    "csrf_token": csrf_of(client)}, follow_redirects=False)
+    assert r.headers["location"] == "/cases"
+    token = csrf_of(client, "/cases")
+    assert client.post("/logout", data={"csrf_token": token}, follow_redirects=False).status_code == 303
+    assert client.get("/cases", follow_redirects=False).status_code == 303
+
+
+def test_login_is_rate_limited_per_ip_and_name(client, token):
+    csrf = csrf_of(client)
+    codes = [client.post("/login", data={"name": "Rita ", "password": f"guess {i}", "csrf_token": csrf}).status_code
+             for i in range(10)]
+    assert codes == [401] * 10
+    r = client.post("/login", data={"name": "rita", "password": "a long password", "csrf_token": csrf})
+    assert r.status_code == 429 and "too many login attempts" in r.text
+    make_user(client.app.state.sessionmaker, "otto")  # another account from the same address is not blocked
+    assert client.post("/login", data={"name": "otto", "password": "a long password", "csrf_token": csrf},
+                       follow_redirects=False).status_code == 303
+
+
+def test_disabled_user_is_logged_out(client, sessions, page):
+    from app.users.service import set_active
+
+    with sessions() as s:
+        set_active(s, "rita", False)
+    assert client.get("/cases", follow_redirects=False).status_code == 303
+
+
+def test_pages_render(client, page, processed_case):
+    for path, needle in (("/cases", "MD-1"),
+                         (f"/cases/{processed_case}", "Differential CSV"),
+                         (f"/cases/{processed_case}/review", 'id="gallery"')):
+        r = client.get(path)
+        assert r.status_code == 200 and needle in r.text and "<html" in r.text, path
+    review = client.get(f"/cases/{processed_case}/review").text
+    for key in "BELMNXP":
+        assert f"<kbd>{key}</kbd>" in review  # each class's shortcut is on the page
+    assert len(re.findall(r'class="tile ', review)) == 6
+    assert client.get("/cases/999").status_code == 404
+
+
+def test_admin_page_is_for_admins(client, sessions, page):
+    assert client.get("/admin/users").status_code == 403
+    make_user(sessions, "ada", "admin")
+    log_in(client, "ada")
+    r = client.get("/admin/users")
+    assert r.status_code == 200 and "rita" in r.text and "Add user" in r.text
+
+
+def test_admin_adds_and_disables_reviewers(client, sessions, htmx):
+    make_user(sessions, "ada", "admin")
+    token = log_in(client, "ada")
+    headers = {"HX-Request": "true", "X-CSRF-Token": token}
+    r = client.post("/admin/users", data={"name": "bob", "role": "reviewer", "password": "a long password"},
+                    headers=headers)
+    assert r.status_code == 200 and r.text.startswith('<div id="users">') and "added reviewer bob" in r.text
+    r = client.post("/admin/users", data={"name": "bob", "role": "reviewer", "password": "a long password"},
+                    headers=headers)
+    assert r.status_code == 422 and "already exists" in r.text
+    r = client.post("/admin/users/bob/active", data={"active": "false"}, headers=headers)
+    assert r.status_code == 200 and "bob disabled" in r.text
+    r = client.post("/admin/users/ada/active", data={"active": "false"}, headers=headers)
+    assert r.status_code == 409 and "your own account" in r.text
+
+
+def test_case_list_search_and_create(client, htmx, page):
+    for accession in ("BM-17", "BM-18", "PB-1"):
+        r = client.post("/cases", data={"accession": accession, "csrf_token": page}, follow_redirects=False)
+        assert r.status_code == 303 and re.fullmatch(r"/cases/\d+", r.headers["location"])
+    rows = client.get("/cases/rows", params={"q": "bm-"}, headers=htmx)
+    assert rows.status_code == 200 and "<html" not in rows.text
+    assert rows.text.count("<tr>") == 2 and "PB-1" not in rows.text
+    assert client.get("/cases/rows", params={"state": "signed"}).text.count("<tr>") == 1  # the "no cases" row
+    assert "No cases match" in client.get("/cases/rows", params={"state": "signed"}).text
+    assert client.post("/cases", data={"accession": "X"}, headers={"HX-Request": "true",
+                                                                   "X-CSRF-Token": page}).headers["HX-Redirect"]
