@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="real cells, one sub-folder per class (default ../shared/data/bone-marrow-7 "
                         "beside the repository)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="the pipeline's batch size (default: the product's, 8 on CPU, 64 on CUDA)")
+                   help="the pipeline's batch size (default: the product's, 4 on CPU, 8 on CUDA)")
     p.add_argument("--workers", type=int, default=None, help="the pipeline's worker threads (default: the product's)")
     p.add_argument("--rounds", type=int, default=3, help="passes over the cells per method (default 3)")
     p.set_defaults(func=cmd_bench)

@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", type=Path, help="write one row per image here")
     p.add_argument("--gradcam", type=Path, metavar="DIR", help="write Grad-CAM overlay PNGs here")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="cells per network call (default: 4 on CPU, 8 on CUDA; see docs/bench-ml.md)")
     p.add_argument("--no-repair", action="store_true", help="do not apply unsharp masking to blurry cells")
     p.set_defaults(func=cmd_classify)
 
@@ -96,7 +97,8 @@ def cmd_classify(args) -> int:
         args.gradcam.mkdir(parents=True, exist_ok=True)
     failed = 0
     results = pipeline.run([(str(f), None) for f in files], predictor, repair=not args.no_repair,
-                           with_cam=bool(args.gradcam), batch_size=args.batch_size)
+                           with_cam=bool(args.gradcam),
+                           batch_size=args.batch_size or pipeline.DEFAULT_BATCH_SIZE[args.device])
     for i, r in enumerate(tqdm(results, total=len(files), unit="img", file=sys.stderr,
                                disable=len(files) < 50 or None)):
         row = {"file": r.name, "flags": ";".join(r.quality.flags), "repaired": r.quality.repaired,

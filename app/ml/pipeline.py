@@ -38,8 +38,9 @@ class CellResult:
 # An item is a name plus a way to get its bytes (or a path to read).
 Item = tuple[str, Callable[[], bytes] | None]
 
-# Cells per network call, measured with `marrow bench` (docs/bench-ml.md).
-DEFAULT_BATCH_SIZE = {"cpu": 8, "cuda": 64}
+# Cells per network call. CPU: 2, 4 and 8 ran equally fast with `marrow bench` (docs/bench-ml.md), 16
+# slower, and each doubling adds ~250 MB of ONNX Runtime buffers; CUDA: not measured yet.
+DEFAULT_BATCH_SIZE = {"cpu": 4, "cuda": 8}
 
 
 def _check(item: Item, thresholds: Thresholds, repair: bool):
