@@ -49,8 +49,8 @@ async def upload(case_id: int, request: Request, session: SessionDep, user: Curr
     case = service.get_case(session, case_id)
     service.ensure_open(case)
     length = request.headers.get("content-length")
-    if length is None:
-        raise HTTPException(status.HTTP_411_LENGTH_REQUIRED, "Content-Length is required")
+    if length is None or not length.isdigit():
+        raise HTTPException(status.HTTP_411_LENGTH_REQUIRED, "a numeric Content-Length is required")
     if int(length) > settings.max_request_mb * MiB:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
                             f"upload over {settings.max_request_mb} MiB; split it into several requests")

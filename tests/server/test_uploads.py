@@ -3,7 +3,9 @@ zips opened safely, duplicates one cell, work enqueued on the real embedded brok
 from __future__ import annotations
 
 import sqlite3
+import struct
 import unicodedata
+import zlib
 
 from sqlalchemy import func, select
 
@@ -69,10 +71,16 @@ def test_upload_limits(client, auth, settings):
     case_id = new_case(client, auth)
     big = b"\x89PNG" + bytes(2 * 1024 * 1024)  # over max_file_mb=1
     bomb = zip_bytes({"bomb.png": bytes(50 * 1024 * 1024)})  # 50 MiB of zeros, ~50 KiB zipped
-    r = upload(client, auth, case_id, [("big.png", big), ("bomb.zip", bomb), ("ok.png", image_bytes(9))])
+    ihdr = struct.pack(">IIBBBBB", 50_000, 50_000, 8, 2, 0, 0, 0)
+    huge = b"\x89PNG\r\n\x1a\n" + b"".join(  # a header promising 2.5 gigapixels
+        struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        for kind, body in ((b"IHDR", ihdr), (b"IDAT", zlib.compress(b"\0" * 64)), (b"IEND", b"")))
+    r = upload(client, auth, case_id, [("big.png", big), ("bomb.zip", bomb), ("huge.png", huge),
+                                       ("ok.png", image_bytes(9))])
     assert r.status_code == 202
     reasons = {x["file"]: x["reason"] for x in r.json()["rejected"]}
     assert reasons["big.png"].startswith("too large") and reasons["bomb.zip/bomb.png"].startswith("too large")
+    assert reasons["huge.png"] == "too large: 50000×50000"
     assert [x["file"] for x in r.json()["accepted"]] == ["ok.png"]
 
     r = client.post(f"/api/cases/{case_id}/uploads", headers={**auth, "Content-Length": str(9 * 1024 * 1024)},
