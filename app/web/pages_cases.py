@@ -96,6 +96,12 @@ def case_progress(request: Request, case_id: int, db: SessionDep, _user: PageUse
     return render(request, "partials/upload_progress.html", headers=headers, progress=state)
 
 
+@router.get("/cases/{case_id}/uploads")
+def uploads(request: Request, case_id: int, db: SessionDep, _user: PageUser) -> Response:
+    cases.get_case(db, case_id)
+    return render(request, "partials/uploads.html", progress=progress(db, case_id))
+
+
 @router.post("/cases/{case_id}/uploads", dependencies=[Csrf])
 async def upload(request: Request, case_id: int, db: SessionDep, user: PageUser, settings: SettingsDep,
                  storage: StorageDep) -> Response:

@@ -50,6 +50,7 @@ def test_partials(client, auth, htmx, processed_case):
         f"/cases/{processed_case}/progress": '<div id="progress"',
         f"/cases/{processed_case}/history": '<table class="grid history">',
         f"/cases/{processed_case}/head": '<section class="panel case-head" id="case-head"',
+        f"/cases/{processed_case}/uploads": '<section class="panel" id="uploads"',
         f"/cells/{cell}/detail": '<section id="detail"',
         "/cases/rows": "<tr>",
     }

@@ -1,0 +1,159 @@
+"""End to end in headless Chromium against the real `marrow run` (web + worker, SQLite,
+embedded broker, the shipped model): setup, case, upload of 20 real cells, keyboard review,
+undo, sign-off, the lock, and the CSV. Screenshots go to test-artifacts/e2e/."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from integration.harness import free_port, stop_process_group, wait_for
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run"]
+N_CELLS = 20
+PROCESS_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture
+def server(tmp_path, repo_root) -> str:
+    """`marrow run` on a free port, everything under tmp_path except the ONNX export of the
+    shipped model, which is cached where a laptop `marrow run` keeps it (keyed by the weights)."""
+    from app.cli.server import marrow_command
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "BROKER_URL") and not k.startswith("MARROW_")}
+    env.update(MARROW_DATA_DIR=str(tmp_path / "data"), MARROW_MODEL_CACHE_DIR=str(repo_root / "var" / "model-cache"))
+    port = free_port()
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(marrow_command("run", "--host", "127.0.0.1", "--port", str(port)), cwd=repo_root,
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: httpx.get(f"{url}/api/health", timeout=2).status_code == 200, 60, "marrow run", proc, log)
+        yield url
+    finally:
+        stop_process_group(proc, sig=2, timeout=60)
+
+
+@pytest.fixture
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} missing (scripts/test.sh installs Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def artifacts(repo_root) -> Path:
+    out = repo_root / "test-artifacts" / "e2e"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _counts(page) -> dict[str, int]:
+    rows = page.locator("#differential tbody tr")
+    return {rows.nth(i).get_attribute("data-code"): int(rows.nth(i).locator(".count").inner_text())
+            for i in range(rows.count())}
+
+
+def test_review_flow(server, browser, artifacts, real_cells_dir, tmp_path):
+    from app.benchapp import pick_cells
+
+    cells = pick_cells(real_cells_dir, N_CELLS)
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, accept_downloads=True)
+    page = context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())  # the sign-off confirmation
+
+    # First visit: create the first administrator.
+    page.goto(server)
+    assert page.url.endswith("/setup")
+    page.fill("input[name=name]", "ada")
+    page.fill("input[name=password]", "a long password")
+    page.fill("input[name=password2]", "a long password")
+    page.click("button:has-text('Create administrator')")
+    page.wait_for_url("**/cases")
+
+    # A case, and 20 real cells plus one bad file.
+    page.fill("input[name=accession]", "E2E-0001")
+    page.click("button:has-text('Create case')")
+    page.wait_for_url(re.compile(r".*/cases/\d+$"))
+    case_url = page.url
+    page.set_input_files("#files", [*cells, bad])
+    page.click("#upload-form button:has-text('Upload')")
+    page.wait_for_selector("#rejected li:has-text('notes.txt')")
+    assert page.locator(".msg", has_text=f"{N_CELLS} files accepted").count() == 1
+    page.screenshot(path=artifacts / "upload.png")
+    page.wait_for_selector("#progress[data-state=done]", timeout=PROCESS_TIMEOUT_MS)
+    page.wait_for_selector("#case-head .status:has-text('ready')")  # refreshed without a reload
+    page.screenshot(path=artifacts / "upload-done.png")
+
+    # Review: reclassify a cell with the keyboard, see the differential change, undo.
+    page.click("a:has-text('Review cells')")
+    page.wait_for_selector("#gallery .tile")
+    before = _counts(page)
+    assert sum(before.values()) == N_CELLS
+    tile = page.locator("#gallery .tile").first
+    cell_id, old = tile.get_attribute("data-id"), tile.get_attribute("data-label")
+    new = "BLA" if old != "BLA" else "LYT"
+    key = page.locator(f".keys [data-label={new}]").get_attribute("data-key")
+    tile.click()
+    page.wait_for_selector("#detail .top3 .bar")
+    page.keyboard.press("g")  # the Grad-CAM overlay
+    assert page.locator("#detail.cam-on").count() == 1
+    page.keyboard.press(key)
+    page.wait_for_selector(f"#group-{new} #cell-{cell_id}")
+    after = _counts(page)
+    assert after[new] == before[new] + 1 and after[old] == before[old] - 1
+    page.locator(f"#cell-{cell_id}").scroll_into_view_if_needed()
+    page.screenshot(path=artifacts / "review.png")
+    page.keyboard.press("z")
+    page.wait_for_selector(f"#group-{old} #cell-{cell_id}")
+    assert _counts(page) == before
+
+    # Sign off on the case page: locked, with who and when.
+    page.goto(case_url)
+    page.click("button:has-text('Sign off')")
+    page.wait_for_selector("#signed")
+    assert re.search(r"Signed by ada at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", page.inner_text("#signed"))
+    assert "signed off" in page.inner_text("#history")
+    page.screenshot(path=artifacts / "signed.png", full_page=True)
+
+    # A change after sign-off is refused with a clear message (the buttons are disabled too).
+    page.goto(case_url + "/review")
+    page.locator("#gallery .tile").first.click()
+    page.keyboard.press(key if page.locator("#gallery .tile").first.get_attribute("data-label") != new else "x")
+    page.wait_for_selector("#messages .msg.error:has-text('locked')")
+    assert _counts(page) == before
+
+    # The differential CSV matches the page.
+    page.goto(case_url)
+    with page.expect_download() as download:
+        page.click("a:has-text('Differential CSV')")
+    text = Path(download.value.path()).read_text()
+    rows = list(csv.DictReader(io.StringIO("\n".join(x for x in text.splitlines() if not x.startswith("#")))))
+    assert {r["class_code"]: int(r["reviewed_count"]) for r in rows} == before
+    counted = sum(n for code, n in before.items() if code != "NIF")
+    for r in rows:
+        if r["class_code"] != "NIF":
+            assert float(r["percent"]) == pytest.approx(100 * before[r["class_code"]] / counted, abs=0.01)
+    assert "status signed" in text
+    context.close()
+    if os.environ.get("MARROW_UPDATE_DOCS") == "1":  # refresh the README's screenshot on purpose only
+        shutil.copy(artifacts / "review.png", Path(__file__).resolve().parents[2] / "docs" / "review.png")
