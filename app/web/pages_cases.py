@@ -1,7 +1,7 @@
 """The case list, a case's page (upload, progress, differential, history, sign-off)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, status
@@ -60,7 +60,7 @@ def progress(db, case_id: int) -> dict:
     done, total = sum(u.cells_done for u in active), sum(u.cells_total for u in active)
     eta = None
     if active and done:
-        elapsed = (datetime.now(timezone.utc) - min(u.created_at for u in active)).total_seconds()
+        elapsed = (datetime.now(UTC) - min(u.created_at for u in active)).total_seconds()
         eta = round(elapsed / done * (total - done))
     return {"case_id": case_id, "uploads": uploads, "running": bool(active), "done": done, "total": total,
             "percent": 100.0 * done / total if total else 100.0, "eta": eta}

@@ -56,8 +56,8 @@ def _conflict(db, classes, case_id: int, cell_id: int) -> tuple[str, bool]:
         return f"Case signed by {case['signed_by']} at {when(case['signed_at'])} — locked.", True
     row = cells.rows(db, case_id, cell_id)[0]
     at = f" at {when(row.label_at)}" if row.label_at else ""
-    return (f"Cell {row.filename} was changed by {row.labelled_by or 'the model'}{at} (now {row.label}); "
-            f"reload to see the latest.", False)
+    who = row.labelled_by or "the model"
+    return f"Cell {row.filename} was changed by {who}{at} (now {row.label}); reload to see the latest.", False
 
 
 @router.post("/cases/{case_id}/relabel", dependencies=[Csrf])

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import secrets
 
-from starlette.requests import Request
 from sqlalchemy.orm import Session
+from starlette.requests import Request
 
 from app.users.models import User
 

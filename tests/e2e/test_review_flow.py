@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from integration.harness import free_port, stop_process_group, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")

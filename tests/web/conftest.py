@@ -5,31 +5,39 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from server.conftest import (  # noqa: F401 - fixtures, re-exported for tests/web
-    auth, client, make_user, model_cache, predictor, processed_case, real_cells, sessions, settings, token,
+    auth,
+    client,
+    make_user,
+    model_cache,
+    predictor,
+    processed_case,
+    real_cells,
+    sessions,
+    settings,
+    token,
 )
 
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 
 
-def csrf_of(client, path: str = "/login") -> str:
+def csrf_of(http, path: str = "/login") -> str:
     """The session's CSRF token, as a page hands it to the browser."""
-    match = CSRF_META.search(client.get(path).text)
+    match = CSRF_META.search(http.get(path).text)
     assert match, f"no CSRF token on {path}"
     return match.group(1)
 
 
-def log_in(client, name: str, password: str = "a long password") -> str:
+def log_in(http, name: str, password: str = "a long password") -> str:
     """Log in through the form; returns the session's (new) CSRF token."""
-    r = client.post("/login", data={"name": name, "password": password, "csrf_token": csrf_of(client)},
-                    follow_redirects=False)
+    r = http.post("/login", data={"name": name, "password": password, "csrf_token": csrf_of(http)},
+                  follow_redirects=False)
     assert r.status_code == 303, r.text
-    return csrf_of(client, "/cases")
+    return csrf_of(http, "/cases")
 
 
 @pytest.fixture
-def page(client, token) -> str:
+def page(client, token) -> str:  # noqa: F811 - the re-exported fixtures
     """`client` logged in as rita (the reviewer that owns `token`); returns the CSRF token."""
     return log_in(client, "rita")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from server.conftest import image_bytes, new_case, upload
 
 FORMS = [  # every state-changing page route, with a body that would otherwise be accepted
