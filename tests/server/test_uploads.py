@@ -97,3 +97,15 @@ def test_unicode_and_control_characters_in_names(client, auth, settings):
     names = sorted(x["file"] for x in r.json()["accepted"])
     assert names[0] == "x.png" and "ä" in names[1]  # a Windows path keeps only its last part
     assert not any(unicodedata.category(ch).startswith("C") for name in names for ch in name)
+
+
+def test_images_are_served_by_id_as_png_or_jpeg(client, auth):
+    case_id = new_case(client, auth)
+    r = upload(client, auth, case_id, [("scan.tif", image_bytes(5, "TIFF")), ("crop.jpg", image_bytes(6, "JPEG"))])
+    ids = {x["file"]: x["cell_id"] for x in r.json()["accepted"]}
+    tiff = client.get(f"/api/cells/{ids['scan.tif']}/image", headers=auth)
+    jpeg = client.get(f"/api/cells/{ids['crop.jpg']}/image", headers=auth)
+    assert tiff.headers["content-type"] == "image/png" and tiff.content.startswith(b"\x89PNG")
+    assert jpeg.headers["content-type"] == "image/jpeg" and jpeg.content == image_bytes(6, "JPEG")
+    assert client.get(f"/api/cells/{ids['crop.jpg']}/thumbnail", headers=auth).status_code == 404  # not yet
+    assert client.get("/api/cells/99999/image", headers=auth).status_code == 404
