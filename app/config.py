@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.ml.shipped import SHIPPED_MODEL
@@ -20,9 +20,11 @@ MiB = 1024 * 1024
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MARROW_", env_file=".env", extra="ignore",
-                                      protected_namespaces=())
+                                      protected_namespaces=(), populate_by_name=True)
 
-    environment: Literal["development", "production"] = "development"
+    # MARROW_ENV is what docker-compose.yml and the docs set; MARROW_ENVIRONMENT is accepted too.
+    environment: Literal["development", "production"] = Field(
+        "development", validation_alias=AliasChoices("MARROW_ENV", "MARROW_ENVIRONMENT"))
     secret_key: str = DEFAULT_SECRET
     data_dir: Path = Path("var")
     # Not MARROW_-prefixed: the names every PostgreSQL/Redis deployment already uses.
@@ -42,6 +44,15 @@ class Settings(BaseSettings):
     max_request_mb: int = 1024
     max_file_mb: int = 32
     max_files: int = 20_000  # image files per request, zip members included
+
+    @model_validator(mode="after")
+    def _refuse_default_secret(self) -> Settings:
+        """Sessions signed with a key everyone can read are forgeable: refuse it outside development."""
+        if self.environment != "development" and self.secret_key == DEFAULT_SECRET:
+            raise ValueError(f"MARROW_ENV={self.environment} needs its own MARROW_SECRET_KEY (the default "
+                             f"development key would let anyone forge a login); set e.g. "
+                             f"MARROW_SECRET_KEY=$(openssl rand -hex 32)")
+        return self
 
     @property
     def storage_path(self) -> Path:
