@@ -8,8 +8,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, utcnow
 
-ACTIONS = ("upload", "label", "sign")
-
 
 class AuditEvent(Base):
     __tablename__ = "audit_events"
@@ -18,7 +16,7 @@ class AuditEvent(Base):
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
     cell_id: Mapped[int | None] = mapped_column(ForeignKey("cells.id"))
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
-    action: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(16))  # upload | label | sign
     from_value: Mapped[str | None] = mapped_column(String(255))
     to_value: Mapped[str | None] = mapped_column(String(255))
     detail: Mapped[dict | None] = mapped_column(JSON)

@@ -8,8 +8,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, utcnow
 
-UPLOAD_STATUSES = ("queued", "processing", "done")
-
 
 class Case(Base):
     __tablename__ = "cases"
@@ -31,7 +29,7 @@ class Upload(Base):
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued | processing | done
     cells_total: Mapped[int] = mapped_column(Integer, default=0)  # new cells this upload created
     cells_done: Mapped[int] = mapped_column(Integer, default=0)
     accepted: Mapped[int] = mapped_column(Integer, default=0)  # files, duplicates included

@@ -8,9 +8,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, utcnow
 
-CELL_STATUSES = ("pending", "done", "failed")
-LABEL_SOURCES = ("model", "reviewer")
-
 
 class Cell(Base):
     __tablename__ = "cells"
@@ -29,12 +26,12 @@ class Cell(Base):
     image_path: Mapped[str] = mapped_column(String(255))
     thumbnail_path: Mapped[str | None] = mapped_column(String(255))
     overlay_path: Mapped[str | None] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | done | failed
     error: Mapped[str | None] = mapped_column(String(255))
     quality: Mapped[dict | None] = mapped_column(JSON)
     quality_flags: Mapped[list] = mapped_column(JSON, default=list)
     label: Mapped[str | None] = mapped_column(String(16))
-    label_source: Mapped[str | None] = mapped_column(String(16))
+    label_source: Mapped[str | None] = mapped_column(String(16))  # model | reviewer
     label_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     label_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     version: Mapped[int] = mapped_column(Integer, default=0)  # bumped by every label change
