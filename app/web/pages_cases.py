@@ -1,20 +1,18 @@
 """The case list, a case's page (upload, progress, differential, history, sign-off)."""
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, status
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy import select
 
 from app.audit.service import history
 from app.cases import service as cases
-from app.cases.models import Upload
 from app.cases.routes import upload as api_upload
 from app.deps import ClassesDep, SessionDep, SettingsDep, StorageDep
 from app.errors import Conflict
 from app.web.auth import Csrf, PageUser
+from app.web.progress import progress
 from app.web.review import TARGETS, panel
 from app.web.templating import is_htmx, render
 
@@ -51,19 +49,6 @@ def create_case(request: Request, db: SessionDep, user: PageUser,
     if is_htmx(request):
         return Response(status_code=status.HTTP_204_NO_CONTENT, headers={"HX-Redirect": url})
     return RedirectResponse(url, status.HTTP_303_SEE_OTHER)
-
-
-def progress(db, case_id: int) -> dict:
-    """Cells done of total over the uploads still running, with an ETA from their rate so far."""
-    uploads = db.scalars(select(Upload).where(Upload.case_id == case_id).order_by(Upload.id)).all()
-    active = [u for u in uploads if u.status != "done"]
-    done, total = sum(u.cells_done for u in active), sum(u.cells_total for u in active)
-    eta = None
-    if active and done:
-        elapsed = (datetime.now(UTC) - min(u.created_at for u in active)).total_seconds()
-        eta = round(elapsed / done * (total - done))
-    return {"case_id": case_id, "uploads": uploads, "running": bool(active), "done": done, "total": total,
-            "percent": 100.0 * done / total if total else 100.0, "eta": eta}
 
 
 def _target(target: int) -> int:

@@ -11,6 +11,7 @@ from app.cells import service as cells
 from app.deps import ClassesDep, SessionDep
 from app.errors import Conflict
 from app.web.auth import Csrf, PageUser
+from app.web.progress import progress
 from app.web.review import FILTERS, SORTS, TARGETS, gallery, panel, parse_items, tile
 from app.web.templating import render, when
 
@@ -28,7 +29,8 @@ def review(request: Request, case_id: int, db: SessionDep, _user: PageUser, clas
     case = cases.summary(db, classes, case_id)
     return render(request, "review.html", case=case, classes=classes, sort=sort, show=show, sorts=SORTS,
                   filters=FILTERS, groups=gallery(cells.rows(db, case_id), classes, sort, show),
-                  panel=panel(case, classes, target if target in TARGETS else TARGETS[0]))
+                  panel=panel(case, classes, target if target in TARGETS else TARGETS[0]),
+                  progress=progress(db, case_id))
 
 
 @router.get("/cases/{case_id}/gallery")

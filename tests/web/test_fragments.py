@@ -129,6 +129,8 @@ def test_upload_from_the_page_lists_rejected_files(client, auth, htmx):
     assert r.status_code == 200, r.text
     assert "3 files accepted" in r.text and "1 rejected" in r.text and "<b>notes.txt</b>:" in r.text
     assert 'hx-trigger="every 1s"' in r.text and "0</b> of <b>3</b> cells classified" in r.text
+    review = client.get(f"/cases/{case_id}/review").text  # reviewing while the rest is processed
+    assert 'hx-trigger="every 1s"' in review and review.count('class="tile c-pending') == 3
 
 
 def test_session_reaches_the_api_but_not_without_csrf(client, auth, page, processed_case):

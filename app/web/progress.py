@@ -1,0 +1,22 @@
+"""Processing progress of a case's uploads, for the progress bar (case page and review page)."""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.cases.models import Upload
+
+
+def progress(db: Session, case_id: int) -> dict:
+    """Cells done of total over the uploads still running, with an ETA from their rate so far."""
+    uploads = db.scalars(select(Upload).where(Upload.case_id == case_id).order_by(Upload.id)).all()
+    active = [u for u in uploads if u.status != "done"]
+    done, total = sum(u.cells_done for u in active), sum(u.cells_total for u in active)
+    eta = None
+    if active and done:
+        elapsed = (datetime.now(UTC) - min(u.created_at for u in active)).total_seconds()
+        eta = round(elapsed / done * (total - done))
+    return {"case_id": case_id, "uploads": uploads, "running": bool(active), "done": done, "total": total,
+            "eta": eta}
