@@ -102,7 +102,8 @@
     send(ids.map((id) => [id, label])).then(() => {
       const done = before.filter(([id]) => tileOf(id).dataset.label === label);
       if (done.length) undoStack.push(done);
-      if (ids.length === 1 && next) moveTo(next); else paint();
+      if (ids.length === 1 && next) moveTo(next);
+      else if (current) showDetail(current);
     });
   }
 

@@ -126,6 +126,21 @@ def test_review_flow(server, browser, artifacts, real_cells_dir, tmp_path):
     page.wait_for_selector(f"#group-{old} #cell-{cell_id}")
     assert _counts(page) == before
 
+    # A selection at once (shift+arrow), then undo.
+    page.locator(f"#cell-{cell_id}").click()
+    page.keyboard.press("Shift+ArrowRight")
+    picked = page.locator("#gallery .tile.selected")
+    ids = [picked.nth(i).get_attribute("data-id") for i in range(picked.count())]
+    assert len(ids) == 2 and page.inner_text("#selection-count") == "2 selected"
+    moved = [i for i in ids if page.locator(f"#cell-{i}").get_attribute("data-label") != "NIF"]
+    page.keyboard.press("x")
+    for i in ids:
+        page.wait_for_selector(f"#group-NIF #cell-{i}")
+    assert _counts(page)["NIF"] == before["NIF"] + len(moved)
+    page.keyboard.press("z")
+    page.wait_for_function("ids => ids.every(i => !document.querySelector('#group-NIF #cell-' + i))", arg=moved)
+    assert _counts(page) == before
+
     # Sign off on the case page: locked, with who and when.
     page.goto(case_url)
     page.click("button:has-text('Sign off')")
