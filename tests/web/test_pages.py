@@ -108,3 +108,14 @@ def test_case_list_search_and_create(client, htmx, page):
     assert "No cases match" in client.get("/cases/rows", params={"state": "signed"}).text
     assert client.post("/cases", data={"accession": "X"}, headers={"HX-Request": "true",
                                                                    "X-CSRF-Token": page}).headers["HX-Redirect"]
+
+
+def test_user_text_is_escaped_everywhere(client, auth, page):
+    from server.conftest import new_case, upload
+
+    evil = "<script>alert(1)</script>'\""
+    case_id = new_case(client, auth, evil)
+    upload(client, auth, case_id, [(evil + ".png", b"not an image")])
+    for path in ("/cases", f"/cases/{case_id}", f"/cases/{case_id}/review"):
+        text = client.get(path).text
+        assert "<script>alert" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;&#39;&#34;" in text, path
