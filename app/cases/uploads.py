@@ -12,7 +12,6 @@ import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import PurePosixPath
 from typing import BinaryIO
 
@@ -31,6 +30,7 @@ MEDIA_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "G
 ZIP_MAGIC = b"PK\x03\x04"
 CHECK_THREADS = 4
 CHECK_CHUNK = 32
+CHECK_CHUNK_BYTES = 64 * MiB  # file bytes held at once: a zip of 30 MiB members must not take 1 GiB
 
 
 @dataclass
@@ -150,12 +150,24 @@ def _check(item: tuple[str, bytes | None, str | None]) -> Checked:
     return Checked(name, data, None, sha256(data), decoded.format, decoded.width, decoded.height)
 
 
+def _chunks(files: Iterator[tuple[str, bytes | None, str | None]]) -> Iterator[list]:
+    """Up to CHECK_CHUNK files, and no more once CHECK_CHUNK_BYTES of their bytes are read."""
+    chunk, size = [], 0
+    for item in files:
+        chunk.append(item)
+        size += len(item[1] or b"")
+        if len(chunk) >= CHECK_CHUNK or size >= CHECK_CHUNK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
 def checked_files(parts: list[tuple[str, BinaryIO]], settings: Settings) -> Iterator[Checked]:
     """Every file decoded and hashed, in order. Decoding dominates an upload and releases the
-    GIL, so it runs in threads, CHECK_CHUNK files at a time (bounded memory)."""
-    files = iter_files(parts, settings)
+    GIL, so it runs in threads, a bounded chunk of files at a time (bounded memory)."""
     with ThreadPoolExecutor(CHECK_THREADS) as pool:
-        while chunk := list(islice(files, CHECK_CHUNK)):
+        for chunk in _chunks(iter_files(parts, settings)):
             yield from pool.map(_check, chunk)
 
 
