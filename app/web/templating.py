@@ -28,6 +28,8 @@ def render(request: Request, template: str, /, status_code: int = 200, headers: 
     """A page or fragment with what every template may use: the user, the CSRF token, classes."""
     context.update(user=getattr(request.state, "user", None), csrf=csrf_token(request),
                    csrf_field=CSRF_FIELD, csrf_header=CSRF_HEADER)
+    # Patient data on shared lab workstations: pages are never stored (images are, privately).
+    headers = {"Cache-Control": "no-store", **(headers or {})}
     return templates.TemplateResponse(request, template, context, status_code=status_code, headers=headers)
 
 

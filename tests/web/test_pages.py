@@ -26,6 +26,17 @@ def test_session_cookie_flags(client, token):
     r = client.get("/login")
     cookie = r.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=lax" in cookie and "secure" not in cookie
+    assert r.headers["cache-control"] == "no-store"
+
+
+def test_production_cookie_is_secure(settings):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    prod = settings.model_copy(update={"environment": "production", "secret_key": "a production secret " * 3})
+    with TestClient(create_app(prod)) as c:
+        assert "secure" in c.get("/login").headers["set-cookie"].lower()
 
 
 def test_login_logout_and_redirects(client, token):
