@@ -202,6 +202,7 @@ def run_bench(data_dir: str | Path | None = None, n: int = 64, device: str = "cp
     from app.ml.pipeline import DEFAULT_BATCH_SIZE
 
     device = resolve_device(device)
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     batch_size = batch_size or DEFAULT_BATCH_SIZE.get(device, 8)
     paths = pick_cells(data_dir or DEFAULT_DATA_DIR, n)
     tmp = tempfile.TemporaryDirectory(prefix="marrow-bench-") if scratch is None else None
@@ -280,8 +281,13 @@ def run_bench(data_dir: str | Path | None = None, n: int = 64, device: str = "cp
             "ort_threads": predictor.threads if predictor.backend == "onnx" else None,
             "cpu": _cpu_name(),
             "cpu_count": os.cpu_count(),
+            "loadavg_1min_start": None if load_start is None else round(load_start, 2),
             "loadavg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         })
+        if out["loadavg_1min"] is not None and max(out["loadavg_1min"], load_start) > 1.5 * (os.cpu_count() or 1):
+            log(f"note: the machine was busy (load average {load_start:.1f} -> {out['loadavg_1min']:.1f} on "
+                f"{os.cpu_count()} CPUs); PyTorch eager suffers more from contention than the pipeline, "
+                f"so the ratios are higher than on a quiet machine")
         return out
     finally:
         if tmp is not None:
