@@ -68,21 +68,24 @@ class Stack:
     def logs(self) -> str:
         return "\n".join(p.tail(40) for p in [self.web, *self.workers] if p is not None)
 
-    def start_web(self, name: str = "web") -> Started:
+    def start_web(self, name: str = "web", command: str = "web") -> Started:
+        """`marrow web` (or `marrow run`: web plus a worker child) on a free loopback port."""
         port = free_port()
-        self.web = self.start(name, marrow_command("web", "--port", str(port)), self.env)
+        self.web = self.start(name, marrow_command(command, "--port", str(port)), self.env)
         self.url = f"http://127.0.0.1:{port}"
         wait_for(lambda: httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200,
                  START_TIMEOUT_S, f"marrow web ({name})", self.web.proc, self.web.log)
         return self.web
 
-    def start_worker(self, name: str = "worker") -> Started:
-        """A worker, returned once Celery says it is ready (model loaded, pending cells requeued)."""
-        worker = self.start(name, marrow_command("worker"), self.env)
-        wait_for(lambda: "ready." in worker.log.read_text(errors="replace"), START_TIMEOUT_S,
-                 f"marrow worker ({name})", worker.proc, worker.log)
-        self.workers.append(worker)
-        return worker
+    def start_workers(self, *names: str) -> list[Started]:
+        """Workers, started together and returned once Celery says each is ready (model loaded,
+        pending cells requeued)."""
+        started = [self.start(name, marrow_command("worker"), self.env) for name in names]
+        for worker in started:
+            wait_for(lambda w=worker: "ready." in w.log.read_text(errors="replace"), START_TIMEOUT_S,
+                     f"marrow worker ({worker.name})", worker.proc, worker.log)
+        self.workers += started
+        return started
 
     def make_admin(self, name: str = "admin") -> str:
         """An administrator straight in the database (faster than two `marrow` commands)."""

@@ -57,7 +57,7 @@ def test_hostile_corpus(stack, real_cells_dir, tmp_path, capsys):
     corpus = hostile_files(good, MAX_FILE_MB)
     before = tree(tmp_path)
     web = stack.start_web()
-    worker = stack.start_worker()
+    [worker] = stack.start_workers("worker")
     with stack.api() as api:
         case_id = api.post("/api/cases", json={"accession": "HOSTILE-1"}).json()["id"]
         with peak_rss(web.proc.pid) as corpus_mem:
