@@ -96,6 +96,9 @@ def ensure_open(case: Case) -> None:
 
 def sign(session: Session, case: Case, user: User) -> None:
     """Lock the case. Refused while cells are still being processed or when already signed."""
+    # The case row lock waits for an upload into this case to commit, so its cells are counted.
+    session.execute(select(Case.id).where(Case.id == case.id).with_for_update())
+    session.refresh(case)
     ensure_open(case)
     pending = session.scalar(select(func.count()).where(Cell.case_id == case.id, Cell.status == "pending"))
     total = session.scalar(select(func.count()).where(Cell.case_id == case.id))
