@@ -1,0 +1,107 @@
+"""Concurrency on the production database (PostgreSQL, real `marrow web`): two reviewers
+relabelling the same cells at the same instant, two uploads into one case at once; and
+sign-off racing relabels. Elsewhere: the page's answer to a stale relabel ("was changed by
+NAME at ...", 409) in tests/web/test_fragments.py::test_relabel_undo_conflict_and_lock; two
+workers on one queue in test_crashes.py::test_worker_sigkilled_mid_upload_two_workers_one_queue."""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from .conftest import Stack, make_user
+from .corpus import image
+
+N_CELLS = 12
+
+
+def _at_once(*calls):
+    """Runs the calls in threads released together by a barrier; returns their results."""
+    barrier = threading.Barrier(len(calls))
+
+    def run(call):
+        barrier.wait()
+        return call()
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def _token(stack: Stack, name: str) -> dict[str, str]:
+    from app.users.service import create_user, issue_token
+
+    with stack.sessions()() as s:
+        return {"Authorization": f"Bearer {issue_token(s, create_user(s, name, 'reviewer', 'a long password'))}"}
+
+
+def _upload(api: httpx.Client, case_id: int, seeds) -> httpx.Response:
+    return api.post(f"/api/cases/{case_id}/uploads", files=[("files", (f"c{i}.png", image(i))) for i in seeds])
+
+
+def test_two_reviewers_relabel_the_same_cells_at_once(pg_stack):
+    pg_stack.start_web()
+    ann, bob = _token(pg_stack, "ann"), _token(pg_stack, "bob")
+    with pg_stack.api() as api, httpx.Client(base_url=pg_stack.url, timeout=60) as raw:
+        case_id = api.post("/api/cases", json={"accession": "RACE-1"}).json()["id"]
+        assert _upload(api, case_id, range(N_CELLS)).status_code == 202
+        cells = api.get(f"/api/cases/{case_id}/cells").json()
+        winners = {}
+        for cell in cells:
+            url, version = f"/api/cells/{cell['id']}", cell["version"]
+            a, b = _at_once(lambda: raw.patch(url, headers=ann, json={"label": "BLA", "version": version}),
+                            lambda: raw.patch(url, headers=bob, json={"label": "MON", "version": version}))
+            assert sorted([a.status_code, b.status_code]) == [200, 409], (a.text, b.text)
+            loser = a if a.status_code == 409 else b
+            assert "changed" in loser.json()["detail"] and "reload" in loser.json()["detail"]
+            winners[cell["id"]] = ("ann", "BLA") if a.status_code == 200 else ("bob", "MON")
+        final = {c["id"]: c["label"] for c in api.get(f"/api/cases/{case_id}/cells").json()}
+        assert final == {cid: label for cid, (_, label) in winners.items()}
+        audit = [(e["cell_id"], e["user"], e["to"]) for e in api.get(f"/api/cases/{case_id}/audit").json()
+                 if e["action"] == "label"]
+        assert sorted(audit) == sorted((cid, who, label) for cid, (who, label) in winners.items())
+
+
+
+def test_two_uploads_into_one_case_at_once(pg_stack):
+    """Overlapping batches (each image in both): every image is one cell, nothing fails."""
+    pg_stack.start_web()
+    with pg_stack.api() as api, httpx.Client(base_url=pg_stack.url, headers=pg_stack.headers, timeout=60) as other:
+        case_id = api.post("/api/cases", json={"accession": "RACE-2"}).json()["id"]
+        first, second = _at_once(lambda: _upload(api, case_id, range(0, 40)),
+                                 lambda: _upload(other, case_id, range(20, 60)))
+        assert (first.status_code, second.status_code) == (202, 202), (first.text, second.text)
+        ids = {x["cell_id"] for r in (first, second) for x in r.json()["accepted"]}
+        case = api.get(f"/api/cases/{case_id}").json()
+        assert len(ids) == case["cells_total"] == 60
+        assert len(api.get(f"/api/cases/{case_id}/cells").json()) == 60
+        uploads = [e["detail"]["new_cells"] for e in api.get(f"/api/cases/{case_id}/audit").json()]
+        assert sum(uploads) == 60
+
+
+def test_sign_off_racing_relabels(client, sessions, settings, random_checkpoint, model_cache):
+    """Sign-off and relabels at the same moment (in-process, SQLite): every relabel either lands
+    before the signature in the audit log or is refused; none after it."""
+    from app.ml.model import Predictor
+    from app.processing.service import Processor
+
+    _, token = make_user(sessions, "sam", "admin")
+    auth = {"Authorization": f"Bearer {token}"}
+    case_id = client.post("/api/cases", json={"accession": "RACE-3"}, headers=auth).json()["id"]
+    r = client.post(f"/api/cases/{case_id}/uploads", headers=auth,
+                    files=[("files", (f"c{i}.png", image(i))) for i in range(8)])
+    Processor(settings, Predictor(random_checkpoint, cache_dir=model_cache)).process(
+        r.json()["upload_id"], [x["cell_id"] for x in r.json()["accepted"]])
+    cells = client.get(f"/api/cases/{case_id}/cells", headers=auth).json()
+    calls = [lambda: client.post(f"/api/cases/{case_id}/sign", headers=auth)]
+    calls += [lambda c=c: client.patch(f"/api/cells/{c['id']}", headers=auth,
+                                       json={"label": "NIF", "version": c["version"]}) for c in cells]
+    sign, *relabels = _at_once(*calls)
+    assert sign.status_code == 200
+    assert all(r.status_code in (200, 409) for r in relabels)
+    refused = [r for r in relabels if r.status_code == 409]
+    assert all("signed" in r.json()["detail"] for r in refused)
+    actions = [e["action"] for e in client.get(f"/api/cases/{case_id}/audit", headers=auth).json()]
+    assert actions[-1] == "sign" and actions.count("label") == len(relabels) - len(refused)
+    late = client.patch(f"/api/cells/{cells[0]['id']}", headers=auth, json={"label": "BLA"})
+    assert late.status_code == 409 and "signed and locked" in late.json()["detail"]
