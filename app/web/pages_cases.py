@@ -92,7 +92,8 @@ async def upload(request: Request, case_id: int, db: SessionDep, user: PageUser,
                  storage: StorageDep) -> Response:
     """The JSON API's upload (same limits, checks and queueing), answered as a fragment."""
     result = await api_upload(case_id, request, db, user, settings, storage)
-    return render(request, "partials/upload_result.html", result=result, progress=progress(db, case_id))
+    return render(request, "partials/upload_result.html", headers={"HX-Trigger": "uploaded"}, result=result,
+                  progress=progress(db, case_id))
 
 
 @router.get("/cases/{case_id}/differential")

@@ -8,6 +8,7 @@
   const caseId = root.dataset.case;
   const gallery = document.getElementById("gallery");
   const undoButton = document.getElementById("undo");
+  const sidebar = document.querySelector(".sidebar");
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const keyToLabel = {};
   document.querySelectorAll(".keys [data-key]").forEach((b) => { keyToLabel[b.dataset.key] = b.dataset.label; });
@@ -34,7 +35,7 @@
   function showDetail(id) {
     clearTimeout(detailTimer);  // holding an arrow key loads only where it stops
     detailTimer = setTimeout(() => {
-      htmx.ajax("GET", "/cells/" + id + "/detail", { target: "#detail", swap: "outerHTML" });
+      htmx.ajax("GET", "/cells/" + id + "/detail", { source: sidebar, target: "#detail", swap: "outerHTML" });
     }, 90);
   }
 
@@ -84,33 +85,45 @@
     return current ? [current] : [];
   }
 
-  function send(items) {
+  // Relabels run one after another (htmx would drop or reorder requests from one element), each
+  // reading versions and labels when its turn comes, so fast typing and undo stay consistent.
+  let queue = Promise.resolve();
+  const enqueue = (job) => { queue = queue.then(job).catch((err) => console.error(err)); };
+
+  function post(items) {
     const target = document.getElementById("differential").dataset.target;
     return htmx.ajax("POST", "/cases/" + caseId + "/relabel", {
-      source: document.body, target: "#messages", swap: "innerHTML",
+      source: root, target: "#messages", swap: "innerHTML",
       values: { items: items.map(([id, label]) => id + ":" + tileOf(id).dataset.version + ":" + label).join(","), target },
       headers: { "X-CSRF-Token": csrf },
     }).then(regroup);
   }
 
   function relabel(label) {
-    const ids = chosen().filter((id) => tileOf(id) && tileOf(id).dataset.label !== label);
-    if (!ids.length) return;  // a signed case still asks: the server answers who locked it, and when
-    const before = ids.map((id) => [id, tileOf(id).dataset.label]);
-    const all = tiles();
-    const next = all.slice(all.indexOf(tileOf(ids[ids.length - 1])) + 1).find((t) => !ids.includes(t.dataset.id));
-    send(ids.map((id) => [id, label])).then(() => {
+    const ids = chosen();
+    if (!ids.length) return;
+    if (ids.length === 1) {  // move on at once, as the next key press is for the next cell
+      const all = tiles();
+      moveTo(all[all.indexOf(tileOf(ids[0])) + 1] || tileOf(ids[0]));
+    }
+    enqueue(async () => {
+      const todo = ids.filter((id) => tileOf(id) && tileOf(id).dataset.label !== label);
+      if (!todo.length) return;
+      const before = todo.map((id) => [id, tileOf(id).dataset.label]);
+      await post(todo.map((id) => [id, label]));
       const done = before.filter(([id]) => tileOf(id).dataset.label === label);
       if (done.length) undoStack.push(done);
-      if (ids.length === 1 && next) moveTo(next);
-      else if (current) showDetail(current);
+      if (ids.includes(current)) showDetail(current);  // its label changed
+      paint();
     });
   }
 
   function undo() {
-    const last = undoStack.pop();
-    if (!last) return;
-    send(last).then(paint);
+    enqueue(async () => {
+      const last = undoStack.pop();
+      if (last) await post(last);
+      paint();
+    });
   }
 
   // Put every tile in its class's group, in sort order, and recount the groups.
@@ -189,5 +202,7 @@
     if (e.detail.target === gallery) { remember(); selected.clear(); current = null; paint(); }
   });
   remember();
-  paint();
+  const first = gallery.querySelector(".tile");
+  if (first) moveTo(first);  // keys work at once, as on the microscope's review screen
+  else paint();
 })();

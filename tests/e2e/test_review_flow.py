@@ -141,6 +141,20 @@ def test_review_flow(server, browser, artifacts, real_cells_dir, tmp_path):
     page.wait_for_function("ids => ids.every(i => !document.querySelector('#group-NIF #cell-' + i))", arg=moved)
     assert _counts(page) == before
 
+    # Fast typing: three keys in a row relabel three successive cells; three undos restore them.
+    first3 = [page.locator("#gallery .tile").nth(i).get_attribute("data-id") for i in range(3)]
+    not_ngs = [i for i in first3 if page.locator(f"#cell-{i}").get_attribute("data-label") != "NGS"]
+    page.locator(f"#cell-{first3[0]}").click()
+    for _ in first3:
+        page.keyboard.press("n")
+    for i in first3:
+        page.wait_for_selector(f"#group-NGS #cell-{i}")
+    for _ in first3:
+        page.keyboard.press("z")
+    page.wait_for_function("ids => ids.every(i => !document.querySelector('#group-NGS #cell-' + i))",
+                           arg=not_ngs)
+    assert _counts(page) == before
+
     # Sign off on the case page: locked, with who and when.
     page.goto(case_url)
     page.click("button:has-text('Sign off')")

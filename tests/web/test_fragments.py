@@ -126,7 +126,7 @@ def test_upload_from_the_page_lists_rejected_files(client, auth, htmx):
     files = [("files", (f"c{i}.png", image_bytes(i), "image/png")) for i in range(3)]
     files.append(("files", ("notes.txt", b"not an image", "text/plain")))
     r = client.post(f"/cases/{case_id}/uploads", files=files, headers=htmx)
-    assert r.status_code == 200, r.text
+    assert r.status_code == 200 and r.headers["HX-Trigger"] == "uploaded", r.text
     assert "3 files accepted" in r.text and "1 rejected" in r.text and "<b>notes.txt</b>:" in r.text
     assert 'hx-trigger="every 1s"' in r.text and "0</b> of <b>3</b> cells classified" in r.text
     review = client.get(f"/cases/{case_id}/review").text  # reviewing while the rest is processed
