@@ -21,7 +21,7 @@ from integration.conftest import (  # noqa: F401 - fixtures, re-exported for tes
     redis_url,
     start_process,
 )
-from integration.harness import free_port, wait_for
+from app.localstack import free_port, wait_for
 from server.conftest import (  # noqa: F401 - fixtures, re-exported for tests/reliability
     auth,
     client,
