@@ -120,6 +120,9 @@ def test_review_flow(server, browser, artifacts, real_cells_dir, tmp_path):
     page.wait_for_selector(f"#group-{new} #cell-{cell_id}")
     after = _counts(page)
     assert after[new] == before[new] + 1 and after[old] == before[old] - 1
+    current = page.locator("#gallery .tile.current").get_attribute("data-id")
+    assert current != cell_id  # the cursor moved on to the next cell, and shows it
+    page.wait_for_selector(f"#detail[data-cell='{current}'] .top3 .bar")
     page.locator(f"#cell-{cell_id}").scroll_into_view_if_needed()
     page.screenshot(path=artifacts / "review.png")
     page.keyboard.press("z")
