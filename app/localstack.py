@@ -187,7 +187,7 @@ def local_postgres() -> Iterator[PostgresCluster]:
             [str(bindir / "initdb"), "-D", str(data), "-U", "marrow", f"--pwfile={pwfile}",
              "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-locale",
              "--no-sync"],
-            capture_output=True, text=True, timeout=120, cwd=workdir, **run_as)
+            capture_output=True, text=True, timeout=120, cwd=workdir, check=False, **run_as)
         if init.returncode != 0:
             raise RuntimeError(f"initdb failed ({init.returncode}):\n{init.stdout}\n{init.stderr}")
         port = free_port()
@@ -201,7 +201,7 @@ def local_postgres() -> Iterator[PostgresCluster]:
         cluster = PostgresCluster(bindir, port, "marrow", password)
         wait_for(lambda: subprocess.run(
             [str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)],
-            timeout=10).returncode == 0, START_TIMEOUT_S, f"PostgreSQL on port {port}", proc, log)
+            timeout=10, check=False).returncode == 0, START_TIMEOUT_S, f"PostgreSQL on port {port}", proc, log)
         yield cluster
     finally:
         if proc is not None:

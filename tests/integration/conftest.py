@@ -21,10 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from app.localstack import PostgresCluster, local_postgres, local_redis, postgres_bindir, redis_binary
+from app.localstack import (
+    PostgresCluster,
+    local_postgres,
+    local_redis,
+    postgres_bindir,
+    redis_binary,
+)
 
 from .harness import log_tail, stop_process_group
-
 
 # --------------------------------------------------------------------------------------- Redis
 

@@ -21,7 +21,6 @@ from integration.conftest import (  # noqa: F401 - fixtures, re-exported for tes
     redis_url,
     start_process,
 )
-from app.localstack import free_port, wait_for
 from server.conftest import (  # noqa: F401 - fixtures, re-exported for tests/reliability
     auth,
     client,
@@ -34,6 +33,7 @@ from server.conftest import (  # noqa: F401 - fixtures, re-exported for tests/re
 
 from app.cli.server import marrow_command
 from app.db import make_engine, make_sessionmaker, upgrade
+from app.localstack import free_port, wait_for
 
 START_TIMEOUT_S = 120
 PROCESS_TIMEOUT_S = 240

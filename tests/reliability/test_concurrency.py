@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import httpx
 
@@ -49,8 +50,8 @@ def test_two_reviewers_relabel_the_same_cells_at_once(pg_stack):
         winners = {}
         for cell in cells:
             url, version = f"/api/cells/{cell['id']}", cell["version"]
-            a, b = _at_once(lambda: raw.patch(url, headers=ann, json={"label": "BLA", "version": version}),
-                            lambda: raw.patch(url, headers=bob, json={"label": "MON", "version": version}))
+            a, b = _at_once(*(partial(raw.patch, url, headers=who, json={"label": label, "version": version})
+                              for who, label in ((ann, "BLA"), (bob, "MON"))))
             assert sorted([a.status_code, b.status_code]) == [200, 409], (a.text, b.text)
             loser = a if a.status_code == 409 else b
             assert "changed" in loser.json()["detail"] and "reload" in loser.json()["detail"]
@@ -68,7 +69,7 @@ def test_two_uploads_into_one_case_at_once(pg_stack):
     pg_stack.start_web()
     with pg_stack.api() as api, httpx.Client(base_url=pg_stack.url, headers=pg_stack.headers, timeout=60) as other:
         case_id = api.post("/api/cases", json={"accession": "RACE-2"}).json()["id"]
-        first, second = _at_once(lambda: _upload(api, case_id, range(0, 40)),
+        first, second = _at_once(lambda: _upload(api, case_id, range(40)),
                                  lambda: _upload(other, case_id, range(20, 60)))
         assert (first.status_code, second.status_code) == (202, 202), (first.text, second.text)
         ids = {x["cell_id"] for r in (first, second) for x in r.json()["accepted"]}
