@@ -199,10 +199,18 @@
   });
   document.body.addEventListener("htmx:afterSettle", (e) => {
     if (e.detail.target && e.detail.target.id === "detail") applyCam();
-    if (e.detail.target === gallery) { remember(); selected.clear(); current = null; paint(); }
+    if (e.detail.target === gallery) {  // a new sort or filter: keys go to the cells again
+      if (document.activeElement && document.activeElement.closest("#view-form")) document.activeElement.blur();
+      start();
+    }
   });
-  remember();
-  const first = gallery.querySelector(".tile");
-  if (first) moveTo(first);  // keys work at once, as on the microscope's review screen
-  else paint();
+
+  function start() {  // keys work at once, as on the microscope's review screen
+    remember();
+    selected.clear();
+    current = null;
+    const first = gallery.querySelector(".tile");
+    if (first) moveTo(first); else paint();
+  }
+  start();
 })();

@@ -158,6 +158,13 @@ def test_review_flow(server, browser, artifacts, real_cells_dir, tmp_path):
                            arg=not_ngs)
     assert _counts(page) == before
 
+    # Filter to the quality-flagged cells: the keys go to the gallery again at once.
+    page.select_option("select[name=show]", "flagged")
+    page.wait_for_function("() => [...document.querySelectorAll('#gallery .tile')].every(t => t.querySelector('.flag'))")
+    page.wait_for_selector("#gallery .tile.current")
+    page.select_option("select[name=show]", "all")
+    page.wait_for_function(f"() => document.querySelectorAll('#gallery .tile').length === {N_CELLS}")
+
     # Sign off on the case page: locked, with who and when.
     page.goto(case_url)
     page.click("button:has-text('Sign off')")
