@@ -61,8 +61,10 @@ def run(items: Iterable[Item], predictor: Predictor, thresholds: Thresholds | No
         workers: int = 2) -> Iterator[CellResult]:
     """Results in input order; a bad file yields a result with its reason, never an exception."""
     thresholds = thresholds or Thresholds.load()
-    if workers > 1 and getattr(predictor, "backend", None) == "onnx":
-        yield from _run_parallel(items, predictor, thresholds, repair, with_cam, batch_size, workers)
+    if getattr(predictor, "backend", None) == "onnx" and min(workers, predictor.threads) > 1:
+        # never more parallel network runs than the predictor's thread budget
+        yield from _run_parallel(items, predictor, thresholds, repair, with_cam, batch_size,
+                                 min(workers, predictor.threads))
         return
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending = None
