@@ -1,4 +1,4 @@
-"""`marrow run|web|worker|users|token|bench-app`: the lab server and its accounts.
+"""`marrow run|web|worker|users|token|bench-app|bench-load`: the lab server and its accounts.
 
 `run` is the laptop default (web + one worker, SQLite, embedded broker); `web` and `worker`
 start one side each for production. All three apply migrations first.
@@ -56,6 +56,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                  "(default: $MARROW_TEST_DATA or ../shared/data/bone-marrow-7)")
     p.add_argument("--json", type=Path, metavar="OUT", help="write the results here")
     p.set_defaults(func=cmd_bench_app)
+
+    p = sub.add_parser("bench-load", help="load benchmark: uploaders and reviewers at once against web + workers "
+                                          "on PostgreSQL and Redis (started on loopback, or --url)")
+    p.add_argument("--url", help="target a running app (needs --token and --reviewer) instead of starting one")
+    p.add_argument("--token", help="API token for --url")
+    p.add_argument("--reviewer", action="append", help="reviewer account for --url (repeatable; password in "
+                                                       "$MARROW_BENCH_PASSWORD)")
+    p.add_argument("--uploaders", type=int, default=10, help="clients each uploading one case")
+    p.add_argument("--cells", type=int, default=100, help="cells per uploaded case")
+    p.add_argument("--reviewers", type=int, default=5, help="clients paging through review screens and relabelling")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--data-dir", type=Path, help="real cells, one folder per class "
+                                                 "(default: $MARROW_TEST_DATA or ../shared/data/bone-marrow-7)")
+    p.add_argument("--json", type=Path, metavar="OUT", help="write the results here")
+    p.set_defaults(func=cmd_bench_load)
 
 
 def _sessions():
@@ -171,13 +186,24 @@ def cmd_token(args) -> int:
     return 0
 
 
+def cmd_bench_load(args) -> int:
+    from app.loadbench import benchmark
+
+    _print_json(benchmark(args), args.json)
+    return 0
+
+
 def cmd_bench_app(args) -> int:
     from app.benchapp import run_benchmark
 
-    result = run_benchmark(url=args.url, token=args.token, n_cells=args.cells, data_dir=args.data_dir)
-    text = json.dumps(result, indent=2)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    print(text)
+    _print_json(run_benchmark(url=args.url, token=args.token, n_cells=args.cells, data_dir=args.data_dir), args.json)
     return 0
+
+
+def _print_json(result: dict, out: Path | None) -> None:
+    """Print the results, and write them to `out` too when given."""
+    text = json.dumps(result, indent=2)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    print(text)
