@@ -209,7 +209,7 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, resume: b
             loss.backward()
             opt.step()
             sched.step()
-            run_loss += float(loss) * len(idx)
+            run_loss += loss.item() * len(idx)
             run_correct += int((logits.argmax(1) == yb).sum())
             seen += len(idx)
         vlog = predict_logits(model, xv, card, device, amp)
