@@ -13,8 +13,8 @@ from app.deps import ClassesDep, SessionDep, SettingsDep, StorageDep
 from app.errors import Conflict
 from app.web.auth import Csrf, PageUser
 from app.web.progress import progress
-from app.web.review import TARGETS, panel
-from app.web.templating import is_htmx, render
+from app.web.review import TARGETS, panel, target_or_default
+from app.web.templating import render
 
 router = APIRouter(include_in_schema=False)
 STATUSES = ("processing", "ready", "signed", "empty")
@@ -40,19 +40,12 @@ def case_rows(request: Request, db: SessionDep, _user: PageUser, classes: Classe
 
 
 @router.post("/cases", dependencies=[Csrf])
-def create_case(request: Request, db: SessionDep, user: PageUser,
+def create_case(db: SessionDep, user: PageUser,
                 accession: Annotated[str, Form(min_length=1, max_length=120)],
                 specimen: Annotated[str, Form(max_length=120)] = "bone marrow",
                 note: Annotated[str, Form(max_length=10_000)] = "") -> Response:
     case = cases.create_case(db, user, accession.strip(), specimen.strip() or "bone marrow", note)
-    url = f"/cases/{case.id}"
-    if is_htmx(request):
-        return Response(status_code=status.HTTP_204_NO_CONTENT, headers={"HX-Redirect": url})
-    return RedirectResponse(url, status.HTTP_303_SEE_OTHER)
-
-
-def _target(target: int) -> int:
-    return target if target in TARGETS else TARGETS[0]
+    return RedirectResponse(f"/cases/{case.id}", status.HTTP_303_SEE_OTHER)
 
 
 @router.get("/cases/{case_id}")
@@ -100,7 +93,7 @@ async def upload(request: Request, case_id: int, db: SessionDep, user: PageUser,
 def differential(request: Request, case_id: int, db: SessionDep, _user: PageUser, classes: ClassesDep,
                  target: int = TARGETS[0]) -> Response:
     case = cases.summary(db, classes, case_id)
-    return render(request, "partials/differential.html", panel=panel(case, classes, _target(target)))
+    return render(request, "partials/differential.html", panel=panel(case, classes, target_or_default(target)))
 
 
 @router.get("/cases/{case_id}/history")

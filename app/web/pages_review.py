@@ -12,7 +12,7 @@ from app.deps import ClassesDep, SessionDep
 from app.errors import Conflict
 from app.web.auth import Csrf, PageUser
 from app.web.progress import progress
-from app.web.review import FILTERS, SORTS, TARGETS, gallery, panel, parse_items, tile
+from app.web.review import FILTERS, SORTS, TARGETS, gallery, panel, parse_items, target_or_default, tile
 from app.web.templating import render, when
 
 router = APIRouter(include_in_schema=False)
@@ -29,7 +29,7 @@ def review(request: Request, case_id: int, db: SessionDep, _user: PageUser, clas
     case = cases.summary(db, classes, case_id)
     return render(request, "review.html", case=case, classes=classes, sort=sort, show=show, sorts=SORTS,
                   filters=FILTERS, groups=gallery(cells.rows(db, case_id), classes, sort, show),
-                  panel=panel(case, classes, target if target in TARGETS else TARGETS[0]),
+                  panel=panel(case, classes, target_or_default(target)),
                   progress=progress(db, case_id))
 
 
@@ -91,4 +91,4 @@ def relabel(request: Request, case_id: int, db: SessionDep, user: PageUser, clas
                            f"{labels.pop() if len(labels) == 1 else 'their previous classes'}")
     return render(request, "partials/relabel_result.html", status.HTTP_409_CONFLICT if conflict else 200,
                   message=message, error=bool(conflict), tiles=tiles,
-                  panel=panel(case, classes, target if target in TARGETS else TARGETS[0]))
+                  panel=panel(case, classes, target_or_default(target)))

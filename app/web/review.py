@@ -74,6 +74,10 @@ def panel(case: dict, classes: tuple[CellClass, ...], target: int) -> dict:
     }
 
 
+def target_or_default(target: int) -> int:
+    return target if target in TARGETS else TARGETS[0]
+
+
 def parse_items(text: str, codes: set[str]) -> list[tuple[int, int, str]]:
     """`id:version:label,...` from the page's script -> [(cell id, version seen, new label)]."""
     items = []

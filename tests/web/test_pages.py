@@ -117,8 +117,6 @@ def test_case_list_search_and_create(client, htmx, page):
     assert rows.text.count("<tr>") == 2 and "PB-1" not in rows.text
     assert client.get("/cases/rows", params={"state": "signed"}).text.count("<tr>") == 1  # the "no cases" row
     assert "No cases match" in client.get("/cases/rows", params={"state": "signed"}).text
-    assert client.post("/cases", data={"accession": "X"}, headers={"HX-Request": "true",
-                                                                   "X-CSRF-Token": page}).headers["HX-Redirect"]
 
 
 def test_user_text_is_escaped_everywhere(client, auth, page):
