@@ -110,16 +110,21 @@ class MemoryPeak:
 
 
 def _log_in(client: httpx.Client, name: str, password: str) -> str:
-    """Logs in through the form; returns the session's CSRF token. The session cookie is sent by
-    hand: in production it is `Secure`, and this benchmark talks plain HTTP on loopback (in a
-    deployment a TLS proxy sits in between)."""
+    """Logs in through the form; returns the session's CSRF token."""
     csrf = CSRF_META.search(client.get("/login").text).group(1)
     r = client.post("/login", data={"name": name, "password": password, "csrf_token": csrf})
-    if r.status_code != 303 or SESSION_COOKIE not in r.cookies:
-        raise RuntimeError(f"reviewer {name} could not log in: HTTP {r.status_code} {r.text[:200]}")
-    client.headers["Cookie"] = f"{SESSION_COOKIE}={r.cookies[SESSION_COOKIE]}"
-    client.cookies.clear()
+    if r.status_code != 303:
+        raise RuntimeError(f"reviewer {name} could not log in: HTTP {r.status_code}")
     return CSRF_META.search(client.get("/cases").text).group(1)
+
+
+def _keep_session(client: httpx.Client):
+    """A response hook that sends the session cookie back by hand: in production it is `Secure`,
+    and this benchmark talks plain HTTP on loopback (a deployment has a TLS proxy in between)."""
+    def hook(response: httpx.Response) -> None:
+        if value := response.cookies.get(SESSION_COOKIE):
+            client.headers["Cookie"] = f"{SESSION_COOKIE}={value}"
+    return hook
 
 
 def _review(url: str, name: str, password: str, token: str, rec: Recorder, done: threading.Event,
@@ -128,7 +133,13 @@ def _review(url: str, name: str, password: str, token: str, rec: Recorder, done:
     rng = random.Random(seed)
     api_headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=url, timeout=120) as client:
-        csrf = _log_in(client, name, password)
+        client.event_hooks["response"] = [_keep_session(client)]
+        try:
+            csrf = _log_in(client, name, password)
+        except (httpx.HTTPError, RuntimeError, AttributeError) as exc:
+            with rec.lock:
+                rec.errors.append(f"{name}: {exc!r}")
+            return
         htmx = {"HX-Request": "true", "X-CSRF-Token": csrf}
         while not done.is_set():
             rec.call("page: case list", client.get, "/cases")
