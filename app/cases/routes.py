@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import BinaryIO
 
 from fastapi import APIRouter, HTTPException, Request, status
 from starlette.concurrency import run_in_threadpool
@@ -9,14 +11,12 @@ from starlette.datastructures import UploadFile
 from app.cases import service
 from app.cases.models import Upload
 from app.cases.schemas import CaseCreate, CaseOut, UploadOut, UploadStatus
-from app.cases.uploads import ingest
-from app.config import MiB
+from app.cases.uploads import receive_upload
+from app.config import MiB, Settings
 from app.deps import ClassesDep, CurrentUser, SessionDep, SettingsDep, StorageDep
 from app.errors import NotFound
-from app.queue import enqueue_cells
 
 router = APIRouter(prefix="/api", tags=["cases"])
-log = logging.getLogger(__name__)
 
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["files"],
@@ -48,6 +48,15 @@ async def upload(case_id: int, request: Request, session: SessionDep, user: Curr
     (a duplicate of an image the case has is the same cell) and rejected ones with a reason."""
     case = service.get_case(session, case_id)
     service.ensure_open(case)
+    async with upload_parts(request, settings) as parts:
+        result = await run_in_threadpool(receive_upload, session, storage, settings, case, user, parts)
+    return result.report()
+
+
+@asynccontextmanager
+async def upload_parts(request: Request, settings: Settings) -> AsyncIterator[list[tuple[str, BinaryIO]]]:
+    """(file name, open file) of each `files` part, open until the block ends (also for the
+    case page's upload form). The size is refused from Content-Length before the body is read."""
     length = request.headers.get("content-length")
     if length is None or not length.isdigit():
         raise HTTPException(status.HTTP_411_LENGTH_REQUIRED, "a numeric Content-Length is required")
@@ -58,13 +67,7 @@ async def upload(case_id: int, request: Request, session: SessionDep, user: Curr
         parts = [(f.filename or "unnamed", f.file) for f in form.getlist("files") if isinstance(f, UploadFile)]
         if not parts:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "no files in the field `files`")
-        result = await run_in_threadpool(ingest, session, storage, settings, case, user.id, parts)
-    if result.new_cell_ids:
-        try:
-            enqueue_cells(settings, result.upload.id, result.new_cell_ids)
-        except Exception:  # noqa: BLE001 - cells are saved; a starting worker requeues pending cells
-            log.exception("could not enqueue upload %s; it stays queued", result.upload.id)
-    return {"upload_id": result.upload.id, "accepted": result.accepted, "rejected": result.rejected}
+        yield parts
 
 
 @router.get("/uploads/{upload_id}", response_model=UploadStatus)

@@ -6,6 +6,7 @@ extracted to disk, so member paths like ../x mean nothing); a zip inside a zip i
 """
 from __future__ import annotations
 
+import logging
 import unicodedata
 import zipfile
 import zlib
@@ -24,7 +25,9 @@ from app.cases.service import ensure_open
 from app.cells.models import Cell
 from app.config import MiB, Settings
 from app.ml.decode import decode_bytes
+from app.queue import enqueue_cells
 from app.storage import Storage, sha256
+from app.users.models import User
 
 MEDIA_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "GIF": "image/gif",
                "BMP": "image/bmp", "TIFF": "image/tiff", "WEBP": "image/webp"}
@@ -32,6 +35,7 @@ ZIP_MAGIC = b"PK\x03\x04"
 CHECK_THREADS = 4
 CHECK_CHUNK = 32
 CHECK_CHUNK_BYTES = 64 * MiB  # file bytes held at once: a zip of 30 MiB members must not take 1 GiB
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,6 +44,10 @@ class UploadResult:
     accepted: list[dict] = field(default_factory=list)  # {"file", "cell_id", "duplicate"}
     rejected: list[dict] = field(default_factory=list)  # {"file", "reason"}
     new_cell_ids: list[int] = field(default_factory=list)
+
+    def report(self) -> dict:
+        """What the uploader is answered (app.cases.schemas.UploadOut)."""
+        return {"upload_id": self.upload.id, "accepted": self.accepted, "rejected": self.rejected}
 
 
 def clean_name(name: str) -> str:
@@ -214,4 +222,16 @@ def ingest(session: Session, storage: Storage, settings: Settings, case: Case, u
            to_value=f"{len(result.accepted)} accepted, {len(result.rejected)} rejected",
            detail={"upload_id": upload.id, "new_cells": len(result.new_cell_ids)})
     session.commit()
+    return result
+
+
+def receive_upload(session: Session, storage: Storage, settings: Settings, case: Case, user: User,
+                   parts: list[tuple[str, BinaryIO]]) -> UploadResult:
+    """An upload from the API or the case page: ingest every file, then queue the new cells."""
+    result = ingest(session, storage, settings, case, user.id, parts)
+    if result.new_cell_ids:
+        try:
+            enqueue_cells(settings, result.upload.id, result.new_cell_ids)
+        except Exception:  # noqa: BLE001 - cells are saved; a starting worker requeues pending cells
+            log.exception("could not enqueue upload %s; it stays queued", result.upload.id)
     return result

@@ -5,10 +5,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, status
 from fastapi.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from app.audit.service import history
 from app.cases import service as cases
-from app.cases.routes import upload as api_upload
+from app.cases.routes import upload_parts
+from app.cases.uploads import receive_upload
 from app.deps import ClassesDep, SessionDep, SettingsDep, StorageDep
 from app.errors import Conflict
 from app.web.auth import Csrf, PageUser
@@ -84,9 +86,12 @@ def uploads(request: Request, case_id: int, db: SessionDep, _user: PageUser) -> 
 async def upload(request: Request, case_id: int, db: SessionDep, user: PageUser, settings: SettingsDep,
                  storage: StorageDep) -> Response:
     """The JSON API's upload (same limits, checks and queueing), answered as a fragment."""
-    result = await api_upload(case_id, request, db, user, settings, storage)
-    return render(request, "partials/upload_result.html", headers={"HX-Trigger": "uploaded"}, result=result,
-                  progress=progress(db, case_id))
+    case = cases.get_case(db, case_id)
+    cases.ensure_open(case)
+    async with upload_parts(request, settings) as parts:
+        result = await run_in_threadpool(receive_upload, db, storage, settings, case, user, parts)
+    return render(request, "partials/upload_result.html", headers={"HX-Trigger": "uploaded"},
+                  result=result.report(), progress=progress(db, case_id))
 
 
 @router.get("/cases/{case_id}/differential")
