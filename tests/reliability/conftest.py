@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import httpx
@@ -61,7 +62,9 @@ class Stack:
     def api(self, timeout: float = 120) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers=self.headers, timeout=timeout)
 
+    @cached_property
     def sessions(self):
+        """A sessionmaker on the stack's database (one engine per stack)."""
         return make_sessionmaker(make_engine(self.env.get("DATABASE_URL")
                                              or f"sqlite:///{Path(self.env['MARROW_DATA_DIR']) / 'marrow.sqlite'}"))
 
@@ -91,7 +94,7 @@ class Stack:
         """An administrator straight in the database (faster than two `marrow` commands)."""
         from app.users.service import create_user, issue_token
 
-        with self.sessions()() as session:
+        with self.sessions() as session:
             self.token = issue_token(session, create_user(session, name, "admin", "a long password"))
         return self.token
 

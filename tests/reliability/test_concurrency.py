@@ -32,7 +32,7 @@ def _at_once(*calls):
 def _token(stack: Stack, name: str) -> dict[str, str]:
     from app.users.service import create_user, issue_token
 
-    with stack.sessions()() as s:
+    with stack.sessions() as s:
         return {"Authorization": f"Bearer {issue_token(s, create_user(s, name, 'reviewer', 'a long password'))}"}
 
 

@@ -24,7 +24,7 @@ def _files(paths) -> list[tuple[str, tuple[str, bytes, str]]]:
 
 
 def _db_counts(stack: Stack, case_id: int) -> dict[str, int]:
-    with stack.sessions()() as s:
+    with stack.sessions() as s:
         in_case = Cell.case_id == case_id
         return {
             "cells": s.scalar(select(func.count()).select_from(Cell).where(in_case)),
@@ -108,7 +108,7 @@ def test_web_sigkilled_mid_upload_leaves_nothing_counted(stack, real_cells_dir):
         assert r.status_code == 202 and len(r.json()["accepted"]) == n, r.text
         assert not any(x["duplicate"] for x in r.json()["accepted"])
         assert api.get(f"/api/cases/{case_id}").json()["cells_total"] == n
-    with stack.sessions()() as s:
+    with stack.sessions() as s:
         stored = s.execute(select(Cell.sha256, Cell.image_path).where(Cell.case_id == case_id)).all()
     assert len(stored) == n
     for digest, key in stored:  # files written before the kill are whole (temp file + rename)
