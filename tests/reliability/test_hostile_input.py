@@ -104,8 +104,12 @@ def test_hostile_corpus(stack, real_cells_dir, tmp_path, capsys):
 
         total = len({x["cell_id"] for x in body["accepted"]})
         case = stack.wait_processed(case_id, total)
+        report = api.get(f"/api/uploads/{body['upload_id']}").json()  # the upload's report, later
+        assert report["rejected"] == body["rejected"] and report["accepted"] == len(body["accepted"])
+        assert (report["status"], report["cells_done"]) == ("done", total)
         cells = api.get(f"/api/cases/{case_id}/cells").json()
         assert len(cells) == total and all(c["status"] == "done" and c["predicted"] for c in cells), cells
+        assert "grayscale" in next(c for c in cells if c["filename"] == "gray.png")["quality_flags"]
         assert sum(case["counts"].values()) == total
         cell = cells[0]["id"]
         for payload in ({"label": 5}, {"label": "ZZZ"}, {"label": "bla"}, {"label": "BLA", "version": "x"}, {}):
