@@ -14,7 +14,6 @@ from app.cases.schemas import CaseCreate, CaseOut, UploadOut, UploadStatus
 from app.cases.uploads import receive_upload
 from app.config import MiB, Settings
 from app.deps import ClassesDep, CurrentUser, SessionDep, SettingsDep, StorageDep
-from app.errors import NotFound
 
 router = APIRouter(prefix="/api", tags=["cases"])
 
@@ -73,10 +72,7 @@ async def upload_parts(request: Request, settings: Settings) -> AsyncIterator[li
 @router.get("/uploads/{upload_id}", response_model=UploadStatus)
 def get_upload(upload_id: int, session: SessionDep, _user: CurrentUser) -> Upload:
     """An upload's status and progress (cells done of the new cells it created)."""
-    upload = session.get(Upload, upload_id)
-    if upload is None:
-        raise NotFound(f"no upload {upload_id}")
-    return upload
+    return service.get_upload(session, upload_id)
 
 
 @router.post("/cases/{case_id}/sign", response_model=CaseOut)

@@ -7,7 +7,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.audit.service import record
-from app.cases.models import Case
+from app.cases.models import Case, Upload
 from app.cells.models import Cell
 from app.db import utcnow
 from app.errors import Conflict, NotFound
@@ -27,6 +27,18 @@ def get_case(session: Session, case_id: int) -> Case:
     if case is None:
         raise NotFound(f"no case {case_id}")
     return case
+
+
+def list_uploads(session: Session, case_id: int) -> list[Upload]:
+    """A case's uploads, oldest first."""
+    return list(session.scalars(select(Upload).where(Upload.case_id == case_id).order_by(Upload.id)))
+
+
+def get_upload(session: Session, upload_id: int) -> Upload:
+    upload = session.get(Upload, upload_id)
+    if upload is None:
+        raise NotFound(f"no upload {upload_id}")
+    return upload
 
 
 def case_status(case: Case, total: int, processed: int) -> str:

@@ -159,12 +159,10 @@ def cmd_users_add(args) -> int:
 
 
 def cmd_users_list(args) -> int:
-    from sqlalchemy import select
-
-    from app.users.models import User
+    from app.users.service import list_users
 
     with _sessions()() as session:
-        for user in session.scalars(select(User).order_by(User.name)):
+        for user in list_users(session):
             print(f"{user.name}\t{user.role}\t{'active' if user.active else 'disabled'}")
     return 0
 

@@ -35,6 +35,16 @@ def create_user(session: Session, name: str, role: str, password: str) -> User:
     return user
 
 
+def list_users(session: Session) -> list[User]:
+    """Every account, disabled ones too, by name."""
+    return list(session.scalars(select(User).order_by(User.name)))
+
+
+def has_users(session: Session) -> bool:
+    """False until the first administrator is created (the review pages' first-run setup)."""
+    return session.scalar(select(User.id).limit(1)) is not None
+
+
 def get_by_name(session: Session, name: str) -> User | None:
     return session.scalar(select(User).where(User.name == name))
 

@@ -7,9 +7,6 @@ from fastapi import Depends, HTTPException, Request, status
 from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
 from app.deps import SessionDep
 from app.users.models import User
 from app.web.session import CSRF_FIELD, CSRF_HEADER, csrf_matches, session_user
@@ -56,10 +53,6 @@ async def check_csrf(request: Request) -> None:
 
 
 Csrf = Depends(check_csrf)
-
-
-def no_users_yet(db: Session) -> bool:
-    return not db.scalar(select(func.count(User.id)))
 
 
 class LoginLimiter:

@@ -5,12 +5,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy import select
 
 from app.deps import SessionDep
 from app.users import service as users
-from app.users.models import ROLES, User
-from app.web.auth import AdminUser, Csrf, no_users_yet
+from app.users.models import ROLES
+from app.web.auth import AdminUser, Csrf
 from app.web.session import log_in, log_out, session_user
 from app.web.templating import render
 
@@ -34,7 +33,7 @@ def home(request: Request, db: SessionDep) -> Response:
 
 @router.get("/setup")
 def setup_page(request: Request, db: SessionDep) -> Response:
-    if not no_users_yet(db):
+    if users.has_users(db):
         return _see_other("/login")
     return render(request, "setup.html")
 
@@ -42,7 +41,7 @@ def setup_page(request: Request, db: SessionDep) -> Response:
 @router.post("/setup", dependencies=[Csrf])
 def setup(request: Request, db: SessionDep, name: Text, password: Text, password2: Text) -> Response:
     """Creates the first administrator; refused as soon as any user exists."""
-    if not no_users_yet(db):
+    if users.has_users(db):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "setup is done; log in instead")
     error = "the two passwords differ" if password != password2 else None
     if error is None:
@@ -58,7 +57,7 @@ def setup(request: Request, db: SessionDep, name: Text, password: Text, password
 
 @router.get("/login")
 def login_page(request: Request, db: SessionDep, next: str | None = None) -> Response:
-    if no_users_yet(db):
+    if not users.has_users(db):
         return _see_other("/setup")
     return render(request, "login.html", next=_safe_next(next))
 
@@ -85,8 +84,7 @@ def logout(request: Request) -> Response:
 
 
 def _users_page(request: Request, db, template: str, status_code: int = 200, **context) -> Response:
-    listed = db.scalars(select(User).order_by(User.name)).all()
-    return render(request, template, status_code, users=listed, roles=ROLES, **context)
+    return render(request, template, status_code, users=users.list_users(db), roles=ROLES, **context)
 
 
 @router.get("/admin/users")

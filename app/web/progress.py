@@ -3,15 +3,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.cases.models import Upload
+from app.cases.service import list_uploads
 
 
 def progress(db: Session, case_id: int) -> dict:
     """Cells done of total over the uploads still running, with an ETA from their rate so far."""
-    uploads = db.scalars(select(Upload).where(Upload.case_id == case_id).order_by(Upload.id)).all()
+    uploads = list_uploads(db, case_id)
     active = [u for u in uploads if u.status != "done"]
     done, total = sum(u.cells_done for u in active), sum(u.cells_total for u in active)
     eta = None
