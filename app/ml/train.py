@@ -230,8 +230,10 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, resume: b
                 cfg.epochs = epoch + 1 + max(1, fit)
                 schedule.total_steps = steps_per_epoch * cfg.epochs
                 print(f"time budget {cfg.max_minutes} min: {cfg.epochs} epochs")
+        partial = state_path.with_suffix(".partial")  # an interruption mid-write keeps the last good state
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "history": history, "best": best, "epoch": epoch, "generator": gen.get_state()}, state_path)
+                    "history": history, "best": best, "epoch": epoch, "generator": gen.get_state()}, partial)
+        partial.replace(state_path)
         bar.total = cfg.epochs
         bar.update(1)
         if epoch + 1 - best["epoch"] >= cfg.patience:

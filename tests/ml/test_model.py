@@ -65,6 +65,10 @@ def test_local_weights_file_initialises_the_network(tmp_path):
 
 
 def test_hub_download_fails_with_a_clear_message_when_offline(monkeypatch):
+    import huggingface_hub.constants
+
+    # Offline mode, as on a lab machine without internet (the constant is read at import time).
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(RuntimeError, match="offline"):
         build_model(hub=True)

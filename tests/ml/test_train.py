@@ -50,3 +50,31 @@ def test_the_split_is_stratified_and_reproducible(trained, real_cells_dir):
     _, val = stratified_split(samples, 0.2, 0)
     assert [s.rel for s in val] == card["training"]["split"]["val_files"]
     assert len({s.label for s in val}) == 7  # every class in validation
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(real_cells_dir, tmp_path, capsys):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    args = ["train", str(real_cells_dir), "--out", str(out), "--max-per-class", "6", "--input-size", "64",
+            "--batch-size", "8", "--epochs", "3"]
+    marrow = os.path.join(os.path.dirname(sys.executable), "marrow")
+    proc = subprocess.Popen([marrow, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while not (out / ".train_state.pt").exists():
+            assert proc.poll() is None and time.time() < deadline, "training ended before its first epoch was saved"
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert main([*args, "--resume"]) == 0
+    assert "resumed after epoch" in capsys.readouterr().out
+    card = json.loads((out / "model_card.json").read_text())
+    assert [h["epoch"] for h in card["training"]["history"]][-1] == 3
+    assert not (out / ".train_state.pt").exists()
