@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import io
+from pathlib import PurePosixPath
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import FileResponse, Response
 
 from app.cases.service import get_case
@@ -13,7 +14,9 @@ from app.errors import NotFound
 
 router = APIRouter(prefix="/api", tags=["cells"])
 SERVED_AS_IS = {"image/jpeg", "image/png"}
-CACHE = {"Cache-Control": "private, max-age=86400"}  # paths are content hashes: never stale
+# What a URL serves never changes (the cell's image, and files named by its content hash), so
+# browsers keep it a year without asking; a revalidation is answered 304 from the database alone.
+CACHE_CONTROL = "private, max-age=31536000, immutable"
 
 
 @router.get("/cases/{case_id}/cells", response_model=list[CellOut])
@@ -40,35 +43,61 @@ def relabel(cell_id: int, body: Relabel, session: SessionDep, user: CurrentUser,
 
 @router.get("/cells/{cell_id}/image", response_class=Response,
             responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}})
-def image(cell_id: int, session: SessionDep, storage: StorageDep, _user: CurrentUser) -> Response:
+def image(cell_id: int, request: Request, session: SessionDep, storage: StorageDep,
+          _user: CurrentUser) -> Response:
     """The uploaded image; formats browsers may not show (TIFF, BMP ...) are sent as PNG."""
     cell = service.get_cell(session, cell_id)
-    if cell.media_type in SERVED_AS_IS:
-        return FileResponse(storage.path(cell.image_path), media_type=cell.media_type, headers=CACHE)
+    as_is = cell.media_type in SERVED_AS_IS
+    headers = _cache_headers(cell.sha256 if as_is else f"{cell.sha256}.png")
+    if _not_modified(request, headers):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    if as_is:
+        return FileResponse(storage.path(cell.image_path), media_type=cell.media_type, headers=headers)
     from PIL import Image
 
     from app.ml.decode import decode_bytes
 
     buf = io.BytesIO()
     Image.fromarray(decode_bytes(storage.read(cell.image_path)).rgb).save(buf, "PNG")
-    return Response(buf.getvalue(), media_type="image/png", headers=CACHE)
+    return Response(buf.getvalue(), media_type="image/png", headers=headers)
 
 
-def _derived(cell_id: int, session, storage, attr: str, media_type: str, what: str) -> FileResponse:
+def _cache_headers(tag: str) -> dict[str, str]:
+    """ETag from the content hash (not FileResponse's mtime and size, which differ between
+    storage copies of the same bytes)."""
+    return {"ETag": f'"{tag}"', "Cache-Control": CACHE_CONTROL}
+
+
+def _not_modified(request: Request, headers: dict[str, str]) -> bool:
+    """If-None-Match names this ETag (weak or strong) or is `*`. Checked after authentication."""
+    sent = request.headers.get("if-none-match")
+    if not sent:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in sent.split(",")}
+    return "*" in tags or headers["ETag"] in tags
+
+
+def _derived(cell_id: int, request: Request, session, storage, attr: str, what: str) -> Response:
+    """A thumbnail or overlay (JPEG); its storage key is named by content hash."""
     key = getattr(service.get_cell(session, cell_id), attr)
     if key is None:
         raise NotFound(f"cell {cell_id} has no {what} yet (still processing or unreadable)")
-    return FileResponse(storage.path(key), media_type=media_type, headers=CACHE)
+    headers = _cache_headers(PurePosixPath(key).name)
+    if _not_modified(request, headers):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    return FileResponse(storage.path(key), media_type="image/jpeg", headers=headers)
 
 
 @router.get("/cells/{cell_id}/thumbnail", response_class=FileResponse,
             responses={200: {"content": {"image/jpeg": {}}}})
-def thumbnail(cell_id: int, session: SessionDep, storage: StorageDep, _user: CurrentUser) -> FileResponse:
-    return _derived(cell_id, session, storage, "thumbnail_path", "image/jpeg", "thumbnail")
+def thumbnail(cell_id: int, request: Request, session: SessionDep, storage: StorageDep,
+              _user: CurrentUser) -> Response:
+    return _derived(cell_id, request, session, storage, "thumbnail_path", "thumbnail")
 
 
 @router.get("/cells/{cell_id}/gradcam", response_class=FileResponse,
             responses={200: {"content": {"image/jpeg": {}}}})
-def gradcam(cell_id: int, session: SessionDep, storage: StorageDep, _user: CurrentUser) -> FileResponse:
+def gradcam(cell_id: int, request: Request, session: SessionDep, storage: StorageDep,
+            _user: CurrentUser) -> Response:
     """The Grad-CAM heatmap of the predicted class over the cell (JPEG)."""
-    return _derived(cell_id, session, storage, "overlay_path", "image/jpeg", "Grad-CAM overlay")
+    return _derived(cell_id, request, session, storage, "overlay_path", "Grad-CAM overlay")

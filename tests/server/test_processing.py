@@ -77,3 +77,23 @@ def test_unreadable_stored_image_fails_only_its_cell(client, auth, settings, pre
     assert cells[ids[1]]["status"] == "done"
     assert client.get(f"/api/cells/{ids[0]}/gradcam", headers=auth).status_code == 404
     assert client.get(f"/api/cases/{case_id}", headers=auth).json()["cells_processed"] == 2
+
+
+def test_cell_files_are_cached_by_content_hash(client, auth, processed_case, sessions):
+    """A revalidation with the ETag gets 304 and no body; a caller without a token still gets
+    401, never a 304 that would confirm what the file is."""
+    cell = client.get(f"/api/cases/{processed_case}/cells", headers=auth).json()[0]
+    with sessions() as session:
+        digest = session.get(Cell, cell["id"]).sha256
+    for kind in ("image", "thumbnail", "gradcam"):
+        url = f"/api/cells/{cell['id']}/{kind}"
+        first = client.get(url, headers=auth)
+        etag = first.headers["etag"]
+        assert first.status_code == 200 and first.content
+        assert first.headers["cache-control"] == "private, max-age=31536000, immutable"
+        assert digest in etag
+        again = client.get(url, headers={**auth, "If-None-Match": etag})
+        assert (again.status_code, again.content, again.headers["etag"]) == (304, b"", etag)
+        assert client.get(url, headers={**auth, "If-None-Match": '"other"'}).status_code == 200
+        anonymous = client.get(url, headers={"If-None-Match": etag})
+        assert anonymous.status_code == 401 and "etag" not in anonymous.headers

@@ -109,3 +109,13 @@ def test_images_are_served_by_id_as_png_or_jpeg(client, auth):
     assert jpeg.headers["content-type"] == "image/jpeg" and jpeg.content == image_bytes(6, "JPEG")
     assert client.get(f"/api/cells/{ids['crop.jpg']}/thumbnail", headers=auth).status_code == 404  # not yet
     assert client.get("/api/cells/99999/image", headers=auth).status_code == 404
+
+
+def test_an_image_sent_as_png_has_its_own_etag(client, auth):
+    case_id = new_case(client, auth)
+    tiff = image_bytes(7, "TIFF")
+    cell_id = upload(client, auth, case_id, [("scan.tif", tiff)]).json()["accepted"][0]["cell_id"]
+    first = client.get(f"/api/cells/{cell_id}/image", headers=auth)
+    assert first.headers["etag"] == f'"{sha256(tiff)}.png"'
+    again = client.get(f"/api/cells/{cell_id}/image", headers={**auth, "If-None-Match": f'W/{first.headers["etag"]}'})
+    assert (again.status_code, again.content) == (304, b"")
