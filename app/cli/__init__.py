@@ -7,10 +7,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
+from pathlib import Path
 
 # One module per group; each defines register(subparsers).
 GROUPS = ("app.cli.imaging", "app.cli.modelling", "app.cli.reports", "app.cli.bench", "app.cli.server")
+
+
+def print_json(result: dict, out: Path | None) -> None:
+    """Print a benchmark's results, and write them to `out` too when given."""
+    text = json.dumps(result, indent=2)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    print(text)
 
 
 def build_parser() -> argparse.ArgumentParser:

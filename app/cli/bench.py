@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from app.cli import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,9 +38,5 @@ def cmd_bench(args) -> int:
     result = run_bench(data_dir=args.data or DEFAULT_DATA_DIR, n=args.n, device=args.device,
                        model_dir=args.model, batch_size=args.batch_size, workers=args.workers,
                        rounds=args.rounds)
-    text = json.dumps(result, indent=2)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    print(text)
+    print_json(result, args.json)
     return 0

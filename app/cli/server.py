@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
+
+from app.cli import print_json
 
 WORKER_STOP_TIMEOUT_S = 60
 
@@ -187,21 +188,12 @@ def cmd_token(args) -> int:
 def cmd_bench_load(args) -> int:
     from app.loadbench import benchmark
 
-    _print_json(benchmark(args), args.json)
+    print_json(benchmark(args), args.json)
     return 0
 
 
 def cmd_bench_app(args) -> int:
     from app.benchapp import run_benchmark
 
-    _print_json(run_benchmark(url=args.url, token=args.token, n_cells=args.cells, data_dir=args.data_dir), args.json)
+    print_json(run_benchmark(url=args.url, token=args.token, n_cells=args.cells, data_dir=args.data_dir), args.json)
     return 0
-
-
-def _print_json(result: dict, out: Path | None) -> None:
-    """Print the results, and write them to `out` too when given."""
-    text = json.dumps(result, indent=2)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
-    print(text)
