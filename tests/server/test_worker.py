@@ -61,7 +61,11 @@ def test_worker_killed_mid_upload_ends_with_one_prediction_per_cell(client, auth
         worker = _start(["worker"], settings, log)
         _wait(lambda: processed() >= 1, 240, worker, log_path)
         _stop(worker, signal.SIGKILL)  # a dead worker: its unacked task is lost on this broker
+        ready = log_path.read_text().count(" ready.")
         worker = _start(["worker"], settings, log)  # on start it requeues cells still pending
+        # Celery's warm-shutdown handler exists once it is ready; a SIGTERM before that kills it
+        # (-15), e.g. when the first worker already did every cell before it was killed.
+        _wait(lambda: log_path.read_text().count(" ready.") > ready, 240, worker, log_path)
         _wait(lambda: processed() == len(real_cells), 240, worker, log_path)
         assert _stop(worker, signal.SIGTERM) == 0, log_path.read_text()[-3000:]
     with sessions() as session:
