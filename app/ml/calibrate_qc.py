@@ -18,21 +18,17 @@ from tqdm import tqdm
 
 from app.ml.dataset import load_folder_dataset
 from app.ml.decode import decode_path
-from app.ml.quality import THRESHOLDS_FILE, Thresholds, _measure_view, brightness, laplacian_variance, stain_fraction
+from app.ml.quality import THRESHOLDS_FILE, Thresholds, measure_view, view_metrics
 
 
 def collect_metrics(data_dir: str | Path) -> dict[str, np.ndarray]:
     samples = load_folder_dataset(data_dir)
-    b, s, v = [], [], []
+    rows = []
     for sample in tqdm(samples, desc="measuring", unit="img"):
         dec = decode_path(sample.path)
-        if dec.rgb is None:
-            continue
-        view = _measure_view(dec.rgb)
-        b.append(brightness(view))
-        s.append(stain_fraction(view))
-        v.append(laplacian_variance(view))
-    return {"brightness": np.array(b), "stain_fraction": np.array(s), "blur_variance": np.array(v)}
+        if dec.rgb is not None:
+            rows.append(view_metrics(measure_view(dec.rgb)))
+    return {key: np.array([r[key] for r in rows]) for key in ("brightness", "stain_fraction", "blur_variance")}
 
 
 def calibrate(data_dir: str | Path, out: str | Path = THRESHOLDS_FILE) -> dict:

@@ -1,6 +1,7 @@
 """Folder-per-class datasets (ImageFolder layout: DATA_DIR/<CODE>/<image>) and splits."""
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,3 +67,13 @@ def kfold_splits(samples: list[Sample], k: int, seed: int = 0):
     skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     for tr, va in skf.split(np.zeros(len(samples)), labels):
         yield [samples[i] for i in tr], [samples[i] for i in va]
+
+
+def subsample_per_class(samples: list[Sample], per_class: int, seed: int) -> list[Sample]:
+    """At most `per_class` samples of each class, drawn with a seed (quick runs and tests)."""
+    rng = random.Random(seed)
+    out: list[Sample] = []
+    for label in sorted({s.label for s in samples}):
+        group = [s for s in samples if s.label == label]
+        out += rng.sample(group, min(per_class, len(group)))
+    return out

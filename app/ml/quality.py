@@ -62,7 +62,8 @@ class QualityRecord:
         return asdict(self)
 
 
-def _measure_view(rgb: np.ndarray) -> np.ndarray:
+def measure_view(rgb: np.ndarray) -> np.ndarray:
+    """The image scaled so its short side is MEASURE_SIDE, as the model sees it."""
     h, w = rgb.shape[:2]
     scale = MEASURE_SIDE / min(h, w)
     if abs(scale - 1.0) < 1e-6:
@@ -102,16 +103,17 @@ def unsharp_mask(rgb: np.ndarray, amount: float = 1.5, sigma: float = 2.0) -> np
     return cv2.addWeighted(rgb, 1.0 + amount, blurred, -amount, 0)
 
 
+def view_metrics(view: np.ndarray) -> dict[str, float]:
+    """Brightness, stain fraction and Laplacian variance of an image already at the model's scale."""
+    return {"brightness": brightness(view), "stain_fraction": stain_fraction(view),
+            "blur_variance": laplacian_variance(view)}
+
+
 def measure(rgb: np.ndarray, thresholds: Thresholds) -> dict:
     """Metrics and flags of a decoded RGB image (measured at the model's scale)."""
-    view = _measure_view(rgb)
+    view = measure_view(rgb)
     gray = is_grayscale(view, thresholds.gray_tolerance)
-    metrics = {
-        "color_type": "grayscale" if gray else "color",
-        "brightness": brightness(view),
-        "stain_fraction": stain_fraction(view),
-        "blur_variance": laplacian_variance(view),
-    }
+    metrics = {"color_type": "grayscale" if gray else "color", **view_metrics(view)}
     flags = []
     if gray:
         flags.append("grayscale")

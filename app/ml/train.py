@@ -24,9 +24,9 @@ from tqdm import tqdm
 
 from app.ml import preprocess
 from app.ml.augment import augment, normalize
-from app.ml.metrics import classification_report, expected_calibration_error, fit_temperature
-from app.ml.dataset import Sample, kfold_splits, load_folder_dataset, stratified_split
+from app.ml.dataset import Sample, kfold_splits, load_folder_dataset, stratified_split, subsample_per_class
 from app.ml.decode import decode_path
+from app.ml.metrics import classification_report, expected_calibration_error, fit_temperature
 from app.ml.model import ModelCard, build_model, load_checkpoint, save_checkpoint
 from app.ml.quality import Thresholds, assess
 from app.ml.taxonomy import CODES
@@ -116,15 +116,6 @@ def split_samples(cfg: TrainConfig, samples: list[Sample]) -> tuple[list[Sample]
     return stratified_split(samples, cfg.val_fraction, cfg.seed)
 
 
-def _subsample(samples: list[Sample], per_class: int, seed: int) -> list[Sample]:
-    rng = random.Random(seed)
-    out = []
-    for label in sorted({s.label for s in samples}):
-        group = [s for s in samples if s.label == label]
-        out += rng.sample(group, min(per_class, len(group)))
-    return out
-
-
 def train(data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, resume: bool = False) -> dict:
     """Train, keep the best-macro-F1 checkpoint in out_dir, calibrate it, return its metrics."""
 
@@ -135,7 +126,7 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, resume: b
     amp = cfg.amp and device == "cuda"
     samples = load_folder_dataset(data_dir)
     if cfg.max_per_class:
-        samples = _subsample(samples, cfg.max_per_class, cfg.seed)
+        samples = subsample_per_class(samples, cfg.max_per_class, cfg.seed)
     train_s, val_s = split_samples(cfg, samples)
     base = round(cfg.input_size * 256 / 224)
     xt, yt, train_s = load_images(train_s, base, "loading train")
