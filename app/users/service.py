@@ -7,9 +7,10 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.users.models import ROLES, ApiToken, User
+from app.users.models import ROLES, ApiToken, FirstRun, User
 
 _hasher = PasswordHasher()
 TOKEN_PREFIX = "md_"
@@ -20,7 +21,12 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_user(session: Session, name: str, role: str, password: str) -> User:
+class SetupDone(Exception):
+    """The first administrator exists already."""
+
+
+def _new_user(session: Session, name: str, role: str, password: str) -> User:
+    """A validated, not yet committed account."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if not name or len(name) > 80:
@@ -31,7 +37,28 @@ def create_user(session: Session, name: str, role: str, password: str) -> User:
         raise ValueError(f"user {name!r} already exists")
     user = User(name=name, role=role, password_hash=_hasher.hash(password), active=True)
     session.add(user)
+    return user
+
+
+def create_user(session: Session, name: str, role: str, password: str) -> User:
+    user = _new_user(session, name, role, password)
     session.commit()
+    return user
+
+
+def create_first_admin(session: Session, name: str, password: str) -> User:
+    """The first-run administrator, at most once: the `FirstRun` row commits with it, and a
+    second setup racing this one fails on that row's key (or on the same name)."""
+    if has_users(session):
+        raise SetupDone
+    user = _new_user(session, name, "admin", password)
+    try:
+        session.flush()
+        session.add(FirstRun(id=1, admin_id=user.id))
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise SetupDone from None
     return user
 
 

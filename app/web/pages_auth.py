@@ -41,12 +41,15 @@ def setup_page(request: Request, db: SessionDep) -> Response:
 @router.post("/setup", dependencies=[Csrf])
 def setup(request: Request, db: SessionDep, name: Text, password: Text, password2: Text) -> Response:
     """Creates the first administrator; refused as soon as any user exists."""
+    done = HTTPException(status.HTTP_403_FORBIDDEN, "setup is done; log in instead")
     if users.has_users(db):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "setup is done; log in instead")
+        raise done
     error = "the two passwords differ" if password != password2 else None
     if error is None:
         try:
-            user = users.create_user(db, name.strip(), "admin", password)
+            user = users.create_first_admin(db, name.strip(), password)
+        except users.SetupDone:
+            raise done from None
         except ValueError as exc:
             error = str(exc)
     if error:

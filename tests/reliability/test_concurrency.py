@@ -1,6 +1,6 @@
 """Concurrency on the production database (PostgreSQL, real `marrow web`): two reviewers
-relabelling the same cells at the same instant, two uploads into one case at once; and
-sign-off racing relabels. Elsewhere: the page's answer to a stale relabel ("was changed by
+relabelling the same cells at the same instant, two uploads into one case at once; sign-off
+racing relabels; first-run setups submitted at the same instant (SQLite and PostgreSQL). Elsewhere: the page's answer to a stale relabel ("was changed by
 NAME at ...", 409) in tests/web/test_fragments.py::test_relabel_undo_conflict_and_lock; two
 workers on one queue in test_crashes.py::test_worker_sigkilled_mid_upload_two_workers_one_queue."""
 from __future__ import annotations
@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import httpx
+import pytest
 
 from .conftest import Stack, make_user
 from .corpus import image
@@ -106,3 +107,34 @@ def test_sign_off_racing_relabels(client, sessions, settings, random_checkpoint,
     assert actions[-1] == "sign" and actions.count("label") == len(relabels) - len(refused)
     late = client.patch(f"/api/cells/{cells[0]['id']}", headers=auth, json={"label": "BLA"})
     assert late.status_code == 409 and "signed and locked" in late.json()["detail"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_simultaneous_first_run_setups_make_one_administrator(backend, tmp_path, postgres_cluster):
+    """Four browsers submitting /setup at once on an empty database: one administrator, the
+    other three told setup is done (a plain "no users yet?" check let all four in)."""
+    import secrets
+
+    from app.db import make_engine, make_sessionmaker, upgrade
+    from app.users import service as users
+
+    url = (f"sqlite:///{tmp_path / 'first.sqlite'}" if backend == "sqlite"
+           else postgres_cluster.createdb(f"marrow_first_{secrets.token_hex(4)}"))
+    upgrade(url)
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+
+    def setup(name: str):
+        with sessions() as session:
+            try:
+                return users.create_first_admin(session, name, "a long password").name
+            except users.SetupDone:
+                return "refused"
+
+    # two of them even pick the same name
+    outcome = _at_once(*(partial(setup, name) for name in ("ada", "ada", "grace", "mary")))
+    with sessions() as session:
+        accounts = [(u.name, u.role) for u in users.list_users(session)]
+    engine.dispose()
+    assert sorted(outcome).count("refused") == 3, outcome
+    assert accounts == [(next(o for o in outcome if o != "refused"), "admin")]

@@ -7,7 +7,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 import app.models  # noqa: F401
-from app.db import Base, downgrade, make_engine, upgrade
+from app.db import Base, downgrade, make_engine, make_sessionmaker, upgrade
+from app.users import service as users
 
 
 def test_upgrade_matches_models_and_downgrades(tmp_path):
@@ -38,4 +39,20 @@ def test_audit_log_is_append_only(tmp_path):
     for sql in ("UPDATE audit_events SET action = 'sign'", "DELETE FROM audit_events"):
         with pytest.raises(sa.exc.DatabaseError, match="append-only"), engine.begin() as conn:
             conn.execute(sa.text(sql))
+    engine.dispose()
+
+
+def test_a_database_with_users_is_past_its_first_run_after_upgrade(tmp_path):
+    """0002 adds the first-run marker; a lab already using MarrowDiff keeps /setup closed."""
+    url = f"sqlite:///{tmp_path / 'u.sqlite'}"
+    upgrade(url, "0001")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO users (name, role, password_hash, active, created_at) "
+                             "VALUES ('ada', 'admin', 'x', 1, CURRENT_TIMESTAMP)"))
+    upgrade(url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT id, admin_id FROM first_run")).all() == [(1, 1)]
+    with make_sessionmaker(engine)() as session, pytest.raises(users.SetupDone):
+        users.create_first_admin(session, "eve", "a long password")
     engine.dispose()
