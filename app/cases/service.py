@@ -101,6 +101,20 @@ def summary(session: Session, classes: tuple[CellClass, ...], case_id: int) -> d
     return summaries(session, classes, case_id)[0]
 
 
+def lock_case(session: Session, case: Case) -> None:
+    """Serialise the writers of one case (uploads, sign-off) until commit, and re-read it.
+
+    PostgreSQL locks the row. SQLite has no row locks: a no-op UPDATE of the row takes the
+    database's write lock instead, so no other writer can commit between the checks that
+    follow and this transaction's commit (a plain read there let an upload and a sign-off of
+    the same case both succeed)."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(Case).where(Case.id == case.id).values(id=Case.id))
+    else:
+        session.execute(select(Case.id).where(Case.id == case.id).with_for_update())
+    session.refresh(case)
+
+
 def ensure_open(case: Case) -> None:
     if case.signed_at is not None:
         raise Conflict(f"case {case.id} is signed and locked")
@@ -108,9 +122,7 @@ def ensure_open(case: Case) -> None:
 
 def sign(session: Session, case: Case, user: User) -> None:
     """Lock the case. Refused while cells are still being processed or when already signed."""
-    # The case row lock waits for an upload into this case to commit, so its cells are counted.
-    session.execute(select(Case.id).where(Case.id == case.id).with_for_update())
-    session.refresh(case)
+    lock_case(session, case)  # waits for an upload into this case to commit: its cells count
     ensure_open(case)
     pending = session.scalar(select(func.count()).where(Cell.case_id == case.id, Cell.status == "pending"))
     total = session.scalar(select(func.count()).where(Cell.case_id == case.id))

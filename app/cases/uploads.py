@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.service import record
 from app.cases.models import Case, Upload
-from app.cases.service import ensure_open
+from app.cases.service import ensure_open, lock_case
 from app.cells.models import Cell
 from app.config import MiB, Settings
 from app.ml.decode import decode_bytes
@@ -183,11 +183,10 @@ def checked_files(parts: list[tuple[str, BinaryIO]], settings: Settings) -> Iter
 def ingest(session: Session, storage: Storage, settings: Settings, case: Case, user_id: int,
            parts: list[tuple[str, BinaryIO]]) -> UploadResult:
     """Check, store and record every file; the caller enqueues `new_cell_ids` after this commits."""
-    # One upload at a time per case (a row lock; SQLite serializes writers anyway): two at once
-    # would both insert an image they share, and the second would fail at commit. Locked, the
-    # case is checked again: it may have been signed since the request began.
-    session.execute(select(Case.id).where(Case.id == case.id).with_for_update())
-    session.refresh(case)
+    # One upload at a time per case: two at once would both insert an image they share, and the
+    # second would fail at commit. Locked, the case is checked again: it may have been signed
+    # since the request began.
+    lock_case(session, case)
     ensure_open(case)
     upload = Upload(case_id=case.id, created_by_id=user_id, rejected=[])
     session.add(upload)

@@ -1,6 +1,7 @@
 """Concurrency on the production database (PostgreSQL, real `marrow web`): two reviewers
-relabelling the same cells at the same instant, two uploads into one case at once; sign-off
-racing relabels; first-run setups submitted at the same instant (SQLite and PostgreSQL). Elsewhere: the page's answer to a stale relabel ("was changed by
+relabelling the same cells at the same instant, two uploads into one case at once. In-process
+on SQLite: sign-off racing relabels, an upload racing a sign-off. On both: first-run setups
+submitted at the same instant. Elsewhere: the page's answer to a stale relabel ("was changed by
 NAME at ...", 409) in tests/web/test_fragments.py::test_relabel_undo_conflict_and_lock; two
 workers on one queue in test_crashes.py::test_worker_sigkilled_mid_upload_two_workers_one_queue."""
 from __future__ import annotations
@@ -64,7 +65,6 @@ def test_two_reviewers_relabel_the_same_cells_at_once(pg_stack):
         assert sorted(audit) == sorted((cid, who, label) for cid, (who, label) in winners.items())
 
 
-
 def test_two_uploads_into_one_case_at_once(pg_stack):
     """Overlapping batches (each image in both): every image is one cell, nothing fails."""
     pg_stack.start_web()
@@ -107,6 +107,35 @@ def test_sign_off_racing_relabels(client, sessions, settings, random_checkpoint,
     assert actions[-1] == "sign" and actions.count("label") == len(relabels) - len(refused)
     late = client.patch(f"/api/cells/{cells[0]['id']}", headers=auth, json={"label": "BLA"})
     assert late.status_code == 409 and "signed and locked" in late.json()["detail"]
+
+
+def test_upload_racing_sign_off(client, sessions, settings, random_checkpoint, model_cache):
+    """An upload and a sign-off of the same case at the same moment (in-process, SQLite, where
+    there are no row locks), six times: either the signature wins and the upload is refused
+    with nothing added, or the upload wins and the sign-off is refused because its cells are
+    still processing. Never a signed case with cells added or still pending."""
+    from app.ml.model import Predictor
+    from app.processing.service import Processor
+
+    _, token = make_user(sessions, "sue", "admin")
+    auth = {"Authorization": f"Bearer {token}"}
+    processor = Processor(settings, Predictor(random_checkpoint, cache_dir=model_cache))
+    for attempt in range(6):
+        case_id = client.post("/api/cases", json={"accession": f"RACE-4-{attempt}"}, headers=auth).json()["id"]
+        first = client.post(f"/api/cases/{case_id}/uploads", headers=auth,
+                            files=[("files", (f"c{i}.png", image(i))) for i in range(4)]).json()
+        processor.process(first["upload_id"], [x["cell_id"] for x in first["accepted"]])
+        more = [("files", (f"d{i}.png", image(100 + i))) for i in range(4)]
+        upload, sign = _at_once(lambda: client.post(f"/api/cases/{case_id}/uploads", headers=auth, files=more),
+                                lambda: client.post(f"/api/cases/{case_id}/sign", headers=auth))
+        case = client.get(f"/api/cases/{case_id}", headers=auth).json()
+        if sign.status_code == 200:
+            assert upload.status_code == 409 and "signed" in upload.json()["detail"], upload.text
+            assert (case["cells_total"], case["cells_processed"]) == (4, 4), case
+        else:
+            assert sign.status_code == 409 and "still processing" in sign.json()["detail"], sign.text
+            assert upload.status_code == 202 and len(upload.json()["accepted"]) == 4, upload.text
+            assert case["cells_total"] == 8 and case["signed_at"] is None, case
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
