@@ -64,7 +64,11 @@ def relabel(session: Session, cell_id: int, label: str, user: User, expected_ver
     """Set the reviewer's label. One conditional UPDATE (version unchanged, case not signed)
     decides between concurrent requests: the loser gets Conflict."""
     cell = get_cell(session, cell_id)
-    case = session.get(Case, cell.case_id)
+    # A shared lock on the case row (PostgreSQL): relabels go side by side, but a sign-off
+    # waits for them to commit, and they for it, so no label change is audited after the
+    # signature. On SQLite the conditional UPDATE below runs under the database write lock.
+    case = session.scalars(select(Case).where(Case.id == cell.case_id).with_for_update(read=True)
+                           .execution_options(populate_existing=True)).one()
     if case.signed_at is not None:
         raise Conflict(f"case {case.id} is signed and locked")
     seen = cell.version if expected_version is None else expected_version

@@ -1,7 +1,7 @@
 """Concurrency on the production database (PostgreSQL, real `marrow web`): two reviewers
-relabelling the same cells at the same instant, two uploads into one case at once. In-process
-on SQLite: sign-off racing relabels, an upload racing a sign-off. On both: first-run setups
-submitted at the same instant. Elsewhere: the page's answer to a stale relabel ("was changed by
+relabelling the same cells at the same instant, two uploads into one case at once. In-process,
+each on SQLite and on PostgreSQL: sign-off racing relabels, an upload racing a sign-off,
+first-run setups submitted at the same instant. Elsewhere: the page's answer to a stale relabel ("was changed by
 NAME at ...", 409) in tests/web/test_fragments.py::test_relabel_undo_conflict_and_lock; two
 workers on one queue in test_crashes.py::test_worker_sigkilled_mid_upload_two_workers_one_queue."""
 from __future__ import annotations
@@ -10,13 +10,50 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
+from dataclasses import dataclass
+
 import httpx
 import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import sessionmaker
+
+from app.processing.service import Processor
 
 from .conftest import Stack, make_user
 from .corpus import image
 
 N_CELLS = 12
+
+
+@dataclass
+class InProcess:
+    """The app in this process (TestClient) on a fresh database, its sessions and a processor."""
+
+    client: TestClient
+    sessions: sessionmaker
+    processor: Processor
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def in_process(request, tmp_path, random_checkpoint, model_cache, postgres_cluster) -> InProcess:
+    """SQLite has no row locks and PostgreSQL runs transactions side by side: both are raced."""
+    import secrets
+
+    from app.config import Settings
+    from app.db import make_engine, make_sessionmaker, upgrade
+    from app.main import create_app
+    from app.ml.model import Predictor
+
+    db = (None if request.param == "sqlite"
+          else postgres_cluster.createdb(f"marrow_race_{secrets.token_hex(4)}"))
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", model_dir=random_checkpoint,
+                        model_cache_dir=model_cache, database_url=db, batch_size=4, task_cells=3)
+    upgrade(settings.db_url)
+    engine = make_engine(settings.db_url)
+    with TestClient(create_app(settings)) as client:
+        yield InProcess(client, make_sessionmaker(engine),
+                        Processor(settings, Predictor(random_checkpoint, cache_dir=model_cache)))
+    engine.dispose()
 
 
 def _at_once(*calls):
@@ -81,19 +118,16 @@ def test_two_uploads_into_one_case_at_once(pg_stack):
         assert sum(uploads) == 60
 
 
-def test_sign_off_racing_relabels(client, sessions, settings, random_checkpoint, model_cache):
-    """Sign-off and relabels at the same moment (in-process, SQLite): every relabel either lands
-    before the signature in the audit log or is refused; none after it."""
-    from app.ml.model import Predictor
-    from app.processing.service import Processor
-
-    _, token = make_user(sessions, "sam", "admin")
+def test_sign_off_racing_relabels(in_process):
+    """Sign-off and relabels at the same moment: every relabel either lands before the
+    signature in the audit log or is refused; none after it."""
+    client = in_process.client
+    _, token = make_user(in_process.sessions, "sam", "admin")
     auth = {"Authorization": f"Bearer {token}"}
     case_id = client.post("/api/cases", json={"accession": "RACE-3"}, headers=auth).json()["id"]
     r = client.post(f"/api/cases/{case_id}/uploads", headers=auth,
                     files=[("files", (f"c{i}.png", image(i))) for i in range(8)])
-    Processor(settings, Predictor(random_checkpoint, cache_dir=model_cache)).process(
-        r.json()["upload_id"], [x["cell_id"] for x in r.json()["accepted"]])
+    in_process.processor.process(r.json()["upload_id"], [x["cell_id"] for x in r.json()["accepted"]])
     cells = client.get(f"/api/cases/{case_id}/cells", headers=auth).json()
     calls = [lambda: client.post(f"/api/cases/{case_id}/sign", headers=auth)]
     calls += [lambda c=c: client.patch(f"/api/cells/{c['id']}", headers=auth,
@@ -109,17 +143,14 @@ def test_sign_off_racing_relabels(client, sessions, settings, random_checkpoint,
     assert late.status_code == 409 and "signed and locked" in late.json()["detail"]
 
 
-def test_upload_racing_sign_off(client, sessions, settings, random_checkpoint, model_cache):
-    """An upload and a sign-off of the same case at the same moment (in-process, SQLite, where
-    there are no row locks), six times: either the signature wins and the upload is refused
-    with nothing added, or the upload wins and the sign-off is refused because its cells are
-    still processing. Never a signed case with cells added or still pending."""
-    from app.ml.model import Predictor
-    from app.processing.service import Processor
-
-    _, token = make_user(sessions, "sue", "admin")
+def test_upload_racing_sign_off(in_process):
+    """An upload and a sign-off of the same case at the same moment, six times: either the
+    signature wins and the upload is refused with nothing added, or the upload wins and the
+    sign-off is refused because its cells are still processing. Never a signed case with
+    cells added or still pending."""
+    client, processor = in_process.client, in_process.processor
+    _, token = make_user(in_process.sessions, "sue", "admin")
     auth = {"Authorization": f"Bearer {token}"}
-    processor = Processor(settings, Predictor(random_checkpoint, cache_dir=model_cache))
     for attempt in range(6):
         case_id = client.post("/api/cases", json={"accession": f"RACE-4-{attempt}"}, headers=auth).json()["id"]
         first = client.post(f"/api/cases/{case_id}/uploads", headers=auth,
