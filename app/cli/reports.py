@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from app.ml.shifts import SHIFTS
 from app.ml.shipped import SHIPPED_MODEL
 
 
@@ -25,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="confidently wrong cells shown in the report (default: 12)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--shifts", nargs="*", metavar="NAME",
+                   help="also evaluate the same cells under scanner/stain shifts (all when no NAME is "
+                        "given): " + ", ".join(SHIFTS))
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -40,8 +44,9 @@ def cmd_eda(args) -> int:
 def cmd_evaluate(args) -> int:
     from app.ml.evaluate import evaluate, format_table
 
+    shifts = None if args.shifts is None else (args.shifts or list(SHIFTS))
     ev = evaluate(args.data_dir, args.model, device=args.device, batch_size=args.batch_size,
-                  top_wrong=args.top_wrong if args.report else 0)
+                  top_wrong=args.top_wrong if args.report else 0, shifts=shifts)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(ev.metrics, indent=2) + "\n")
     print(format_table(ev.metrics))

@@ -80,3 +80,44 @@ def test_gallery_keeps_the_most_confidently_wrong(small_dataset, random_checkpoi
     wrong_conf = np.sort(conf[pred != ev.labels])[::-1][:3]
     assert [w.confidence for w in ev.wrong] == list(wrong_conf.astype(float))
     assert all(w.true != w.predicted and w.cam.shape == (224, 224) for w in ev.wrong)
+
+
+def test_shifts_evaluate_the_same_cells_again(small_dataset, random_checkpoint, tmp_path, capsys):
+    """`--shifts`: every named scanner/stain shift is measured on the same readable cells; the
+    keys of a plain evaluation are unchanged."""
+    from app.ml.shifts import SHIFTS
+
+    data = small_dataset(1, ("BLA", "EOS", "LYT"))
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", str(data), "--model", str(random_checkpoint), "--json", str(out),
+                 "--shifts", "wider_field", "paler_stain"]) == 0
+    m = json.loads(out.read_text())
+    assert set(m) == KEYS | {"shifts"} and list(m["shifts"]) == ["wider_field", "paler_stain"]
+    for s in m["shifts"].values():
+        assert set(s) == {"description", "accuracy", "macro_f1", "ece", "same_top1"} and s["description"]
+        assert 0.0 <= s["accuracy"] <= 1.0 and s["same_top1"] in (0.0, 1 / 3, 2 / 3, 1.0)
+    assert "under scanner/stain shifts" in capsys.readouterr().out
+
+    assert main(["evaluate", str(data), "--model", str(random_checkpoint), "--json", str(out), "--shifts"]) == 0
+    assert list(json.loads(out.read_text())["shifts"]) == list(SHIFTS)
+
+
+def test_each_shift_changes_the_cell_but_keeps_it_an_rgb_image(real_cells_dir):
+    from app.ml.decode import decode_bytes, decode_path
+    from app.ml.shifts import SHIFTS, shifted_png
+
+    cell = decode_path(next((real_cells_dir / "EOS").glob("*.jpg"))).rgb
+    for name in SHIFTS:
+        out = decode_bytes(shifted_png(cell, name))
+        assert out.ok and out.format == "PNG" and out.rgb.ndim == 3, name
+        same_size = out.rgb.shape == cell.shape
+        assert not same_size or np.abs(out.rgb.astype(int) - cell).mean() > 1.0, f"{name} changed nothing"
+    assert decode_bytes(shifted_png(cell, "wider_field")).rgb.shape[0] > cell.shape[0]
+    assert decode_bytes(shifted_png(cell, "tighter_crop")).rgb.shape[0] < cell.shape[0]
+
+
+def test_an_unknown_shift_is_refused_by_name(small_dataset, random_checkpoint, tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown shift.*sepia.*known: wider_field"):
+        evaluate(small_dataset(1, ("BLA",)), random_checkpoint, shifts=["sepia"], progress=False)
