@@ -14,3 +14,9 @@ class Conflict(DomainError):
     """A signed case, a stale version, a sign-off while cells are still processing."""
 
     status_code = 409
+
+
+class Unavailable(DomainError):
+    """The database cannot be reached (stopped, restarting): the same request works once it is back."""
+
+    status_code = 503

@@ -1,14 +1,19 @@
 """The FastAPI app factory. Migrations are applied by the commands that start it, not here."""
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import OperationalError
 
 from app.classes import load_classes
 from app.config import Settings, get_settings
 from app.db import make_engine, make_sessionmaker
-from app.errors import DomainError
+from app.errors import DomainError, Unavailable
 from app.storage import Storage
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -32,6 +37,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(DomainError)
     async def _domain_error(_request: Request, exc: DomainError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
+
+    @app.exception_handler(OperationalError)
+    async def _database_unavailable(request: Request, exc: OperationalError) -> Response:
+        """PostgreSQL stopped or restarting: a 503 that says so, not a 500 (which also dropped
+        the client's connection); the pool reconnects by itself once it is back. Answered as a
+        DomainError, so the pages show their error page."""
+        log.warning("database unavailable: %s", exc.orig)
+        return await app.exception_handlers[DomainError](
+            request, Unavailable("the database is unavailable; try again in a moment"))
 
     @app.get("/api/health", tags=["meta"])
     def health() -> dict:

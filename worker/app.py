@@ -1,13 +1,17 @@
 """The Celery app (`celery -A worker.app worker`, or `marrow worker`) and its one task.
 
 One Processor (and so one loaded model) per worker process, created when the worker starts so
-the first batch does not pay for loading the model.
+the first batch does not pay for loading the model. Every connection to the broker, the first
+and each one after an outage, requeues the pending cells; a task that meets the database down
+is retried until it is back.
 """
 from __future__ import annotations
 
 import logging
 
+from celery import bootsteps
 from celery.signals import worker_ready
+from sqlalchemy.exc import OperationalError
 
 from app.config import get_settings
 from app.processing.service import Processor, requeue_pending
@@ -18,6 +22,7 @@ settings = get_settings()
 celery = make_celery(settings.broker)
 # One process per machine (or GPU) holding one model; the model itself uses every core.
 celery.conf.worker_pool = "solo"
+DB_RETRY_MAX_S = 10  # a task that met the database down retries at most this far apart
 _processor: Processor | None = None
 
 
@@ -33,9 +38,26 @@ def processor() -> Processor:
 @worker_ready.connect
 def _on_ready(**_kwargs) -> None:
     processor()
-    requeue_pending(settings)
 
 
-@celery.task(name=PROCESS_CELLS, acks_late=True, reject_on_worker_lost=True)
+class RequeueOnConnect(bootsteps.StartStopStep):
+    """Requeue every pending cell each time the worker connects to the broker: when it starts
+    (a worker killed on the embedded broker left its cells unqueued), and again after each
+    broker outage (the cells the web could not queue meanwhile, the messages Redis lost)."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, c) -> None:
+        try:
+            requeue_pending(settings)
+        except Exception:  # noqa: BLE001 - the worker goes on; the next (re)connection requeues
+            log.exception("could not requeue the pending cells")
+
+
+celery.steps["consumer"].add(RequeueOnConnect)
+
+
+@celery.task(name=PROCESS_CELLS, acks_late=True, reject_on_worker_lost=True, autoretry_for=(OperationalError,),
+             retry_backoff=True, retry_backoff_max=DB_RETRY_MAX_S, max_retries=None)
 def process_cells(upload_id: int, cell_ids: list[int]) -> int:
     return processor().process(upload_id, cell_ids)
