@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict, replace
 from pathlib import Path
+
+from app.ml.training_config import AugmentConfig, TrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from app.ml.training_config import TrainConfig
-
     d = TrainConfig()
     p = sub.add_parser("train", help="train a cell classifier (ReXNet-150 by default) and write a checkpoint")
     p.add_argument("data_dir", type=Path, help="folder-per-class dataset (folders named by class code)")
@@ -38,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, default=d.patience, help="early stop after this many epochs without macro-F1 gain")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--amp", action="store_true", help="bfloat16 mixed precision on CUDA")
+    p.add_argument("--zoom", type=float, nargs=2, metavar=("LO", "HI"), default=AugmentConfig().scale,
+                   help="augmentation zoom range: below 1 the cell shrinks in a wider field, above 1 it "
+                        "fills more of the crop (default %(default)s)")
     p.add_argument("--max-per-class", type=int, default=0, help="subsample for quick runs")
     p.add_argument("--max-minutes", type=float, default=0,
                    help="time budget: after timing the first epoch, shorten --epochs to fit")
@@ -48,10 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_train(args) -> int:
     from app.ml.train import train
-    from app.ml.training_config import TrainConfig
-
     fields = TrainConfig.__dataclass_fields__
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and k != "augment"})
+    augment = asdict(replace(AugmentConfig(), scale=tuple(args.zoom)))
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and k != "augment"}, augment=augment)
     metrics = train(args.data_dir, args.out, cfg, resume=args.resume)
     print(json.dumps({k: metrics[k] for k in ("accuracy", "macro_f1", "best_epoch",
                                               "ece_before_temperature", "ece_after_temperature")}, indent=2))

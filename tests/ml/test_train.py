@@ -18,7 +18,8 @@ def trained(real_cells_dir, tmp_path_factory):
     teacher, student = runs / "teacher", runs / "student"
     assert main(["train", str(real_cells_dir), "--out", str(teacher), "--arch", "efficientnet_lite0",
                  "--init-weights", "efficientnet-lite0", "--freeze-epochs", "1", *TINY]) == 0
-    assert main(["train", str(real_cells_dir), "--out", str(student), "--teacher", str(teacher), *TINY]) == 0
+    assert main(["train", str(real_cells_dir), "--out", str(student), "--teacher", str(teacher),
+                 "--zoom", "0.6", "1.45", *TINY]) == 0
     return teacher, student
 
 
@@ -28,6 +29,9 @@ def test_training_writes_a_loadable_checkpoint_with_a_complete_card(trained):
     assert card["architecture"] == "rexnet_150" and card["input_size"] == 64
     cfg = card["training"]["config"]
     assert cfg["teacher"] and cfg["seed"] == 0 and cfg["epochs"] == 2
+    assert cfg["augment"]["scale"] == [0.6, 1.45] and cfg["augment"]["shift"] == 0.06  # --zoom, rest default
+    teacher_cfg = json.loads((trained[0] / "model_card.json").read_text())["training"]["config"]
+    assert teacher_cfg["augment"]["scale"] == [0.85, 1.15]
     split = card["training"]["split"]
     assert split["n_train"] + split["n_val"] == 42 and len(split["val_files"]) == split["n_val"]
     val = card["metrics"]["validation"]
