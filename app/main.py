@@ -5,11 +5,13 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from app.classes import load_classes
 from app.config import Settings, get_settings
 from app.db import make_engine, make_sessionmaker
+from app.deps import SessionDep
 from app.errors import DomainError, Unavailable
 from app.storage import Storage
 
@@ -51,6 +53,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def health() -> dict:
         """Liveness for load balancers and `marrow bench-app`; carries no case data."""
         return {"status": "ok"}
+
+    @app.get("/api/ready", tags=["meta"])
+    def ready(session: SessionDep) -> dict:
+        """Readiness: the web process can reach its database (503 while it cannot, through the
+        handler above); for a load balancer or orchestrator that should route around an outage."""
+        session.execute(text("SELECT 1"))
+        return {"status": "ready"}
 
     for router in (cases_router, cells_router, audit_router, exports_router):
         app.include_router(router)

@@ -19,7 +19,7 @@ from .conftest import make_user
 from .corpus import image
 
 # Routes that show no patient data and must work before logging in.
-PUBLIC = {"/api/health", "/", "/login", "/setup", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
+PUBLIC = {"/api/health", "/api/ready", "/", "/login", "/setup", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
           "/static"}
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 ACCESSION, FILENAME = "SECRET-ACC-4711", "doe-john-marrow.png"

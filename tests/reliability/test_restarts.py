@@ -1,9 +1,9 @@
 """PostgreSQL and Redis themselves stopped and started again (same port, same data) under a
 running `marrow web` and `marrow worker` (production mode), neither of them restarted.
 
-- PostgreSQL down: the web stays up; /api/health answers 200 (liveness: it reads no data), every
-  API call a prompt 503 "the database is unavailable; try again in a moment"; the worker's task
-  in progress when the database went is retried. Back: the API works again, and every cell,
+- PostgreSQL down: the web stays up; /api/health answers 200 (liveness: it reads no data),
+  /api/ready and every API call a prompt 503 "the database is unavailable; try again in a
+  moment"; the worker's task in progress when the database went is retried. Back: the API works again, and every cell,
   those of the interrupted task and a new upload's, ends up with exactly one prediction.
 - Redis (the broker) down: reading works and an upload is accepted (202): its cells are saved
   and wait. Back (empty: it keeps no data, so queued messages are lost too): the worker
@@ -58,6 +58,9 @@ def test_postgres_restarted_under_running_web_and_worker(pg_stack: Stack, postgr
         with postgres_server.down():
             health, took = _timed(lambda: api.get("/api/health"))
             assert (health.status_code, health.json(), took < PROMPT_S) == (200, {"status": "ok"}, True)
+            ready, took = _timed(lambda: api.get("/api/ready"))
+            assert (ready.status_code, took < PROMPT_S) == (503, True), ready.text
+            assert ready.json() == {"detail": "the database is unavailable; try again in a moment"}
             for call in (lambda: api.get(f"/api/cases/{interrupted}"),
                          lambda: api.post("/api/cases", json={"accession": "PG-DOWN-2"}),
                          lambda: _upload(api, interrupted, paths[16:])):
@@ -68,6 +71,7 @@ def test_postgres_restarted_under_running_web_and_worker(pg_stack: Stack, postgr
             wait_for(lambda: "retry" in worker.tail(), 30, "the worker's task meeting the database down")
             assert web.alive() and worker.alive(), pg_stack.logs()
         assert api.get(f"/api/cases/{interrupted}").status_code == 200
+        assert api.get("/api/ready").json() == {"status": "ready"}
         after = api.post("/api/cases", json={"accession": "PG-BACK"}).json()["id"]
         r = _upload(api, after, paths[16:])
         assert r.status_code == 202 and len(r.json()["accepted"]) == 8, r.text

@@ -28,6 +28,7 @@ def test_anonymous_and_bad_tokens_get_nothing(client, auth):
     assert client.patch("/api/cells/1", json={"label": "BLA"}).status_code == 401
     assert client.post("/api/cases/1/sign").status_code == 401
     assert client.get("/api/health").json() == {"status": "ok"}
+    assert client.get("/api/ready").json() == {"status": "ready"}
 
 
 def test_passwords_and_tokens_are_stored_hashed(sessions, client):
