@@ -58,10 +58,8 @@ def test_postgres_restarted_under_running_web_and_worker(pg_stack: Stack, postgr
         with postgres_server.down():
             health, took = _timed(lambda: api.get("/api/health"))
             assert (health.status_code, health.json(), took < PROMPT_S) == (200, {"status": "ok"}, True)
-            ready, took = _timed(lambda: api.get("/api/ready"))
-            assert (ready.status_code, took < PROMPT_S) == (503, True), ready.text
-            assert ready.json() == {"detail": "the database is unavailable; try again in a moment"}
-            for call in (lambda: api.get(f"/api/cases/{interrupted}"),
+            for call in (lambda: api.get("/api/ready"),
+                         lambda: api.get(f"/api/cases/{interrupted}"),
                          lambda: api.post("/api/cases", json={"accession": "PG-DOWN-2"}),
                          lambda: _upload(api, interrupted, paths[16:])):
                 r, took = _timed(call)
