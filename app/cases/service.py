@@ -11,7 +11,7 @@ from app.cases.models import Case, Upload
 from app.cells.models import Cell
 from app.db import utcnow
 from app.errors import Conflict, NotFound
-from app.ml.taxonomy import CellClass
+from app.ml.card import CellClass
 from app.users.models import User
 
 

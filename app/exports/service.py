@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.cases.service import differential, summaries, summary
 from app.cells.service import rows
-from app.ml.taxonomy import CellClass
+from app.ml.card import CellClass
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
