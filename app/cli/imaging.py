@@ -11,7 +11,8 @@ from app.ml.card import SHIPPED_MODEL
 
 QC_COLUMNS = ["file", "error", "format", "width", "height", "color_type", "brightness",
               "stain_fraction", "blur_variance", "flags", "repaired"]
-CLASSIFY_COLUMNS = ["file", "top1", "probability", "top3", "flags", "repaired", "error"]
+CLASSIFY_COLUMNS = ["file", "label", "top1", "probability", "top3", "unidentified", "flags", "repaired", "error"]
+# label: the class the product counts, or UNK (unidentified: why); top1: the network's top class
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -108,7 +109,8 @@ def cmd_classify(args) -> int:
             print(f"{r.name}: {r.error}", file=sys.stderr)
         else:
             p = r.prediction
-            row.update(top1=p.code, probability=f"{p.probability:.4f}",
+            row.update(label=p.label, unidentified=p.unidentified or "", top1=p.code,
+                       probability=f"{p.probability:.4f}",
                        top3=" ".join(f"{c}:{q:.3f}" for c, _, q in p.top3))
             if args.gradcam and p.cam is not None:
                 out = args.gradcam / f"{i:05d}_{Path(r.name).stem}_{p.code}.png"

@@ -45,6 +45,25 @@ CLASSES: tuple[CellClass, ...] = (
     CellClass("PMO", "Promyelocyte", True, "p"),
 )
 
+# The whole marrow: the classes a differential counts that the Matek and PBC data sets hold
+# (codes are the Matek bone-marrow data set's), plus the not-counted NIF and PLT.
+MARROW_CLASSES: tuple[CellClass, ...] = (
+    CellClass("BLA", "Blast", True, "b"),
+    CellClass("PMO", "Promyelocyte", True, "p"),
+    CellClass("MYB", "Myelocyte", True, "y"),
+    CellClass("MMZ", "Metamyelocyte", True, "z"),
+    CellClass("NGB", "Band neutrophil", True, "d"),
+    CellClass("NGS", "Segmented neutrophil", True, "n"),
+    CellClass("EOS", "Eosinophil", True, "e"),
+    CellClass("BAS", "Basophil", True, "a"),
+    CellClass("MON", "Monocyte", True, "m"),
+    CellClass("LYT", "Lymphocyte", True, "l"),
+    CellClass("EBO", "Erythroblast", True, "r"),
+    CellClass("NIF", "Not identifiable", False, "x"),
+    CellClass("PLT", "Platelet", False, "t"),
+)
+TAXONOMIES: dict[str, tuple[CellClass, ...]] = {"bm7": CLASSES, "marrow": MARROW_CLASSES}
+
 CODES: tuple[str, ...] = tuple(c.code for c in CLASSES)
 BY_CODE: dict[str, CellClass] = {c.code: c for c in CLASSES}
 
@@ -67,6 +86,8 @@ class ModelCard:
     preprocessing: str = field(default_factory=lambda: _preprocess().DESCRIPTION)
     version: str = "untrained"
     temperature: float = 1.0
+    framing: dict = field(default_factory=dict)  # empty: the whole image (see app.ml.framing)
+    unidentified: dict = field(default_factory=dict)  # the UNK rule (app.ml.unidentified.Rule)
     training: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)

@@ -47,7 +47,7 @@ def overlay_cell(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.nd
     cell's own frame so it lines up with the image.
     """
     h, w = rgb.shape[:2]
-    if h != w:
+    if h != w and cam.shape != (h, w):  # (a framed cell's heatmap is already in the image's frame)
         side = max(h, w)
         big = cv2.resize(cam.astype(np.float32), (side, side))
         top, left = (side - h) // 2, (side - w) // 2

@@ -1,5 +1,7 @@
-"""The product's per-cell pipeline: decode -> quality -> (unsharp repair) -> batched
-prediction with Grad-CAM. Used by `marrow classify`, `marrow bench` and the background workers.
+"""The product's per-cell pipeline: decode -> quality -> (unsharp repair) -> framing of the
+central cell (models trained with it) -> batched prediction with Grad-CAM -> counted under its
+top class or unidentified (`UNK`, see `unidentified`). Used by `marrow classify`, `evaluate`,
+`bench` and the background workers.
 
 On CPU (ONNX Runtime) each of `workers` threads takes whole batches through decode, checks and
 the network, the network with `threads // workers` intra-op threads: on a 2-core CPU two
@@ -18,9 +20,11 @@ from itertools import islice
 
 import numpy as np
 
+from app.ml import framing
 from app.ml.decode import decode_bytes, decode_path
 from app.ml.predictor import Prediction, Predictor
 from app.ml.quality import QualityRecord, Thresholds, assess
+from app.ml.unidentified import Rule, decide
 
 
 @dataclass
@@ -29,6 +33,7 @@ class CellResult:
     quality: QualityRecord
     prediction: Prediction | None  # None when the image could not be decoded
     image: np.ndarray | None  # the decoded (unrepaired) RGB cell, for thumbnails and overlays
+    framing: framing.Framing | None = None  # where the model looked (None: the whole image)
 
     @property
     def error(self) -> str | None:
@@ -43,14 +48,45 @@ Item = tuple[str, Callable[[], bytes] | None]
 DEFAULT_BATCH_SIZE = {"cpu": 4, "cuda": 8}
 
 
-def _check(item: Item, thresholds: Thresholds, repair: bool):
+@dataclass
+class _Checked:
+    record: QualityRecord
+    rgb: np.ndarray | None
+    model_input: np.ndarray | None  # None: not decodable
+    framing: framing.Framing | None
+
+
+def _check(item: Item, thresholds: Thresholds, repair: bool, frame: bool) -> _Checked:
     name, load = item
     decoded = decode_path(name) if load is None else decode_bytes(load())
     record, model_input = assess(name, decoded, thresholds, repair)
-    return record, decoded.rgb, model_input
+    where = framing.locate(model_input) if frame and model_input is not None else None
+    if where is not None:
+        model_input = framing.frame(model_input, where)
+    return _Checked(record, decoded.rgb, model_input, where)
 
 
-def _batches(it: Iterable, n: int) -> Iterator[list]:
+def _predict(chunk: list[Item], checked: list[_Checked], predictor: Predictor, with_cam: bool,
+             threads: int | None = None) -> list[CellResult]:
+    """One network call for a checked batch, then each cell's count-or-UNK decision."""
+    good = [i for i, c in enumerate(checked) if c.model_input is not None]
+    preds = predictor.predict([checked[i].model_input for i in good], with_cam=with_cam, threads=threads)
+    rule = Rule.from_card(predictor.card.unidentified)
+    by_index = dict(zip(good, preds))
+    out = []
+    for i, ((name, _), c) in enumerate(zip(chunk, checked)):
+        p = by_index.get(i)
+        if p is not None:
+            found = c.framing.found if c.framing is not None else True
+            p.unidentified = decide(p.probability, p.energy, c.record.flags, found, rule)
+            if p.cam is not None and c.framing is not None:
+                p.cam = framing.paste_heatmap(p.cam, c.framing, c.rgb.shape)
+        out.append(CellResult(name, c.record, p, c.rgb, c.framing))
+    return out
+
+
+def batches(it: Iterable, n: int) -> Iterator[list]:
+    """Consecutive lists of n items (the last may be shorter)."""
     it = iter(it)
     while chunk := list(islice(it, n)):
         yield chunk
@@ -61,48 +97,36 @@ def run(items: Iterable[Item], predictor: Predictor, thresholds: Thresholds | No
         workers: int = 2) -> Iterator[CellResult]:
     """Results in input order; a bad file yields a result with its reason, never an exception."""
     thresholds = thresholds or Thresholds.load()
+    frame = bool(predictor.card.framing)
     if getattr(predictor, "backend", None) == "onnx" and min(workers, predictor.threads) > 1:
         # never more parallel network runs than the predictor's thread budget
-        yield from _run_parallel(items, predictor, thresholds, repair, with_cam, batch_size,
+        yield from _run_parallel(items, predictor, thresholds, repair, frame, with_cam, batch_size,
                                  min(workers, predictor.threads))
         return
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending = None
-        for chunk in _batches(items, batch_size):
-            futures = [pool.submit(_check, item, thresholds, repair) for item in chunk]
+        for chunk in batches(items, batch_size):
+            futures = [pool.submit(_check, item, thresholds, repair, frame) for item in chunk]
             if pending is not None:
-                yield from _finish(*pending, predictor, with_cam)
+                yield from _predict(pending[0], [f.result() for f in pending[1]], predictor, with_cam)
             pending = (chunk, futures)
         if pending is not None:
-            yield from _finish(*pending, predictor, with_cam)
-
-
-def _finish(chunk: list[Item], futures, predictor: Predictor, with_cam: bool) -> list[CellResult]:
-    checked = [f.result() for f in futures]
-    good = [i for i, (_, _, x) in enumerate(checked) if x is not None]
-    preds = predictor.predict([checked[i][2] for i in good], with_cam=with_cam)
-    by_index = dict(zip(good, preds))
-    return [CellResult(name, rec, by_index.get(i), rgb)
-            for i, ((name, _), (rec, rgb, _)) in enumerate(zip(chunk, checked))]
+            yield from _predict(pending[0], [f.result() for f in pending[1]], predictor, with_cam)
 
 
 def _whole_batch(chunk: list[Item], predictor: Predictor, thresholds: Thresholds, repair: bool,
-                 with_cam: bool, threads: int) -> list[CellResult]:
-    checked = [_check(item, thresholds, repair) for item in chunk]
-    good = [i for i, (_, _, x) in enumerate(checked) if x is not None]
-    preds = predictor.predict([checked[i][2] for i in good], with_cam=with_cam, threads=threads)
-    by_index = dict(zip(good, preds))
-    return [CellResult(name, rec, by_index.get(i), rgb)
-            for i, ((name, _), (rec, rgb, _)) in enumerate(zip(chunk, checked))]
+                 frame: bool, with_cam: bool, threads: int) -> list[CellResult]:
+    checked = [_check(item, thresholds, repair, frame) for item in chunk]
+    return _predict(chunk, checked, predictor, with_cam, threads)
 
 
-def _run_parallel(items, predictor, thresholds, repair, with_cam, batch_size, workers):
+def _run_parallel(items, predictor, thresholds, repair, frame, with_cam, batch_size, workers):
     """`workers` batches in flight at once, each decoded, checked and predicted by one thread."""
     threads = max(1, predictor.threads // workers)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque = deque()
-        for chunk in _batches(items, batch_size):
-            pending.append(pool.submit(_whole_batch, chunk, predictor, thresholds, repair,
+        for chunk in batches(items, batch_size):
+            pending.append(pool.submit(_whole_batch, chunk, predictor, thresholds, repair, frame,
                                        with_cam, threads))
             if len(pending) > workers:
                 yield from pending.popleft().result()

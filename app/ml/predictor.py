@@ -28,6 +28,7 @@ import torch
 from app.ml import channel_pad, preprocess
 from app.ml.card import SHIPPED_MODEL, WEIGHTS_FILE, CellClass
 from app.ml.checkpoint import load_checkpoint, resolve_device
+from app.ml.unidentified import UNK, energy
 
 ORT_ALLOW_SPINNING = "0"  # see OnnxBackend.session
 ONNX_LAYOUT = f"pad{channel_pad.CHANNEL_MULTIPLE}"  # in the cached graph's name: a new layout re-exports
@@ -38,11 +39,20 @@ VERIFY_TOLERANCE = 1e-4  # relative to the outputs' scale: float32 summation ord
 class Prediction:
     probs: np.ndarray  # calibrated probabilities, in card class order
     top3: list[tuple[str, str, float]]  # (code, name, probability)
-    cam: np.ndarray | None = None  # input_size × input_size heatmap in [0, 1]
+    cam: np.ndarray | None = None  # input_size × input_size heatmap in [0, 1] (the pipeline
+    # places it in the whole image's coordinates when the cell was framed)
+    energy: float = 0.0  # out-of-distribution score, see app.ml.unidentified
+    unidentified: str | None = None  # why the product will not name this cell (set by the pipeline)
 
     @property
     def code(self) -> str:
+        """The network's top class."""
         return self.top3[0][0]
+
+    @property
+    def label(self) -> str:
+        """The class the product counts: the top class, or UNK."""
+        return UNK if self.unidentified else self.code
 
     @property
     def probability(self) -> float:
@@ -221,6 +231,7 @@ class Predictor:
             return []
         logits, feats = self.forward(self.prepare(images), threads)
         probs = softmax(logits / self.card.temperature)
+        energies = energy(logits, self.card.temperature)
         cams = None
         if with_cam:
             tgt = np.asarray(targets) if targets is not None else probs.argmax(1)
@@ -230,6 +241,6 @@ class Predictor:
         for i, p in enumerate(probs):
             order = np.argsort(-p)[:3]
             top3 = [(classes[j].code, classes[j].name, float(p[j])) for j in order]
-            out.append(Prediction(p, top3, None if cams is None else cams[i]))
+            out.append(Prediction(p, top3, None if cams is None else cams[i], float(energies[i])))
         return out
 

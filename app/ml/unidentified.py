@@ -1,0 +1,106 @@
+"""The product's decision per cell: count it under the network's top class, or send it to UNK.
+
+A cell is unidentified (`UNK`) when
+- it is not a stained cell: QC found no MGG stain or a grayscale image, or no stained nucleus
+  was found to frame (see `framing`), whatever the network says;
+- the network is unsure: its calibrated top-1 probability is below `min_confidence`;
+- the cell is unlike the training cells: its energy score (-T·logsumexp(logits/T), low for
+  familiar inputs; Liu et al. 2020, "Energy-based out-of-distribution detection") is above
+  `max_energy`.
+Both thresholds are calibrated on the validation split (`calibrate`): at most a stated share of
+correctly classified validation cells may be sent to UNK, and within that budget the pair that
+catches the most misclassified validation cells is kept. The rule is stored in the model card.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+UNK = "UNK"
+NOT_A_CELL_FLAGS = ("no_stain", "grayscale")
+NO_NUCLEUS = "not a stained cell: no nucleus found"
+LOW_CONFIDENCE = "low confidence"
+OUT_OF_DISTRIBUTION = "unlike the training cells"
+QUANTILE_GRID = np.linspace(0.0, 0.08, 33)  # per-threshold share of correct cells, searched
+
+
+@dataclass(frozen=True)
+class Rule:
+    min_confidence: float = 0.0
+    max_energy: float = float("inf")
+    max_rejected_correct: float = 0.05  # the calibration's budget
+    calibration: dict | None = None  # what the thresholds did on the validation split
+
+    @classmethod
+    def from_card(cls, data: dict | None) -> "Rule":
+        if not data:
+            return cls()
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if known.get("max_energy") is None:
+            known["max_energy"] = float("inf")
+        return cls(**known)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        if not np.isfinite(self.max_energy):
+            d["max_energy"] = None
+        return d
+
+
+def energy(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """-T·logsumexp(logits / T) per row (N×C -> N)."""
+    z = logits / temperature
+    m = z.max(axis=1)
+    return -temperature * (m + np.log(np.exp(z - m[:, None]).sum(axis=1)))
+
+
+def decide(confidence: float, energy_score: float, flags: list[str], nucleus_found: bool,
+           rule: Rule) -> str | None:
+    """The reason this cell is unidentified, or None when it is counted under its top class."""
+    not_a_cell = [f for f in flags if f in NOT_A_CELL_FLAGS]
+    if not_a_cell:
+        return "not a stained cell: " + ", ".join(f.replace("_", " ") for f in not_a_cell)
+    if not nucleus_found:
+        return NO_NUCLEUS
+    if confidence < rule.min_confidence:
+        return LOW_CONFIDENCE
+    if energy_score > rule.max_energy:
+        return OUT_OF_DISTRIBUTION
+    return None
+
+
+def rejected(confidence: np.ndarray, energies: np.ndarray, rule: Rule) -> np.ndarray:
+    return (confidence < rule.min_confidence) | (energies > rule.max_energy)
+
+
+def calibrate(probs: np.ndarray, energies: np.ndarray, labels: np.ndarray,
+              max_rejected_correct: float = 0.05) -> Rule:
+    """Thresholds from validation cells: calibrated probabilities N×C, energies N, true labels N."""
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    if correct.sum() == 0 or correct.all():
+        best = (0.0, float("inf"))
+    else:
+        best, best_caught = (0.0, float("inf")), -1.0
+        for qc in QUANTILE_GRID:
+            t_conf = float(np.quantile(conf[correct], qc)) if qc > 0 else 0.0
+            for qe in QUANTILE_GRID:
+                t_energy = float(np.quantile(energies[correct], 1 - qe)) if qe > 0 else float("inf")
+                rule = Rule(t_conf, t_energy)
+                out = rejected(conf, energies, rule)
+                if out[correct].mean() > max_rejected_correct:
+                    continue
+                caught = out[~correct].mean()
+                if caught > best_caught:
+                    best, best_caught = (t_conf, t_energy), caught
+    rule = Rule(best[0], best[1], max_rejected_correct)
+    out = rejected(conf, energies, rule)
+    return Rule(rule.min_confidence, rule.max_energy, max_rejected_correct, calibration={
+        "n_cells": int(len(labels)),
+        "rejected_correct": round(float(out[correct].mean()) if correct.any() else 0.0, 4),
+        "rejected_wrong": round(float(out[~correct].mean()) if (~correct).any() else 0.0, 4),
+        "unk_rate": round(float(out.mean()), 4),
+        "accuracy_all": round(float(correct.mean()), 4),
+        "accuracy_counted": round(float(correct[~out].mean()) if (~out).any() else 0.0, 4),
+    })
