@@ -1,4 +1,4 @@
-"""`marrow train`: train and calibrate a checkpoint on a folder-per-class dataset."""
+"""`marrow train`: train and calibrate a checkpoint on one or more folder-per-class datasets."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,8 @@ from app.ml.training_config import AugmentConfig, TrainConfig
 def register(sub: argparse._SubParsersAction) -> None:
     d = TrainConfig()
     p = sub.add_parser("train", help="train a cell classifier (ReXNet-150 by default) and write a checkpoint")
-    p.add_argument("data_dir", type=Path, help="folder-per-class dataset (folders named by class code)")
+    p.add_argument("sources", type=Path, nargs="+", metavar="SRC",
+                   help="folder-per-class datasets (folders named by class code), one per lab/scanner")
     p.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR", help="checkpoint directory to write")
     p.add_argument("--arch", default=d.arch, help="timm architecture (default %(default)s)")
     p.add_argument("--input-size", type=int, default=d.input_size)
@@ -42,20 +43,49 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--zoom", type=float, nargs=2, metavar=("LO", "HI"), default=AugmentConfig().scale,
                    help="augmentation zoom range: below 1 the cell shrinks in a wider field, above 1 it "
                         "fills more of the crop (default %(default)s)")
+    p.add_argument("--augment", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override augmentation settings, e.g. hue=0.08 stain_gain=0.15 "
+                        "(names as in the card's training.config.augment)")
     p.add_argument("--max-per-class", type=int, default=0, help="subsample for quick runs")
     p.add_argument("--max-minutes", type=float, default=0,
                    help="time budget: after timing the first epoch, shorten --epochs to fit")
     p.add_argument("--version", default="", help="model version recorded in the card")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--no-framing", dest="framing", action="store_false",
+                   help="feed whole images instead of the framed central cell (app.ml.framing)")
+    p.add_argument("--balance", choices=["source-class", "none"], default=d.balance,
+                   help="draw every (source, class) equally often (default), or images as they come")
+    p.add_argument("--epoch-size", type=int, default=d.epoch_size,
+                   help="images drawn per epoch (default: the training set's size)")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                   help="keep PyTorch's default memory layout (channels_last is faster on CPU)")
+    p.add_argument("--bf16", choices=["auto", "on", "off"], default=d.bf16,
+                   help="bf16 autocast on CPU: auto = only where the CPU has AMX (default)")
+    p.add_argument("--unk-budget", type=float, default=d.unk_budget,
+                   help="share of correctly classified validation cells the UNK rule may reject")
     p.set_defaults(func=cmd_train)
+
+
+def _overrides(pairs: list[str]) -> dict:
+    """KEY=VALUE augmentation overrides, typed like the defaults; unknown keys are an error."""
+    defaults = asdict(AugmentConfig())
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in defaults:
+            raise SystemExit(f"marrow train: --augment {pair!r}: expected KEY=VALUE with KEY one of "
+                             f"{', '.join(defaults)}")
+        default = defaults[key]
+        out[key] = tuple(float(v) for v in value.split(",")) if isinstance(default, tuple) else float(value)
+    return out
 
 
 def cmd_train(args) -> int:
     from app.ml.train import train
     fields = TrainConfig.__dataclass_fields__
-    augment = asdict(replace(AugmentConfig(), scale=tuple(args.zoom)))
+    augment = asdict(replace(AugmentConfig(), scale=tuple(args.zoom), **_overrides(args.augment)))
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and k != "augment"}, augment=augment)
-    metrics = train(args.data_dir, args.out, cfg, resume=args.resume)
-    print(json.dumps({k: metrics[k] for k in ("accuracy", "macro_f1", "best_epoch",
+    metrics = train(args.sources, args.out, cfg, resume=args.resume)
+    print(json.dumps({k: metrics[k] for k in ("accuracy", "macro_f1", "best_epoch", "per_source",
                                               "ece_before_temperature", "ece_after_temperature")}, indent=2))
     return 0

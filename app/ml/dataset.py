@@ -1,4 +1,9 @@
-"""Folder-per-class datasets (ImageFolder layout: DATA_DIR/<CODE>/<image>) and splits."""
+"""Folder-per-class datasets (ImageFolder layout: DATA_DIR/<CODE>/<image>) and splits.
+
+Several such folders (sources: one lab or scanner each) can be read together; every sample
+keeps its source, and splits are stratified by source and class so that each lab's share of
+each class is the same in training and validation.
+"""
 from __future__ import annotations
 
 import random
@@ -8,8 +13,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from app.ml.card import CODES
+from app.ml.card import MARROW_CLASSES
 
+KNOWN_CODES: tuple[str, ...] = tuple(c.code for c in MARROW_CLASSES)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 
 
@@ -17,10 +23,16 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".we
 class Sample:
     path: Path
     label: int  # index into the class list
+    source: str = ""  # the dataset folder's name (one lab / scanner)
 
     @property
     def rel(self) -> str:
-        return f"{self.path.parent.name}/{self.path.name}"
+        rel = f"{self.path.parent.name}/{self.path.name}"
+        return f"{self.source}/{rel}" if self.source else rel
+
+    @property
+    def stratum(self) -> str:
+        return f"{self.source}/{self.label}"
 
 
 def list_images(paths: list[str | Path]) -> list[Path]:
@@ -38,7 +50,23 @@ def list_images(paths: list[str | Path]) -> list[Path]:
     return out
 
 
-def load_folder_dataset(root: str | Path, classes: tuple[str, ...] = CODES) -> list[Sample]:
+def class_folders(roots: list[str | Path]) -> tuple[str, ...]:
+    """The class codes present as folders in any of `roots`, in the taxonomy's order."""
+    present = {d.name for r in roots if Path(r).is_dir() for d in Path(r).iterdir()
+               if d.is_dir() and not d.name.startswith(".")}
+    return tuple(c for c in KNOWN_CODES if c in present) + tuple(sorted(present - set(KNOWN_CODES)))
+
+
+def load_sources(roots: list[str | Path], classes: tuple[str, ...]) -> list[Sample]:
+    """Every image of several folder-per-class datasets, each sample tagged with its source."""
+    names = [Path(r).resolve().name for r in roots]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two sources have the same folder name: {', '.join(names)}")
+    return [Sample(s.path, s.label, name) for r, name in zip(roots, names)
+            for s in load_folder_dataset(r, classes)]
+
+
+def load_folder_dataset(root: str | Path, classes: tuple[str, ...] = KNOWN_CODES) -> list[Sample]:
     """All images of a folder-per-class dataset; folders that are not class codes are an error."""
     root = Path(root)
     if not root.is_dir():
@@ -57,23 +85,24 @@ def load_folder_dataset(root: str | Path, classes: tuple[str, ...] = CODES) -> l
 
 def stratified_split(samples: list[Sample], val_fraction: float = 0.2,
                      seed: int = 0) -> tuple[list[Sample], list[Sample]]:
-    labels = [s.label for s in samples]
-    train, val = train_test_split(samples, test_size=val_fraction, stratify=labels, random_state=seed)
+    strata = [s.stratum for s in samples]
+    train, val = train_test_split(samples, test_size=val_fraction, stratify=strata, random_state=seed)
     return sorted(train, key=lambda s: s.rel), sorted(val, key=lambda s: s.rel)
 
 
 def kfold_splits(samples: list[Sample], k: int, seed: int = 0):
-    labels = np.array([s.label for s in samples])
+    labels = np.array([s.stratum for s in samples])
     skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     for tr, va in skf.split(np.zeros(len(samples)), labels):
         yield [samples[i] for i in tr], [samples[i] for i in va]
 
 
 def subsample_per_class(samples: list[Sample], per_class: int, seed: int) -> list[Sample]:
-    """At most `per_class` samples of each class, drawn with a seed (quick runs and tests)."""
+    """At most `per_class` samples of each class of each source, drawn with a seed (quick runs
+    and tests)."""
     rng = random.Random(seed)
     out: list[Sample] = []
-    for label in sorted({s.label for s in samples}):
-        group = [s for s in samples if s.label == label]
+    for stratum in sorted({s.stratum for s in samples}):
+        group = [s for s in samples if s.stratum == stratum]
         out += rng.sample(group, min(per_class, len(group)))
     return out

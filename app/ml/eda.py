@@ -24,11 +24,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from app.ml.dataset import Sample, load_folder_dataset
+from app.ml.dataset import KNOWN_CODES as CODES, Sample, load_folder_dataset
 from app.ml.decode import Decoded, decode_bytes, decode_path
 from app.ml.quality import QualityRecord, Thresholds, assess, measure, unsharp_mask
 from app.ml.report import figure, render_page, save_figure
-from app.ml.card import BY_CODE, CODES
+from app.ml.card import MARROW_CLASSES
 
 # Quality flags in report order; "corrupt" is a file that could not be decoded.
 FLAGS = ("corrupt", "too_dark", "too_bright", "no_stain", "grayscale", "blurry")
@@ -58,6 +58,8 @@ class ImageInfo:
     def color_type(self) -> str:
         r = self.record
         return f"{r.format} {self.mode} ({r.color_type})"
+
+NAMES = {c.code: c.name for c in MARROW_CLASSES}
 
 
 def _inspect(sample: Sample, root: Path, thresholds: Thresholds) -> ImageInfo:
@@ -114,7 +116,7 @@ def class_bar_figure(counts: dict[str, int]) -> Figure:
     ax = fig.add_subplot()
     bars = ax.bar(range(len(counts)), list(counts.values()), color="#4c72b0")
     ax.bar_label(bars, padding=2, fontsize=9)
-    ax.set_xticks(range(len(counts)), [f"{c}\n{textwrap.fill(BY_CODE[c].name, 12)}" for c in counts],
+    ax.set_xticks(range(len(counts)), [f"{c}\n{textwrap.fill(NAMES[c], 12)}" for c in counts],
                   fontsize=8)
     ax.set_ylabel("images")
     ax.set_title(f"Images per class ({sum(counts.values())} in all)")
@@ -308,5 +310,5 @@ def run_eda(data_dir: str | Path, out_dir: str | Path, thresholds_path: str | Pa
     corrupt = [i for i in infos if i.record.error]
     render_page("eda.html", out, title=f"Dataset report: {Path(data_dir).name}", s=summary, figures=figures,
                 thresholds=t, corrupt=corrupt[:LISTED_MAX], n_corrupt=len(corrupt),
-                groups=groups[:LISTED_MAX], names={c: BY_CODE[c].name for c in CODES})
+                groups=groups[:LISTED_MAX], names={c: NAMES[c] for c in CODES})
     return summary

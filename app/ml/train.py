@@ -1,39 +1,44 @@
-"""`marrow train`: ReXNet-150 (or any timm classifier) on a folder-per-class dataset.
+"""`marrow train`: ReXNet-150 (or any timm classifier) on one or more folder-per-class datasets.
 
-The whole training set is decoded once, passed through the product's own quality checks and
-unsharp repair (the model trains on what it will be shown), stored as uint8 tensors on the
-training device and augmented there in batches (`augment.py`), so a GPU is never starved by
-JPEG decoding and a 2-core CPU decodes each image only once.
+Each dataset folder is a source (one lab or scanner). The whole training set is decoded once,
+passed through the product's own quality checks, unsharp repair and framing of the central cell
+(the model trains on what it will be shown), stored as uint8 tensors on the training device and
+augmented there in batches (`augment.py`), so a GPU is never starved by JPEG decoding and a
+2-core CPU decodes each image only once. Each epoch draws every (source, class) equally often
+by default, so that "which lab" does not predict the class. After training, the temperature and
+the unidentified rule are calibrated on the validation split and stored in the card.
 """
 from __future__ import annotations
 
 import csv
-import math
+import os
 import platform
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.scheduler import CosineLRScheduler
 from tqdm import tqdm
 
-from app.ml import preprocess
+from app.ml import framing, preprocess, unidentified
 from app.ml.augment import augment, normalize
-from app.ml.dataset import Sample, kfold_splits, load_folder_dataset, stratified_split, subsample_per_class
+from app.ml.card import MARROW_CLASSES, ModelCard, is_checkpoint
+from app.ml.checkpoint import build_model, load_checkpoint, save_checkpoint
+from app.ml.dataset import (Sample, class_folders, kfold_splits, load_sources, stratified_split,
+                            subsample_per_class)
 from app.ml.decode import decode_path
 from app.ml.metrics import classification_report, expected_calibration_error, fit_temperature
-from app.ml.card import ModelCard
-from app.ml.checkpoint import build_model, load_checkpoint, save_checkpoint
 from app.ml.quality import Thresholds, assess
-from app.ml.card import CODES
 from app.ml.training_config import AugmentConfig, TrainConfig
 
 STATE_FILE = ".train_state.pt"
+NAMES = {c.code: c for c in MARROW_CLASSES}
 
 
 def seed_everything(seed: int) -> None:
@@ -42,21 +47,37 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _load_one(sample: Sample, size: int, thresholds: Thresholds) -> np.ndarray | None:
+@dataclass
+class Loaded:
+    """Decoded, checked, repaired and framed images of one split (unreadable files dropped)."""
+
+    x: torch.Tensor  # N×3×S×S uint8
+    y: torch.Tensor  # N class indices
+    samples: list[Sample]
+    flags: list[list[str]]  # QC flags per image
+    found: list[bool]  # a nucleus was found to frame
+
+
+def _load_one(sample: Sample, size: int, thresholds: Thresholds, frame: bool):
     record, image = assess(str(sample.path), decode_path(sample.path), thresholds, repair=True)
-    return None if image is None else preprocess.square_resize(image, size)
+    if image is None:
+        return None
+    where = framing.locate(image) if frame else None
+    if where is not None:
+        image = framing.frame(image, where)
+    return preprocess.square_resize(image, size), record.flags, where is None or where.found
 
 
-def load_images(samples: list[Sample], size: int, desc: str) -> tuple[torch.Tensor, torch.Tensor, list[Sample]]:
-    """Decode, quality-repair and square-resize every sample (threads); unreadable ones dropped."""
+def load_images(samples: list[Sample], size: int, desc: str, frame: bool) -> Loaded:
+    """Decode, quality-repair, frame and square-resize every sample (threads)."""
     thresholds = Thresholds.load()
     with ThreadPoolExecutor(max_workers=8) as pool:
-        arrays = list(tqdm(pool.map(lambda s: _load_one(s, size, thresholds), samples),
+        loaded = list(tqdm(pool.map(lambda s: _load_one(s, size, thresholds, frame), samples),
                            total=len(samples), desc=desc, unit="img"))
-    kept = [(s, a) for s, a in zip(samples, arrays) if a is not None]
-    x = torch.from_numpy(np.stack([a for _, a in kept])).permute(0, 3, 1, 2).contiguous()
-    y = torch.tensor([s.label for s, _ in kept])
-    return x, y, [s for s, _ in kept]
+    kept = [(s, r) for s, r in zip(samples, loaded) if r is not None]
+    x = torch.from_numpy(np.stack([r[0] for _, r in kept])).permute(0, 3, 1, 2).contiguous()
+    return Loaded(x, torch.tensor([s.label for s, _ in kept]), [s for s, _ in kept],
+                  [r[1] for _, r in kept], [r[2] for _, r in kept])
 
 
 def class_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -66,20 +87,46 @@ def class_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
     return torch.where(counts > 0, w, torch.zeros_like(w))
 
 
-class WarmupCosine:
-    """LR multiplier: linear warm-up, then cosine decay to 0 at `total_steps` (adjustable)."""
+def sampling_weights(samples: list[Sample], balance: str) -> torch.Tensor:
+    """Per-sample draw weights: 1 / size of its (source, class) stratum, or uniform."""
+    if balance == "none":
+        return torch.ones(len(samples))
+    if balance != "source-class":
+        raise ValueError(f"unknown balance {balance!r}; expected source-class or none")
+    sizes: dict[str, int] = {}
+    for s in samples:
+        sizes[s.stratum] = sizes.get(s.stratum, 0) + 1
+    return torch.tensor([1.0 / sizes[s.stratum] for s in samples])
 
-    def __init__(self, warmup_steps: int, total_steps: int):
-        self.warmup_steps, self.total_steps = max(1, warmup_steps), total_steps
 
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        t = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+def use_bf16(cfg: TrainConfig) -> bool:
+    """bf16 autocast: CUDA with --amp; CPU where asked, or ("auto") where the CPU has AMX tiles.
+
+    On an AMD EPYC with AVX512-BF16 but no AMX, bf16 autocast trained ReXNet-150 slower than
+    fp32 channels_last (2.3 vs 3.6 img/s, README), so "auto" needs AMX.
+    """
+    if cfg.device == "cuda":
+        return cfg.amp
+    if cfg.bf16 == "auto":
+        return "amx_bf16" in cpu_flags()
+    return cfg.bf16 == "on"
 
 
-def _optimizer(cfg: TrainConfig, model: torch.nn.Module, head_only: bool):
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return set(line.split(":", 1)[-1].split())
+
+
+def optimizer_and_schedule(cfg: TrainConfig, model: torch.nn.Module, head_only: bool,
+                           steps: int, warmup_steps: int):
+    """The optimizer and its per-step warm-up + cosine schedule (timm), for one training phase.
+
+    Head-only (the body frozen, transfer learning) trains the classifier at `head_lr_mult`×lr.
+    """
     head = list(model.get_classifier().parameters())
     head_ids = {id(p) for p in head}
     body = [p for p in model.parameters() if id(p) not in head_ids]
@@ -89,26 +136,57 @@ def _optimizer(cfg: TrainConfig, model: torch.nn.Module, head_only: bool):
     if not head_only:
         groups.append({"params": body, "lr": cfg.lr})
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    sched = CosineLRScheduler(opt, t_initial=max(1, steps), warmup_t=max(1, warmup_steps),
+                              warmup_lr_init=cfg.lr * 1e-3, t_in_epochs=False)
+    return opt, sched
+
+
+def transfer_head(model: torch.nn.Module, init_dir: str | Path, codes: list[str]) -> list[str]:
+    """Copy the classifier rows of the classes an initial MarrowDiff checkpoint already knows
+    (matched by code); the new classes keep their fresh rows. Returns the codes copied."""
+    if not is_checkpoint(init_dir):
+        return []
+    old, old_card = load_checkpoint(init_dir)
+    src, dst = old.get_classifier(), model.get_classifier()
+    if src.weight.shape[1] != dst.weight.shape[1]:
+        return []
+    copied = [c for c in codes if c in old_card.codes]
+    with torch.no_grad():
+        for code in copied:
+            i, j = codes.index(code), old_card.codes.index(code)
+            dst.weight[i] = src.weight[j]
+            dst.bias[i] = src.bias[j]
+    return copied
 
 
 @torch.no_grad()
-def predict_logits(model, x_u8: torch.Tensor, card: ModelCard, device: str, amp: bool,
-                   batch: int = 128) -> torch.Tensor:
+def predict_logits(model, x_u8: torch.Tensor, card: ModelCard, device: str, bf16: bool,
+                   channels_last: bool, batch: int = 64) -> torch.Tensor:
     model.eval()
     out = []
     for i in range(0, len(x_u8), batch):
         xb = normalize(x_u8[i:i + batch].to(device).float().div_(255), card.mean, card.std)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
             out.append(model(xb).float().cpu())
     return torch.cat(out)
 
 
-def _metrics(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> dict:
-    report = classification_report(labels.numpy(), logits.argmax(1).numpy(), list(CODES))
-    return {"loss": float(F.cross_entropy(logits, labels, weight=weights)),
-            "accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
+def source_metrics(logits: torch.Tensor, labels: torch.Tensor, samples: list[Sample],
+                   codes: list[str]) -> dict:
+    """accuracy and macro-F1 overall and per source (macro over the classes each source has)."""
+    pred = logits.argmax(1).numpy()
+    y = labels.numpy()
+    out = {}
+    for source in sorted({s.source for s in samples}):
+        m = np.array([s.source == source for s in samples])
+        r = classification_report(y[m], pred[m], codes)
+        out[source] = {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "n_images": int(m.sum())}
+    return out
 
 
 def split_samples(cfg: TrainConfig, samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
@@ -117,114 +195,156 @@ def split_samples(cfg: TrainConfig, samples: list[Sample]) -> tuple[list[Sample]
     return stratified_split(samples, cfg.val_fraction, cfg.seed)
 
 
-def train(data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, resume: bool = False) -> dict:
-    """Train, keep the best-macro-F1 checkpoint in out_dir, calibrate it, return its metrics."""
+@dataclass
+class Run:
+    """What a training run works on, set up once (and again identically on --resume)."""
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg: TrainConfig
+    codes: list[str]
+    train: Loaded
+    val: Loaded
+    model: torch.nn.Module
+    card: ModelCard
+    weights: torch.Tensor  # class weights of the loss
+    draw: torch.Tensor  # per-sample draw weights
+    bf16: bool
+    head_copied: list[str]
+
+
+def prepare(sources: list[Path], cfg: TrainConfig) -> Run:
     seed_everything(cfg.seed)
-    device = cfg.device
-    amp = cfg.amp and device == "cuda"
-    samples = load_folder_dataset(data_dir)
+    codes = list(class_folders(sources))
+    unknown = [c for c in codes if c not in NAMES]
+    if unknown:
+        raise ValueError(f"class folders that are not MarrowDiff codes: {', '.join(unknown)} "
+                         f"(known: {', '.join(NAMES)})")
+    samples = load_sources(sources, tuple(codes))
     if cfg.max_per_class:
         samples = subsample_per_class(samples, cfg.max_per_class, cfg.seed)
     train_s, val_s = split_samples(cfg, samples)
     base = round(cfg.input_size * 256 / 224)
-    xt, yt, train_s = load_images(train_s, base, "loading train")
-    xv, yv, val_s = load_images(val_s, cfg.input_size, "loading val")
-    xt, yt = xt.to(device), yt.to(device)
-    n_classes = len(CODES)
-    weights = class_weights(yt.cpu(), n_classes)
-
-    model = build_model(cfg.arch, n_classes, cfg.init_weights, cfg.hub).to(device)
-    if device == "cuda":
+    train = load_images(train_s, base, "loading train", cfg.framing)
+    val = load_images(val_s, cfg.input_size, "loading val", cfg.framing)
+    model = build_model(cfg.arch, len(codes), cfg.init_weights, cfg.hub)
+    copied = transfer_head(model, cfg.init_weights, codes) if cfg.init_weights else []
+    model = model.to(cfg.device)
+    if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     card = ModelCard(architecture=cfg.arch, input_size=cfg.input_size,
-                     version=cfg.version or f"{cfg.arch}-{datetime.now(timezone.utc):%Y%m%d-%H%M}")
-    teacher, tcard = (load_checkpoint(cfg.teacher, device) if cfg.teacher else (None, None))
+                     classes=[NAMES[c].as_dict() for c in codes],
+                     version=cfg.version or f"{cfg.arch}-{datetime.now(timezone.utc):%Y%m%d-%H%M}",
+                     framing={"method": framing.DESCRIPTION, "side_per_nucleus": framing.SIDE_PER_NUCLEUS,
+                              "min_fraction": framing.MIN_FRACTION} if cfg.framing else {})
+    return Run(cfg, codes, train, val, model, card, class_weights(train.y, len(codes)),
+               sampling_weights(train.samples, cfg.balance), use_bf16(cfg), copied)
 
-    steps_per_epoch = max(1, len(xt) // cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
+
+def train(sources: list[str | Path] | str | Path, out_dir: str | Path, cfg: TrainConfig,
+          resume: bool = False) -> dict:
+    """Train, keep the best-macro-F1 checkpoint in out_dir, calibrate it, return its metrics."""
+    sources = [Path(s) for s in ([sources] if isinstance(sources, (str, Path)) else sources)]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run = prepare(sources, cfg)
+    t0 = time.time()
+    history = fit(run, out, resume)
+    return finish(run, sources, out, history, round(time.time() - t0, 1))
+
+
+def fit(run: Run, out: Path, resume: bool) -> list[dict]:
+    """The epochs: draw, augment, step; validate; keep the best; save state for --resume."""
+    cfg, model, device = run.cfg, run.model, run.cfg.device
+    xt, yt = run.train.x.to(device), run.train.y.to(device)
+    epoch_size = cfg.epoch_size or len(xt)
+    steps_per_epoch = max(1, epoch_size // cfg.batch_size)
+    teacher, tcard = load_checkpoint(cfg.teacher, device) if cfg.teacher else (None, None)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+
+    def phase(epoch: int):
+        """Head-only for the first `freeze_epochs`, then the whole network to the end."""
+        head_only = epoch < cfg.freeze_epochs
+        first, last = (0, cfg.freeze_epochs) if head_only else (cfg.freeze_epochs, cfg.epochs)
+        warm = 0 if head_only else int(cfg.warmup_epochs * steps_per_epoch)
+        if cfg.freeze_epochs and not head_only:
+            warm = steps_per_epoch  # after a frozen start, one epoch of warm-up is enough
+        opt, sched = optimizer_and_schedule(cfg, model, head_only, steps_per_epoch * (last - first), warm)
+        return head_only, first, opt, sched
+
     history: list[dict] = []
     best = {"macro_f1": -1.0, "epoch": -1}
     start_epoch = 0
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    head_only = cfg.freeze_epochs > 0
-    opt = _optimizer(cfg, model, head_only)
-    schedule = WarmupCosine(int(cfg.warmup_epochs * steps_per_epoch), total_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     state_path = out / STATE_FILE
+    head_only, phase_start, opt, sched = phase(0)
     if resume and state_path.is_file():
         st = torch.load(state_path, map_location=device, weights_only=False)
         model.load_state_dict(st["model"])
-        head_only = st["epoch"] + 1 < cfg.freeze_epochs
-        opt = _optimizer(cfg, model, head_only)
-        opt.load_state_dict(st["optimizer"])
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        sched.load_state_dict(st["scheduler"])
+        cfg.epochs = st["epochs"]
+        head_only, phase_start, opt, sched = phase(st["epoch"] + 1)
+        if st["head_only"] == head_only:
+            opt.load_state_dict(st["optimizer"])
+            sched.load_state_dict(st["scheduler"])
         history, best, start_epoch = st["history"], st["best"], st["epoch"] + 1
         gen.set_state(st["generator"].to(gen.get_state().device) if device == "cpu" else st["generator"])
         print(f"resumed after epoch {st['epoch'] + 1}")
     aug_cfg = AugmentConfig(**cfg.augment)
-    t0 = time.time()
+    draw = run.draw.to(device)
+    t0 = time.time() - (history[-1]["seconds"] if history else 0.0)
     bar = tqdm(total=cfg.epochs, initial=start_epoch, desc="epochs", unit="epoch")
     epoch = start_epoch
     while epoch < cfg.epochs:
         if head_only and epoch >= cfg.freeze_epochs:
-            head_only = False
-            opt = _optimizer(cfg, model, head_only)
-            schedule = WarmupCosine(steps_per_epoch, steps_per_epoch * (cfg.epochs - epoch))
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+            head_only, phase_start, opt, sched = phase(epoch)
         model.train()
-        perm = torch.randperm(len(xt), generator=gen, device=device)
+        order = torch.multinomial(draw, steps_per_epoch * cfg.batch_size, replacement=True, generator=gen) \
+            if cfg.balance != "none" else torch.randperm(len(xt), generator=gen, device=device)
         run_loss, run_correct, seen = 0.0, 0, 0
         for i in range(steps_per_epoch):
-            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            xb = augment(xt[idx], cfg.input_size, card.mean, card.std, aug_cfg, gen)
+            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            xb = augment(xt[idx], cfg.input_size, run.card.mean, run.card.std, aug_cfg, gen)
             yb = yt[idx]
-            if device == "cuda":
+            if cfg.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                logits = model(xb)
-                loss = F.cross_entropy(logits.float(), yb, weight=weights.to(device),
+            with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=run.bf16):
+                logits = model(xb).float()
+                loss = F.cross_entropy(logits, yb, weight=run.weights.to(device),
                                        label_smoothing=cfg.label_smoothing)
                 if teacher is not None:
-                    with torch.no_grad():
-                        tin = xb if tcard.input_size == cfg.input_size else F.interpolate(
-                            xb, size=tcard.input_size, mode="bilinear", align_corners=False)
-                        tlog = teacher(tin).float()
-                    T = cfg.kd_temperature
-                    kd = F.kl_div(F.log_softmax(logits.float() / T, 1), F.softmax(tlog / T, 1),
-                                  reduction="batchmean") * T * T
-                    loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd
+                    loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * _distillation(
+                        teacher, tcard, xb, logits, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            sched.step_update((epoch - phase_start) * steps_per_epoch + i + 1)
             run_loss += loss.item() * len(idx)
             run_correct += int((logits.argmax(1) == yb).sum())
             seen += len(idx)
-        vlog = predict_logits(model, xv, card, device, amp)
-        vm = _metrics(vlog, yv, weights)
+        vlog = predict_logits(model, run.val.x, run.card, device, run.bf16, cfg.channels_last)
+        report = classification_report(run.val.y.numpy(), vlog.argmax(1).numpy(), run.codes)
+        per_source = source_metrics(vlog, run.val.y, run.val.samples, run.codes)
         row = {"epoch": epoch + 1, "train_loss": run_loss / seen, "train_accuracy": run_correct / seen,
-               "val_loss": vm["loss"], "val_accuracy": vm["accuracy"], "val_macro_f1": vm["macro_f1"],
+               "val_loss": float(F.cross_entropy(vlog, run.val.y, weight=run.weights)),
+               "val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"],
+               **{f"val_macro_f1_{s}": m["macro_f1"] for s, m in per_source.items()},
                "lr": opt.param_groups[-1]["lr"], "seconds": round(time.time() - t0, 1)}
         history.append(row)
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_acc=f"{vm['accuracy']:.3f}", val_f1=f"{vm['macro_f1']:.3f}")
-        if vm["macro_f1"] > best["macro_f1"]:
-            best = {"macro_f1": vm["macro_f1"], "accuracy": vm["accuracy"], "epoch": epoch + 1}
-            save_checkpoint(model, card, out)
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_acc=f"{report['accuracy']:.3f}",
+                        val_f1=f"{report['macro_f1']:.3f}")
+        if report["macro_f1"] > best["macro_f1"]:
+            best = {"macro_f1": report["macro_f1"], "accuracy": report["accuracy"], "epoch": epoch + 1}
+            save_checkpoint(model, run.card, out)
         if epoch == start_epoch + 1 and cfg.max_minutes:
-            # time the second epoch: the first also pays for start-up (cuDNN tuning, caches)
+            # time the second epoch: the first also pays for start-up (caches, a frozen phase)
             per_epoch = max(1e-3, row["seconds"] - history[-2]["seconds"])
-            fit = int((cfg.max_minutes * 60 - row["seconds"]) / per_epoch)
-            if fit < cfg.epochs - epoch - 1:  # shorten the cosine schedule to the time budget
-                cfg.epochs = epoch + 1 + max(1, fit)
-                schedule.total_steps = steps_per_epoch * cfg.epochs
+            fit_epochs = int((cfg.max_minutes * 60 - row["seconds"]) / per_epoch)
+            if fit_epochs < cfg.epochs - epoch - 1:  # shorten the cosine schedule to the time budget
+                cfg.epochs = epoch + 1 + max(1, fit_epochs)
+                if not head_only:
+                    sched.t_initial = steps_per_epoch * (cfg.epochs - phase_start)
                 print(f"time budget {cfg.max_minutes} min: {cfg.epochs} epochs")
         partial = state_path.with_suffix(".partial")  # an interruption mid-write keeps the last good state
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "history": history, "best": best, "epoch": epoch, "generator": gen.get_state()}, partial)
+                    "history": history, "best": best, "epoch": epoch, "epochs": cfg.epochs,
+                    "head_only": head_only, "generator": gen.get_state()}, partial)
         partial.replace(state_path)
         bar.total = cfg.epochs
         bar.update(1)
@@ -233,45 +353,79 @@ def train(data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, resume: b
             break
         epoch += 1
     bar.close()
-    train_seconds = round(time.time() - t0, 1)
+    return history
 
-    best_model, card = load_checkpoint(out, device)
-    vlog = predict_logits(best_model, xv, card, device, amp)
-    temperature = fit_temperature(vlog.numpy(), yv.numpy())
+
+def _distillation(teacher, tcard: ModelCard, xb: torch.Tensor, logits: torch.Tensor,
+                  cfg: TrainConfig) -> torch.Tensor:
+    with torch.no_grad():
+        tin = xb if tcard.input_size == cfg.input_size else F.interpolate(
+            xb, size=tcard.input_size, mode="bilinear", align_corners=False)
+        tlog = teacher(tin).float()
+    t = cfg.kd_temperature
+    return F.kl_div(F.log_softmax(logits / t, 1), F.softmax(tlog / t, 1), reduction="batchmean") * t * t
+
+
+def finish(run: Run, sources: list[Path], out: Path, history: list[dict], seconds: float) -> dict:
+    """Calibrate the best checkpoint (temperature, UNK rule) and write its card."""
+    cfg = run.cfg
+    best_model, card = load_checkpoint(out, cfg.device)
+    if cfg.channels_last:
+        best_model = best_model.to(memory_format=torch.channels_last)
+    vlog = predict_logits(best_model, run.val.x, card, cfg.device, run.bf16, cfg.channels_last)
+    yv = run.val.y.numpy()
+    temperature = fit_temperature(vlog.numpy(), yv)
     probs_before = torch.softmax(vlog, 1).numpy()
-    probs_after = torch.softmax(vlog / temperature, 1).numpy()
+    probs = torch.softmax(vlog / temperature, 1).numpy()
+    energies = unidentified.energy(vlog.numpy(), temperature)
+    rule = unidentified.calibrate(probs, energies, yv, cfg.unk_budget)
     write_history(history, out)
-    report = classification_report(yv.numpy(), vlog.argmax(1).numpy(), list(CODES))
+    report = classification_report(yv, vlog.argmax(1).numpy(), run.codes)
+    best_epoch = max(history, key=lambda h: h["val_macro_f1"])["epoch"] if history else 0
     card.temperature = round(float(temperature), 4)
+    card.unidentified = rule.as_dict()
     card.metrics = {
-        "validation": {**report, "best_epoch": best["epoch"], "n_images": len(val_s),
-                       "ece_before_temperature": round(expected_calibration_error(probs_before, yv.numpy()), 4),
-                       "ece_after_temperature": round(expected_calibration_error(probs_after, yv.numpy()), 4)},
+        "validation": {**report, "best_epoch": best_epoch, "n_images": len(run.val.samples),
+                       "per_source": source_metrics(vlog, run.val.y, run.val.samples, run.codes),
+                       "ece_before_temperature": round(expected_calibration_error(probs_before, yv), 4),
+                       "ece_after_temperature": round(expected_calibration_error(probs, yv), 4)},
     }
     card.training = {
-        "config": asdict(cfg), "epochs_run": len(history), "seconds": train_seconds,
-        "hardware": _hardware(device), "torch": torch.__version__,
-        "split": {"method": f"stratified {cfg.folds}-fold, fold {cfg.fold}" if cfg.folds > 1
-                  else f"stratified {1 - cfg.val_fraction:.0%}/{cfg.val_fraction:.0%}", "seed": cfg.seed,
-                  "n_train": len(train_s), "n_val": len(val_s),
-                  "val_files": [s.rel for s in val_s]},
+        "config": asdict(cfg), "epochs_run": len(history), "seconds": seconds,
+        "hardware": hardware(cfg.device), "precision": "bf16 autocast" if run.bf16 else "fp32",
+        "torch": torch.__version__, "head_rows_copied": run.head_copied,
+        "split": {"method": (f"stratified by source and class, {cfg.folds}-fold, fold {cfg.fold}" if cfg.folds > 1
+                             else f"stratified by source and class {1 - cfg.val_fraction:.0%}/{cfg.val_fraction:.0%}"),
+                  "seed": cfg.seed, "n_train": len(run.train.samples), "n_val": len(run.val.samples),
+                  "val_files": [s.rel for s in run.val.samples]},
         "history": history,
     }
-    card.data = {"source": str(Path(data_dir).name), "n_images": len(samples)}
+    card.data = {"sources": {p.resolve().name: {
+        "n_images": sum(s.source == p.resolve().name for s in run.train.samples + run.val.samples),
+        "classes": sorted({run.codes[s.label] for s in run.train.samples + run.val.samples
+                           if s.source == p.resolve().name})} for p in sources}}
     card.save(out / "model_card.json")
-    state_path.unlink(missing_ok=True)
+    (out / STATE_FILE).unlink(missing_ok=True)
     return card.metrics["validation"]
 
 
-def _hardware(device: str) -> str:
+def hardware(device: str) -> str:
     if device == "cuda":
         return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
-    import os
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+    model = next((ln.split(":", 1)[1].strip() for ln in _cpuinfo_lines() if ln.startswith("model name")),
+                 platform.processor() or platform.machine())
+    return f"{model} CPU, {os.cpu_count()} cores"
+
+
+def _cpuinfo_lines() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
 
 
 def write_history(history: list[dict], out: Path) -> None:
-    """history.csv and learning-curve PNGs (loss, accuracy / macro-F1, learning rate)."""
+    """history.csv and learning-curve PNGs (loss, accuracy / macro-F1 per source, learning rate)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -290,6 +444,9 @@ def write_history(history: list[dict], out: Path) -> None:
     ax[1].plot(ep, [h["train_accuracy"] for h in history], label="train accuracy")
     ax[1].plot(ep, [h["val_accuracy"] for h in history], label="val accuracy")
     ax[1].plot(ep, [h["val_macro_f1"] for h in history], label="val macro-F1")
+    for key in history[0]:
+        if key.startswith("val_macro_f1_"):
+            ax[1].plot(ep, [h[key] for h in history], "--", label=key.removeprefix("val_"))
     ax[1].set_title("accuracy / macro-F1")
     ax[2].plot(ep, [h["lr"] for h in history])
     ax[2].set_title("learning rate")
@@ -297,9 +454,7 @@ def write_history(history: list[dict], out: Path) -> None:
         a.set_xlabel("epoch")
         a.grid(alpha=0.3)
     ax[0].legend()
-    ax[1].legend()
+    ax[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "learning_curves.png", dpi=90)
     plt.close(fig)
-
-

@@ -45,11 +45,11 @@ def test_training_writes_a_loadable_checkpoint_with_a_complete_card(trained):
 
 
 def test_the_split_is_stratified_and_reproducible(trained, real_cells_dir):
-    from app.ml.dataset import load_folder_dataset, stratified_split, subsample_per_class
+    from app.ml.dataset import class_folders, load_sources, stratified_split, subsample_per_class
 
     _, student = trained
     card = json.loads((student / "model_card.json").read_text())
-    samples = subsample_per_class(load_folder_dataset(real_cells_dir), 6, 0)
+    samples = subsample_per_class(load_sources([real_cells_dir], class_folders([real_cells_dir])), 6, 0)
     _, val = stratified_split(samples, 0.2, 0)
     assert [s.rel for s in val] == card["training"]["split"]["val_files"]
     assert len({s.label for s in val}) == 7  # every class in validation
