@@ -16,8 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--thresholds", type=Path, help="quality thresholds JSON (default: the calibrated one)")
     p.set_defaults(func=cmd_eda)
 
-    p = sub.add_parser("evaluate", help="accuracy, per-class metrics, confusion matrix and ECE of a model")
-    p.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="one folder per class code")
+    p = sub.add_parser("evaluate", help="accuracy, per-class metrics, confusion matrix, ECE and UNK rate of "
+                                        "a model, overall and per source")
+    p.add_argument("sources", type=Path, nargs="+", metavar="SRC",
+                   help="folder-per-class datasets (one folder per class code), one per lab/scanner")
+    p.add_argument("--only-validation", action="store_true",
+                   help="only the files the model card lists as its validation split (held out from training)")
     p.add_argument("--model", type=Path, default=SHIPPED_MODEL, metavar="MODEL_DIR",
                    help="checkpoint directory (default: the shipped model)")
     p.add_argument("--json", type=Path, required=True, metavar="OUT", help="write the metrics JSON here")
@@ -45,8 +49,9 @@ def cmd_evaluate(args) -> int:
     from app.ml.evaluate import evaluate, format_table
 
     shifts = None if args.shifts is None else (args.shifts or list(SHIFTS))
-    ev = evaluate(args.data_dir, args.model, device=args.device, batch_size=args.batch_size,
-                  top_wrong=args.top_wrong if args.report else 0, shifts=shifts)
+    ev = evaluate(args.sources, args.model, device=args.device, batch_size=args.batch_size,
+                  top_wrong=args.top_wrong if args.report else 0, shifts=shifts,
+                  only_validation=args.only_validation)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(ev.metrics, indent=2) + "\n")
     print(format_table(ev.metrics))

@@ -1,4 +1,11 @@
-"""Evaluate a checkpoint on a folder-per-class dataset (`marrow evaluate`).
+"""Evaluate a checkpoint on one or more folder-per-class datasets (`marrow evaluate`).
+
+Each dataset folder is a source (a lab or scanner) and is also reported on its own. Besides
+the network's top-1 metrics, the product's decision is measured: the share of cells sent to
+UNK (unidentified), and accuracy and macro-F1 over the cells the product counts, with a
+coverage curve (accuracy of the most confident X % of cells). A class folder the model does not
+know is evaluated too: its cells are always wrong for the network, and the product should
+send them to UNK. `only_validation` keeps the files the model card lists as its validation split.
 
 Every image goes through the product's own pipeline (decode -> quality -> unsharp repair of
 blurry cells -> batched prediction), so the numbers are those a lab would see. Only the
@@ -21,8 +28,8 @@ from tqdm import tqdm
 
 from app.ml import pipeline, shifts as scanner_shifts
 from app.ml.decode import decode_path
-from app.ml.dataset import Sample, load_folder_dataset
-from app.ml.metrics import classification_report, expected_calibration_error
+from app.ml.dataset import KNOWN_CODES, Sample, class_folders, load_sources
+from app.ml.metrics import classification_report, counted_report, coverage_curve, expected_calibration_error
 from app.ml.predictor import Predictor
 
 
@@ -43,35 +50,54 @@ class WrongCell:
 class Evaluation:
     metrics: dict  # the JSON document
     probs: np.ndarray  # N × C calibrated probabilities of the readable images
-    labels: np.ndarray  # N true class indices
+    labels: np.ndarray  # N true class indices (into metrics["classes"])
+    unk: np.ndarray  # N bools: the product sent the cell to UNK
     wrong: list[WrongCell]  # most confident first
-    data_dir: Path
+    data_dir: str
     temperature: float  # the card's, already applied to probs
 
 
-def evaluate(data_dir: str | Path, model_dir: str | Path, device: str = "cpu", batch_size: int = 16,
-             top_wrong: int = 0, progress: bool = True, shifts: list[str] | None = None) -> Evaluation:
-    """Run the model over every image of data_dir; folders that are not class codes are an error."""
+def _validation_only(samples: list[Sample], card_training: dict) -> list[Sample]:
+    listed = set(card_training.get("split", {}).get("val_files", []))
+    if not listed:
+        raise ValueError("the model card lists no validation files (--only-validation)")
+    return [s for s in samples if s.rel in listed or f"{s.path.parent.name}/{s.path.name}" in listed]
+
+
+def evaluate(sources: str | Path | list[str | Path], model_dir: str | Path, device: str = "cpu",
+             batch_size: int = 16, top_wrong: int = 0, progress: bool = True,
+             shifts: list[str] | None = None, only_validation: bool = False) -> Evaluation:
+    """Run the product over every image of the sources; folders that are not class codes are an error."""
     unknown = sorted(set(shifts or ()) - set(scanner_shifts.SHIFTS))
     if unknown:
         raise ValueError(f"unknown shift(s) {', '.join(unknown)}; known: {', '.join(scanner_shifts.SHIFTS)}")
-    root = Path(data_dir)
+    roots = [Path(s) for s in ([sources] if isinstance(sources, (str, Path)) else sources)]
     predictor = Predictor(model_dir, device=device)
-    classes = predictor.card.codes
-    samples = load_folder_dataset(root, tuple(classes))
+    model_codes = predictor.card.codes
+    classes = model_codes + [c for c in class_folders(roots) if c not in model_codes and c in KNOWN_CODES]
+    samples = load_sources(roots, tuple(classes))
+    if only_validation:
+        samples = _validation_only(samples, predictor.card.training)
+    root_of = {r.resolve().name: r for r in roots}
+
+    def shown(s: Sample) -> str:  # a file's name in the report: CLASS/file, with its source if several
+        return s.rel if len(roots) > 1 else f"{s.path.parent.name}/{s.path.name}"
     items = [(str(s.path), None) for s in samples]
     results = pipeline.run(items, predictor, with_cam=False, batch_size=batch_size)
 
-    probs, labels, unreadable, readable = [], [], [], []
+    probs, labels, unk, reasons, unreadable, readable = [], [], [], {}, [], []
     heap: list[tuple[float, int, Sample]] = []  # (confidence, order, sample): the top-k wrong
     for sample, result in zip(samples, tqdm(results, total=len(samples), unit="img", desc="evaluating",
                                             file=sys.stderr, disable=not progress)):
         if result.prediction is None:
-            unreadable.append(sample.path.relative_to(root).as_posix())
+            unreadable.append(shown(sample))
             continue
         p = result.prediction.probs
         probs.append(p)
         labels.append(sample.label)
+        unk.append(result.prediction.unidentified is not None)
+        if result.prediction.unidentified:
+            reasons[result.prediction.unidentified] = reasons.get(result.prediction.unidentified, 0) + 1
         readable.append(sample)
         if top_wrong and int(p.argmax()) != sample.label:
             entry = (float(p.max()), len(probs) - 1, sample)
@@ -80,23 +106,42 @@ def evaluate(data_dir: str | Path, model_dir: str | Path, device: str = "cpu", b
             else:
                 heapq.heappushpop(heap, entry)
     if not probs:
-        raise ValueError(f"{root}: none of the {len(samples)} images could be decoded")
+        raise ValueError(f"{', '.join(map(str, roots))}: none of the {len(samples)} images could be decoded")
 
-    probs_arr, labels_arr = np.stack(probs), np.asarray(labels)
+    probs_arr, labels_arr, unk_arr = np.stack(probs), np.asarray(labels), np.asarray(unk, bool)
     metrics = {
-        **classification_report(labels_arr, probs_arr.argmax(1), classes),  # accuracy ... confusion_matrix
+        **_summary(probs_arr, labels_arr, unk_arr, classes, model_codes),
         "classes": classes,
         "n_images": len(labels_arr),
         "model_version": predictor.version,
-        "ece": expected_calibration_error(probs_arr, labels_arr),
+        "unk_reasons": reasons,
+        "coverage_curve": coverage_curve(probs_arr, labels_arr),
     }
+    if len(roots) > 1 or only_validation:
+        src = np.array([s.source for s in readable])
+        metrics["per_source"] = {name: {**_summary(probs_arr[src == name], labels_arr[src == name],
+                                                   unk_arr[src == name], classes, model_codes),
+                                        "n_images": int((src == name).sum())}
+                                 for name in root_of if (src == name).any()}
     if unreadable:
         metrics["unreadable"] = unreadable
     if shifts:
         metrics["shifts"] = {name: _under_shift(predictor, readable, probs_arr, name, batch_size, progress)
                              for name in shifts}
-    wrong = _gallery(predictor, root, [s for *_, s in sorted(heap, reverse=True)], batch_size)
-    return Evaluation(metrics, probs_arr, labels_arr, wrong, root, predictor.card.temperature)
+    wrong = _gallery(predictor, classes, [s for *_, s in sorted(heap, reverse=True)], batch_size, shown)
+    return Evaluation(metrics, probs_arr, labels_arr, unk_arr, wrong, ", ".join(map(str, roots)),
+                      predictor.card.temperature)
+
+
+def _summary(probs: np.ndarray, labels: np.ndarray, unk: np.ndarray, classes: list[str],
+             model_codes: list[str]) -> dict:
+    """The network's top-1 metrics, calibration, and the product's UNK rate and counted metrics."""
+    known = labels < len(model_codes)
+    return {
+        **classification_report(labels, probs.argmax(1), classes),  # accuracy ... confusion_matrix
+        "ece": expected_calibration_error(probs[known], labels[known]) if known.any() else None,
+        **counted_report(labels, probs.argmax(1), unk, classes),
+    }
 
 
 def _under_shift(predictor: Predictor, samples: list[Sample], unshifted: np.ndarray, name: str,
@@ -115,12 +160,12 @@ def _under_shift(predictor: Predictor, samples: list[Sample], unshifted: np.ndar
             "same_top1": float((probs.argmax(1) == unshifted.argmax(1)).mean())}
 
 
-def _gallery(predictor: Predictor, root: Path, samples: list[Sample], batch_size: int) -> list[WrongCell]:
+def _gallery(predictor: Predictor, classes: list[str], samples: list[Sample], batch_size: int,
+             shown) -> list[WrongCell]:
     """Re-run the kept wrong cells with Grad-CAM (of the predicted class)."""
-    classes = predictor.card.codes
     items = [(str(s.path), None) for s in samples]
     results = pipeline.run(items, predictor, with_cam=True, batch_size=batch_size)
-    return [WrongCell(file=s.path.relative_to(root).as_posix(), true=classes[s.label],
+    return [WrongCell(file=shown(s), true=classes[s.label],
                       predicted=r.prediction.code, confidence=r.prediction.probability,
                       top3=r.prediction.top3, image=r.image, cam=r.prediction.cam)
             for s, r in zip(samples, results)]
@@ -131,7 +176,9 @@ def format_table(metrics: dict) -> str:
     classes = metrics["classes"]
     lines = [f"model {metrics['model_version']}  images {metrics['n_images']}  "
              f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
-             f"ECE {metrics['ece']:.4f}", "",
+             f"ECE {metrics['ece'] or 0:.4f}",
+             f"product: {metrics['unk_rate']:.1%} sent to UNK; over the cells it counts accuracy "
+             f"{metrics['accuracy_counted']:.4f}  macro-F1 {metrics['macro_f1_counted']:.4f}", "",
              f"{'class':<6}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}"]
     for code in classes:
         m = metrics["per_class"][code]
@@ -141,10 +188,14 @@ def format_table(metrics: dict) -> str:
               f"{'':<6}" + "".join(f"{c:>{width}}" for c in classes)]
     for code, row in zip(classes, metrics["confusion_matrix"]):
         lines.append(f"{code:<6}" + "".join(f"{v:>{width}d}" for v in row))
+    for source, m in metrics.get("per_source", {}).items():
+        lines.append(f"source {source}: {m['n_images']} images  accuracy {m['accuracy']:.4f}  "
+                     f"macro-F1 {m['macro_f1']:.4f}  UNK {m['unk_rate']:.1%}  counted: accuracy "
+                     f"{m['accuracy_counted']:.4f}  macro-F1 {m['macro_f1_counted']:.4f}")
     if metrics.get("shifts"):
         lines += ["", "under scanner/stain shifts (same cells)",
                   f"{'shift':<16}{'accuracy':>10}{'macro-F1':>10}{'ECE':>8}{'same top-1':>12}",
-                  f"{'(none)':<16}{metrics['accuracy']:>10.4f}{metrics['macro_f1']:>10.4f}{metrics['ece']:>8.4f}"
+                  f"{'(none)':<16}{metrics['accuracy']:>10.4f}{metrics['macro_f1']:>10.4f}{metrics['ece'] or 0:>8.4f}"
                   f"{1.0:>12.3f}"]
         for name, m in metrics["shifts"].items():
             lines.append(f"{name:<16}{m['accuracy']:>10.4f}{m['macro_f1']:>10.4f}{m['ece']:>8.4f}"

@@ -46,6 +46,29 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[
     }
 
 
+def counted_report(y_true: np.ndarray, y_pred: np.ndarray, unk: np.ndarray, classes: list[str]) -> dict:
+    """The product's view: the share sent to UNK, and accuracy / macro-F1 over the cells it counts."""
+    kept = ~np.asarray(unk, bool)
+    report = classification_report(np.asarray(y_true)[kept], np.asarray(y_pred)[kept], classes) \
+        if kept.any() else {"accuracy": 0.0, "macro_f1": 0.0}
+    return {"unk_rate": float(1 - kept.mean()) if len(kept) else 0.0, "n_counted": int(kept.sum()),
+            "accuracy_counted": report["accuracy"], "macro_f1_counted": report["macro_f1"]}
+
+
+def coverage_curve(probs: np.ndarray, labels: np.ndarray,
+                   coverages: tuple[float, ...] = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5)) -> list[dict]:
+    """Accuracy of the most confident share of cells, for each share (selective prediction)."""
+    conf = probs.max(axis=1)
+    order = np.argsort(-conf, kind="stable")
+    correct = (probs.argmax(axis=1) == labels)[order]
+    out = []
+    for c in coverages:
+        n = max(1, int(round(c * len(order))))
+        out.append({"coverage": c, "accuracy": float(correct[:n].mean()),
+                    "min_confidence": float(conf[order[n - 1]])})
+    return out
+
+
 @dataclass
 class ReliabilityBins:
     """Per-bin counts, mean confidence and accuracy of the top-1 prediction."""

@@ -119,6 +119,20 @@ def reliability_figure(probs: np.ndarray, labels: np.ndarray) -> Figure:
     return fig
 
 
+def coverage_figure(curve: list[dict], unk_rate: float, accuracy_counted: float) -> Figure:
+    """Accuracy of the most confident share of cells, and where the product's UNK rule sits."""
+    fig = figure(5.5, 3.8)
+    ax = fig.subplots()
+    ax.plot([p["coverage"] for p in curve], [p["accuracy"] for p in curve], "o-", label="most confident share")
+    ax.plot([1 - unk_rate], [accuracy_counted], "r*", ms=12, label="the product (cells not sent to UNK)")
+    ax.invert_xaxis()
+    ax.set_xlabel("coverage (share of cells counted)")
+    ax.set_ylabel("accuracy of the counted cells")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
 def write_evaluation_report(ev: Evaluation, out_dir: str | Path) -> Path:
     """Figures, the confidently wrong gallery and index.html in out_dir."""
     from app.ml.gradcam import overlay_png
@@ -131,6 +145,8 @@ def write_evaluation_report(ev: Evaluation, out_dir: str | Path) -> Path:
                                         out, "confusion_matrix.png"),
         "per_class": save_figure(per_class_figure(m["per_class"], m["classes"]), out, "per_class.png"),
         "reliability": save_figure(reliability_figure(ev.probs, ev.labels), out, "reliability.png"),
+        "coverage": save_figure(coverage_figure(m["coverage_curve"], m["unk_rate"], m["accuracy_counted"]),
+                                out, "coverage.png"),
     }
     (out / "wrong").mkdir(exist_ok=True)
     gallery = []  # (cell, its PNG, its Grad-CAM overlay PNG)
