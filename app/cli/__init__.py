@@ -24,6 +24,11 @@ def print_json(result: dict, out: Path | None) -> None:
     print(text)
 
 
+def marrow_command(*args: str) -> list[str]:
+    """This interpreter running `marrow ARGS` (needs no console script on PATH)."""
+    return [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))", *args]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="marrow", description="MarrowDiff: bone-marrow differential counts")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from app.cli import print_json
+from app.cli import marrow_command, print_json
 
 WORKER_STOP_TIMEOUT_S = 60
 
@@ -106,11 +106,6 @@ def cmd_worker(args) -> int:
     return 0
 
 
-def marrow_command(*args: str) -> list[str]:
-    """This interpreter running `marrow ARGS` (needs no console script on PATH)."""
-    return [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))", *args]
-
-
 def cmd_run(args) -> int:
     """Web in this process, the worker as a child; Ctrl-C (SIGINT to both) stops both cleanly."""
     import uvicorn
@@ -186,14 +181,14 @@ def cmd_token(args) -> int:
 
 
 def cmd_bench_load(args) -> int:
-    from app.loadbench import benchmark
+    from app.bench.load import benchmark
 
     print_json(benchmark(args), args.json)
     return 0
 
 
 def cmd_bench_app(args) -> int:
-    from app.benchapp import run_benchmark
+    from app.bench.endtoend import run_benchmark
 
     print_json(run_benchmark(url=args.url, token=args.token, n_cells=args.cells, data_dir=args.data_dir), args.json)
     return 0

@@ -19,7 +19,9 @@ from sqlalchemy.orm import sessionmaker
 
 from app.processing.service import Processor
 
-from .conftest import Stack, make_user
+from support.app import make_user
+
+from .conftest import Stack
 from .corpus import image
 
 N_CELLS = 12
