@@ -1,6 +1,6 @@
 """Typed FastAPI dependencies shared by every router: settings, database session, current user.
 
-`current_user` accepts a bearer token, else the review pages' session cookie (app.web.session),
+`current_user` accepts a bearer token, else the review pages' session cookie (app.auth.sessions),
 so the pages can fetch images and CSVs from the same routes.
 """
 from __future__ import annotations
@@ -12,12 +12,12 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from app.auth.sessions import browser_user
+from app.auth.tokens import user_for_token
 from app.config import Settings
 from app.ml.card import CellClass
 from app.storage import Storage
 from app.users.models import User
-from app.users.service import user_for_token
-from app.web.session import browser_user
 
 _bearer = HTTPBearer(auto_error=False, description="`marrow token NAME` prints one")
 

@@ -250,7 +250,8 @@ def started_stack(workers: int, reviewers: int) -> Iterator[tuple[str, str, list
         stop_process_group,
         wait_for,
     )
-    from app.users.service import create_user, issue_token
+    from app.auth.tokens import issue_token
+    from app.users.service import create_user
 
     with tempfile.TemporaryDirectory(prefix="marrow-load-") as tmp, local_postgres() as pg, \
             local_redis() as redis_url:

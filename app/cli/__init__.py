@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from app.errors import DomainError
+
 # One module per group; each defines register(subparsers).
 GROUPS = ("app.cli.imaging", "app.cli.modelling", "app.cli.reports", "app.cli.bench", "app.cli.server")
 
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (FileNotFoundError, ValueError, RuntimeError, DomainError) as exc:
         print(f"marrow {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -173,7 +173,8 @@ def cmd_users_active(args) -> int:
 
 
 def cmd_token(args) -> int:
-    from app.users.service import issue_token, require
+    from app.auth.tokens import issue_token
+    from app.users.service import require
 
     with _sessions()() as session:
         print(issue_token(session, require(session, args.name)))

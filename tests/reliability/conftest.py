@@ -78,7 +78,8 @@ class Stack:
 
     def make_admin(self, name: str = "admin") -> str:
         """An administrator straight in the database (faster than two `marrow` commands)."""
-        from app.users.service import create_user, issue_token
+        from app.auth.tokens import issue_token
+        from app.users.service import create_user
 
         with self.sessions() as session:
             self.token = issue_token(session, create_user(session, name, "admin", "a long password"))

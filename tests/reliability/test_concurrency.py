@@ -71,7 +71,8 @@ def _at_once(*calls):
 
 
 def _token(stack: Stack, name: str) -> dict[str, str]:
-    from app.users.service import create_user, issue_token
+    from app.auth.tokens import issue_token
+    from app.users.service import create_user
 
     with stack.sessions() as s:
         return {"Authorization": f"Bearer {issue_token(s, create_user(s, name, 'reviewer', 'a long password'))}"}

@@ -47,7 +47,8 @@ def client(settings) -> TestClient:
 
 
 def make_user(sessions, name: str, role: str = "reviewer") -> tuple[int, str]:
-    from app.users.service import create_user, issue_token
+    from app.auth.tokens import issue_token
+    from app.users.service import create_user
 
     with sessions() as session:
         user = create_user(session, name, role, "a long password")
