@@ -17,6 +17,7 @@ from pathlib import Path
 from app.cli import marrow_command, print_json
 
 WORKER_STOP_TIMEOUT_S = 60
+WORKER_APP = "worker.app:celery"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -98,11 +99,14 @@ def cmd_worker(args) -> int:
     from app.config import get_settings
     from app.db import upgrade
 
-    upgrade(get_settings().db_url)
-    from worker.app import celery
+    from celery.bin.celery import celery as celery_command
 
-    celery.worker_main(["worker", f"--loglevel={args.loglevel}", "--pool=solo",
-                        f"--hostname=marrow-{os.getpid()}@%h", "--without-gossip", "--without-mingle"])
+    upgrade(get_settings().db_url)
+    # The worker app by name, as `celery -A worker.app worker` does: the worker package sits
+    # above app/ and is never imported by it. Pool and other options: app.queue.celery_config.
+    celery_command.main(["--app", WORKER_APP, "worker", f"--loglevel={args.loglevel}",
+                         f"--hostname=marrow-{os.getpid()}@%h", "--without-gossip", "--without-mingle"],
+                        prog_name="marrow worker", standalone_mode=False)
     return 0
 
 
