@@ -22,7 +22,8 @@ from app.users.models import User
 _bearer = HTTPBearer(auto_error=False, description="`marrow token NAME` prints one")
 
 
-def get_settings(request: Request) -> Settings:
+def app_settings(request: Request) -> Settings:
+    """The settings the app was created with (app.config.get_settings reads the environment)."""
     return request.app.state.settings
 
 
@@ -39,7 +40,7 @@ def get_classes(request: Request) -> tuple[CellClass, ...]:
     return request.app.state.classes
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(app_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 ClassesDep = Annotated[tuple[CellClass, ...], Depends(get_classes)]

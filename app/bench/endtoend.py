@@ -116,13 +116,14 @@ def measure_app(url: str, token: str, cells: list[Path], warmup: list[Path]) -> 
 def model_throughput(cells: list[Path], cache_dir: Path | None) -> float:
     """Cells/s of Predictor.predict (with Grad-CAM) over decoded cells, batch by batch."""
     from app.ml.decode import decode_path
+    from app.ml.pipeline import DEFAULT_BATCH_SIZE
     from app.ml.predictor import Predictor
 
     settings = get_settings()
     predictor = Predictor(settings.model_dir, device=settings.device, backend=settings.backend,
                           cache_dir=cache_dir or settings.model_cache)
     images = [decode_path(p).rgb for p in cells[:MODEL_CELLS]]
-    b = settings.batch_size
+    b = settings.batch_size or DEFAULT_BATCH_SIZE[settings.device]  # the worker's
     predictor.predict(images[:b], with_cam=True)  # warm-up
     t = time.perf_counter()
     for i in range(0, len(images), b):
