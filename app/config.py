@@ -36,7 +36,9 @@ class Settings(BaseSettings):
     model_cache_dir: Path | None = None  # the ONNX export of the weights; default <data_dir>/model-cache
     device: Literal["cpu", "cuda"] = "cpu"
     backend: Literal["auto", "onnx", "torch"] = "auto"
-    batch_size: int = Field(16, ge=1)
+    # Cells per forward pass; unset: the measured default for the device, app.ml.pipeline's
+    # DEFAULT_BATCH_SIZE (cpu 4, cuda 8; see docs/bench-ml.md), applied by the worker.
+    batch_size: int | None = Field(None, ge=1)
     task_cells: int = Field(128, ge=1)  # cells per queued task: the unit a dead worker redoes
     repair: bool = True  # unsharp masking of blurry cells before classification
 

@@ -1,6 +1,6 @@
 """Typed FastAPI dependencies shared by every router: settings, database session, current user.
 
-`current_user` accepts a bearer token, else the review pages' session cookie (app.web.session),
+`current_user` accepts a bearer token, else the review pages' session cookie (app.auth.sessions),
 so the pages can fetch images and CSVs from the same routes.
 """
 from __future__ import annotations
@@ -12,17 +12,18 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from app.auth.sessions import browser_user
+from app.auth.tokens import user_for_token
 from app.config import Settings
 from app.ml.card import CellClass
 from app.storage import Storage
 from app.users.models import User
-from app.users.service import user_for_token
-from app.web.session import browser_user
 
 _bearer = HTTPBearer(auto_error=False, description="`marrow token NAME` prints one")
 
 
-def get_settings(request: Request) -> Settings:
+def app_settings(request: Request) -> Settings:
+    """The settings the app was created with (app.config.get_settings reads the environment)."""
     return request.app.state.settings
 
 
@@ -39,7 +40,7 @@ def get_classes(request: Request) -> tuple[CellClass, ...]:
     return request.app.state.classes
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(app_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 ClassesDep = Annotated[tuple[CellClass, ...], Depends(get_classes)]

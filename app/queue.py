@@ -1,4 +1,5 @@
-"""The Celery configuration both sides share, and enqueueing by task name.
+"""The Celery configuration both sides share (every option in one place), and enqueueing by
+task name.
 
 The web process sends tasks by name, so it never imports the worker's tasks (nor torch).
 The broker only carries "process these cell ids"; the database is the source of truth.
@@ -33,6 +34,8 @@ def celery_config(broker: str) -> dict:
         "worker_prefetch_multiplier": 1,  # a worker holds only the batch it is working on
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
+        # One process per machine (or GPU) holding one model; the model itself uses every core.
+        "worker_pool": "solo",
     }
     if broker.startswith("sqla+"):
         conf["broker_url"] = broker.removeprefix("sqla+")

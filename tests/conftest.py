@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+# Shared fixtures live in tests/support/ as plugins (no conftest imports another conftest).
+pytest_plugins = ["support.app", "support.servers"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "bone-marrow-7"
 DATA_ENV = "MARROW_TEST_DATA"
@@ -77,7 +80,6 @@ def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from app.ml.card import ModelCard
-
     from app.ml.checkpoint import build_model, save_checkpoint
 
     out = tmp_path_factory.mktemp("random-checkpoint")

@@ -19,9 +19,7 @@ from app.queue import PROCESS_CELLS, make_celery
 
 log = logging.getLogger(__name__)
 settings = get_settings()
-celery = make_celery(settings.broker)
-# One process per machine (or GPU) holding one model; the model itself uses every core.
-celery.conf.worker_pool = "solo"
+celery = make_celery(settings.broker)  # every option: app.queue.celery_config
 DB_RETRY_MAX_S = 10  # a task that met the database down retries at most this far apart
 _processor: Processor | None = None
 

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from app.errors import DomainError
+
 # One module per group; each defines register(subparsers).
 GROUPS = ("app.cli.imaging", "app.cli.modelling", "app.cli.reports", "app.cli.bench", "app.cli.server")
 
@@ -22,6 +24,11 @@ def print_json(result: dict, out: Path | None) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
     print(text)
+
+
+def marrow_command(*args: str) -> list[str]:
+    """This interpreter running `marrow ARGS` (needs no console script on PATH)."""
+    return [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))", *args]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (FileNotFoundError, ValueError, RuntimeError, DomainError) as exc:
         print(f"marrow {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench(args) -> int:
-    from app.ml.bench import DEFAULT_DATA_DIR, run_bench
+    from app.bench.ml import DEFAULT_DATA_DIR, run_bench
 
     if args.n < 1 or args.rounds < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise ValueError("--n, --rounds and --batch-size must be at least 1")

@@ -14,9 +14,10 @@ import sys
 import threading
 from pathlib import Path
 
-from app.cli import print_json
+from app.cli import marrow_command, print_json
 
 WORKER_STOP_TIMEOUT_S = 60
+WORKER_APP = "worker.app:celery"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -98,17 +99,15 @@ def cmd_worker(args) -> int:
     from app.config import get_settings
     from app.db import upgrade
 
+    from celery.bin.celery import celery as celery_command
+
     upgrade(get_settings().db_url)
-    from worker.app import celery
-
-    celery.worker_main(["worker", f"--loglevel={args.loglevel}", "--pool=solo",
-                        f"--hostname=marrow-{os.getpid()}@%h", "--without-gossip", "--without-mingle"])
+    # The worker app by name, as `celery -A worker.app worker` does: the worker package sits
+    # above app/ and is never imported by it. Pool and other options: app.queue.celery_config.
+    celery_command.main(["--app", WORKER_APP, "worker", f"--loglevel={args.loglevel}",
+                         f"--hostname=marrow-{os.getpid()}@%h", "--without-gossip", "--without-mingle"],
+                        prog_name="marrow worker", standalone_mode=False)
     return 0
-
-
-def marrow_command(*args: str) -> list[str]:
-    """This interpreter running `marrow ARGS` (needs no console script on PATH)."""
-    return [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))", *args]
 
 
 def cmd_run(args) -> int:
@@ -178,7 +177,8 @@ def cmd_users_active(args) -> int:
 
 
 def cmd_token(args) -> int:
-    from app.users.service import issue_token, require
+    from app.auth.tokens import issue_token
+    from app.users.service import require
 
     with _sessions()() as session:
         print(issue_token(session, require(session, args.name)))
@@ -186,14 +186,14 @@ def cmd_token(args) -> int:
 
 
 def cmd_bench_load(args) -> int:
-    from app.loadbench import benchmark
+    from app.bench.load import benchmark
 
     print_json(benchmark(args), args.json)
     return 0
 
 
 def cmd_bench_app(args) -> int:
-    from app.benchapp import run_benchmark
+    from app.bench.endtoend import run_benchmark
 
     print_json(run_benchmark(url=args.url, token=args.token, n_cells=args.cells, data_dir=args.data_dir), args.json)
     return 0

@@ -27,7 +27,7 @@ from app.db import make_engine, make_sessionmaker, utcnow
 from app.ml import encode
 from app.ml.gradcam import overlay_jpeg
 from app.ml.predictor import Predictor
-from app.ml.pipeline import CellResult, run
+from app.ml.pipeline import DEFAULT_BATCH_SIZE, CellResult, run
 from app.ml.quality import Thresholds
 from app.queue import enqueue_cells
 from app.storage import Storage
@@ -58,6 +58,7 @@ class Processor:
         self.storage = Storage(settings.storage_path)
         self.sessions: sessionmaker[Session] = make_sessionmaker(make_engine(settings.db_url))
         self.thresholds = Thresholds.load()
+        self.batch_size = settings.batch_size or DEFAULT_BATCH_SIZE[settings.device]
         self.predictor = predictor or Predictor(settings.model_dir, device=settings.device,
                                                 backend=settings.backend, cache_dir=settings.model_cache)
 
@@ -69,11 +70,11 @@ class Processor:
                                     .order_by(Cell.id)).all()
         items = [(c.filename, partial(self.storage.read, c.image_path)) for c in cells]
         results = run(items, self.predictor, self.thresholds, repair=self.settings.repair,
-                      with_cam=True, batch_size=self.settings.batch_size)
+                      with_cam=True, batch_size=self.batch_size)
         # Batch k is written (files, rows, progress) in a thread while batch k+1 is in the model.
         with ThreadPoolExecutor(max_workers=1) as writer:
             pending = None
-            for batch in _chunks(zip(cells, results), self.settings.batch_size):
+            for batch in _chunks(zip(cells, results), self.batch_size):
                 if pending is not None:
                     pending.result()
                 pending = writer.submit(self._record, upload_id, batch)

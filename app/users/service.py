@@ -1,41 +1,49 @@
-"""User accounts, password hashing (argon2) and API tokens (random, stored as sha256)."""
+"""User accounts: creation, the first-run administrator, enabling and disabling, login checks.
+
+Passwords are hashed by app.auth.passwords (Argon2); API tokens live in app.auth.tokens.
+Errors are domain errors (app.errors): the API and the pages turn them into HTTP answers in one
+place each (app.main, app.web.install).
+"""
 from __future__ import annotations
 
-import hashlib
-import secrets
-
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.users.models import ROLES, ApiToken, FirstRun, User
-
-_hasher = PasswordHasher()
-TOKEN_PREFIX = "md_"
-
-
-def _token_hash(token: str) -> str:
-    # Tokens carry 256 random bits, so a fast hash suffices (unlike passwords).
-    return hashlib.sha256(token.encode()).hexdigest()
+from app.auth import passwords
+from app.errors import DomainError, NotFound
+from app.users.models import ROLES, FirstRun, User
 
 
 class SetupDone(Exception):
     """The first administrator exists already."""
 
 
+class InvalidUser(DomainError, ValueError):
+    """A name, role or password the service refuses (the message says which and why)."""
+
+    status_code = 422
+
+
+class UserNotFound(NotFound):
+    def __init__(self, name: str):
+        super().__init__(f"no user named {name!r}")
+        self.name = name
+
+
 def _new_user(session: Session, name: str, role: str, password: str) -> User:
     """A validated, not yet committed account."""
     if role not in ROLES:
-        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        raise InvalidUser(f"role must be one of {', '.join(ROLES)}")
     if not name or len(name) > 80:
-        raise ValueError("user name must be 1 to 80 characters")
-    if len(password) < 8:
-        raise ValueError("password must be at least 8 characters")
+        raise InvalidUser("user name must be 1 to 80 characters")
+    try:
+        passwords.check_strength(password)
+    except ValueError as exc:
+        raise InvalidUser(str(exc)) from None
     if get_by_name(session, name) is not None:
-        raise ValueError(f"user {name!r} already exists")
-    user = User(name=name, role=role, password_hash=_hasher.hash(password), active=True)
+        raise InvalidUser(f"user {name!r} already exists")
+    user = User(name=name, role=role, password_hash=passwords.hash_password(password), active=True)
     session.add(user)
     return user
 
@@ -79,16 +87,23 @@ def get_by_name(session: Session, name: str) -> User | None:
 def require(session: Session, name: str) -> User:
     user = get_by_name(session, name)
     if user is None:
-        raise ValueError(f"no user named {name!r}")
+        raise UserNotFound(name)
     return user
 
 
 def verify_password(user: User, password: str) -> bool:
-    """For the login form of the review pages."""
-    try:
-        return user.active and _hasher.verify(user.password_hash, password)
-    except (VerificationError, InvalidHashError):
-        return False
+    """The password is the user's and the account is active (the hash is checked either way)."""
+    return passwords.verify(user.password_hash, password) and user.active
+
+
+def authenticate(session: Session, name: str, password: str) -> User | None:
+    """The active user with this name and password, or None. An unknown name or a disabled
+    account costs the same Argon2 verification as a wrong password (no timing oracle)."""
+    user = get_by_name(session, name)
+    if user is None:
+        passwords.verify(None, password)
+        return None
+    return user if verify_password(user, password) else None
 
 
 def set_active(session: Session, name: str, active: bool) -> User:
@@ -96,17 +111,3 @@ def set_active(session: Session, name: str, active: bool) -> User:
     user.active = active
     session.commit()
     return user
-
-
-def issue_token(session: Session, user: User) -> str:
-    """A new API token; only its hash is kept, so this is the one time it is seen."""
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiToken(user_id=user.id, token_hash=_token_hash(token)))
-    session.commit()
-    return token
-
-
-def user_for_token(session: Session, token: str) -> User | None:
-    """The active user a token belongs to, or None (unknown token or disabled user)."""
-    user = session.scalar(select(User).join(ApiToken).where(ApiToken.token_hash == _token_hash(token)))
-    return user if user is not None and user.active else None

@@ -1,4 +1,2 @@
-"""The review pages: Jinja2 + HTMX over the same services as the JSON API.
-
-Kept import-free so app.deps can use app.web.session without pulling in the routes.
-"""
+"""The review pages: Jinja2 + HTMX over the same services as the JSON API (sessions and CSRF
+are app.auth's, shared with the API)."""

@@ -1,19 +1,14 @@
-"""Page-side access rules: who may see a page, the CSRF check of every form, the login limit."""
+"""Page-side access rules: who may see a page and the CSRF check of every form (the rules
+themselves are app.auth's)."""
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
-from limits import parse
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+
+from app.auth.sessions import CSRF_FIELD, CSRF_HEADER, csrf_matches, session_user
 from app.deps import SessionDep
 from app.users.models import User
-from app.web.session import CSRF_FIELD, CSRF_HEADER, csrf_matches, session_user
-
-# Per client IP and user name: guessing one account's password stays slow, and one
-# technologist's typos never lock out the rest of the lab behind the same NAT.
-LOGIN_LIMIT = parse("10/minute")
 
 
 class LoginRequired(Exception):
@@ -53,14 +48,3 @@ async def check_csrf(request: Request) -> None:
 
 
 Csrf = Depends(check_csrf)
-
-
-class LoginLimiter:
-    """A moving window of login attempts in this process (one web process per lab server)."""
-
-    def __init__(self) -> None:
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
-
-    def hit(self, client: str, name: str) -> bool:
-        """Count one attempt; False when the window is full."""
-        return self._limiter.hit(LOGIN_LIMIT, client, name.strip().lower())

@@ -9,7 +9,8 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from app.config import Settings
 from app.errors import DomainError
-from app.web.auth import LoginLimiter, LoginRequired
+from app.auth.ratelimit import LoginLimiter
+from app.web.auth import LoginRequired
 from app.web.pages_auth import router as auth_router
 from app.web.pages_cases import router as cases_router
 from app.web.pages_review import router as review_router
@@ -24,7 +25,7 @@ def install_web(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie=SESSION_COOKIE,
                        max_age=SESSION_MAX_AGE_S, same_site="lax", https_only=settings.environment == "production")
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
-    app.state.login_limiter = LoginLimiter()
+    app.state.login_limiter = LoginLimiter.for_broker(settings.broker)
     for router in (auth_router, cases_router, review_router):
         app.include_router(router)
 

@@ -6,11 +6,11 @@ from typing import Annotated
 from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import RedirectResponse, Response
 
+from app.auth.sessions import log_in, log_out, session_user
 from app.deps import SessionDep
 from app.users import service as users
 from app.users.models import ROLES
 from app.web.auth import AdminUser, Csrf
-from app.web.session import log_in, log_out, session_user
 from app.web.templating import render
 
 router = APIRouter(include_in_schema=False)
@@ -72,8 +72,8 @@ def login(request: Request, db: SessionDep, name: Text, password: Text,
     if not request.app.state.login_limiter.hit(client, name):
         return render(request, "login.html", status.HTTP_429_TOO_MANY_REQUESTS, name=name, next=_safe_next(next),
                       error="too many login attempts; wait a minute and try again")
-    user = users.get_by_name(db, name.strip())
-    if user is None or not users.verify_password(user, password):
+    user = users.authenticate(db, name.strip(), password)  # same Argon2 work for unknown names
+    if user is None:
         return render(request, "login.html", status.HTTP_401_UNAUTHORIZED, name=name, next=_safe_next(next),
                       error="wrong user name or password, or the account is disabled")
     log_in(request, user)
@@ -111,9 +111,6 @@ def set_active(request: Request, db: SessionDep, admin: AdminUser, name: str,
     if name == admin.name and not active:
         return _users_page(request, db, "partials/users.html", status.HTTP_409_CONFLICT,
                            error="you cannot disable your own account")
-    try:
-        users.set_active(db, name, active)
-    except ValueError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    users.set_active(db, name, active)  # users.UserNotFound: a 404 page (app.web.install)
     return _users_page(request, db, "partials/users.html",
                        notice=f"{name} {'enabled' if active else 'disabled'}")

@@ -9,7 +9,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from app.web.session import CSRF_FIELD, CSRF_HEADER, csrf_token
+from app.auth.sessions import CSRF_FIELD, CSRF_HEADER, csrf_token
 
 ROOT = Path(__file__).resolve().parents[2]
 templates = Jinja2Templates(directory=ROOT / "templates")

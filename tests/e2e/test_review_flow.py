@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from integration.harness import free_port, stop_process_group, wait_for
+from app.bench.servers import free_port, stop_process_group, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -27,7 +27,7 @@ PROCESS_TIMEOUT_MS = 120_000
 def server(tmp_path, repo_root) -> str:
     """`marrow run` on a free port, everything under tmp_path except the ONNX export of the
     shipped model, which is cached where a laptop `marrow run` keeps it (keyed by the weights)."""
-    from app.cli.server import marrow_command
+    from app.cli import marrow_command
 
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "BROKER_URL") and not k.startswith("MARROW_")}
@@ -71,7 +71,7 @@ def _counts(page) -> dict[str, int]:
 
 
 def test_review_flow(server, browser, artifacts, real_cells_dir, tmp_path):
-    from app.benchapp import pick_cells
+    from app.bench.cells import pick_cells
 
     cells = pick_cells(real_cells_dir, N_CELLS)
     bad = tmp_path / "notes.txt"

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from pydantic import AliasChoices
 
-from .harness import HEALTH_PATH, STACK_ENV_VARS, WEB_COMMAND, WORKER_COMMAND, WORKER_HEALTHCHECK
+from support.deployment import HEALTH_PATH, STACK_ENV_VARS, WEB_COMMAND, WORKER_COMMAND, WORKER_HEALTHCHECK
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {"web", "worker", "redis", "postgres"}

@@ -19,8 +19,10 @@ import httpx
 import pytest
 from PIL import Image
 
-from .harness import (HEALTH_PATH, STACK_ENV_VARS, WEB_COMMAND, WORKER_COMMAND, WORKER_HEALTHCHECK, free_port,
-                      wait_for)
+from support.deployment import HEALTH_PATH, STACK_ENV_VARS, WEB_COMMAND, WORKER_COMMAND, WORKER_HEALTHCHECK
+
+from app.bench.cells import pick_cells as spread_cells
+from app.bench.servers import free_port, wait_for
 
 CLASS_CODES = ("BLA", "EOS", "LYT", "MON", "NGS", "NIF", "PMO")
 
@@ -43,16 +45,11 @@ def marrow_argv(*args: str) -> list[str]:
 
 
 def pick_cells(root: Path, n: int) -> list[Path]:
-    """n real cells, round-robin over the class folders (sorted, so the pick is repeatable)."""
-    per_class = [sorted((root / c).glob("*.jpg")) for c in CLASS_CODES if (root / c).is_dir()]
-    picked: list[Path] = []
-    i = 0
-    while len(picked) < n and any(i < len(files) for files in per_class):
-        picked += [files[i] for files in per_class if i < len(files)]
-        i += 1
-    if len(picked) < n:
-        pytest.skip(f"{root} holds only {len(picked)} cells; this test needs {n}")
-    return picked[:n]
+    """n real cells spread over the class folders (app.bench.cells); skips when there are fewer."""
+    try:
+        return spread_cells(root, n)
+    except ValueError as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@
 loopback, on SQLite + the embedded broker or on PostgreSQL + Redis, with the random-weights
 checkpoint (these tests check counting, crashes and access, not accuracy).
 
-Reused, not redefined: the in-process app and users of tests/server/conftest.py, the Redis,
-PostgreSQL and process fixtures of tests/integration/conftest.py.
+Reused, not redefined: the in-process app and users of tests/support/app.py, the Redis,
+PostgreSQL and process fixtures of tests/support/servers.py (plugins for the whole suite).
 """
 from __future__ import annotations
 
@@ -16,25 +16,11 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from integration.conftest import (  # noqa: F401 - fixtures, re-exported for tests/reliability
-    Started,
-    postgres_cluster,
-    redis_url,
-    start_process,
-)
-from server.conftest import (  # noqa: F401 - fixtures, re-exported for tests/reliability
-    auth,
-    client,
-    make_user,
-    model_cache,
-    sessions,
-    settings,
-    token,
-)
+from support.servers import Started
 
-from app.cli.server import marrow_command
+from app.bench.servers import free_port, wait_for
+from app.cli import marrow_command
 from app.db import make_engine, make_sessionmaker, upgrade
-from app.localstack import free_port, wait_for
 
 START_TIMEOUT_S = 120
 PROCESS_TIMEOUT_S = 240
@@ -92,7 +78,8 @@ class Stack:
 
     def make_admin(self, name: str = "admin") -> str:
         """An administrator straight in the database (faster than two `marrow` commands)."""
-        from app.users.service import create_user, issue_token
+        from app.auth.tokens import issue_token
+        from app.users.service import create_user
 
         with self.sessions() as session:
             self.token = issue_token(session, create_user(session, name, "admin", "a long password"))
@@ -120,7 +107,7 @@ def base_env(data_dir: Path, model_dir: Path, cache_dir: Path, **extra: str) -> 
 
 
 @pytest.fixture
-def stack(tmp_path, random_checkpoint, model_cache, start_process) -> Stack:  # noqa: F811
+def stack(tmp_path, random_checkpoint, model_cache, start_process) -> Stack:
     """A stack on SQLite and the embedded broker (nothing started yet; migrated, admin made)."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
@@ -131,7 +118,7 @@ def stack(tmp_path, random_checkpoint, model_cache, start_process) -> Stack:  # 
 
 
 @pytest.fixture
-def pg_stack(tmp_path, random_checkpoint, model_cache, start_process, postgres_cluster, redis_url) -> Stack:  # noqa: F811
+def pg_stack(tmp_path, random_checkpoint, model_cache, start_process, postgres_cluster, redis_url) -> Stack:
     """The production stack: a fresh PostgreSQL database, Redis (flushed), MARROW_ENV=production."""
     import secrets
 

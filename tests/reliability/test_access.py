@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
-from app.cli.server import marrow_command
+from app.cli import marrow_command
 from app.config import Settings
 
-from .conftest import make_user
+from support.app import make_user
 from .corpus import image
 
 # Routes that show no patient data and must work before logging in.

@@ -19,7 +19,9 @@ from sqlalchemy.orm import sessionmaker
 
 from app.processing.service import Processor
 
-from .conftest import Stack, make_user
+from support.app import make_user
+
+from .conftest import Stack
 from .corpus import image
 
 N_CELLS = 12
@@ -69,7 +71,8 @@ def _at_once(*calls):
 
 
 def _token(stack: Stack, name: str) -> dict[str, str]:
-    from app.users.service import create_user, issue_token
+    from app.auth.tokens import issue_token
+    from app.users.service import create_user
 
     with stack.sessions() as s:
         return {"Authorization": f"Bearer {issue_token(s, create_user(s, name, 'reviewer', 'a long password'))}"}

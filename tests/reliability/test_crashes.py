@@ -12,7 +12,7 @@ import time
 import httpx
 from sqlalchemy import func, select
 
-from app.benchapp import pick_cells
+from app.bench.cells import pick_cells
 from app.cases.models import Upload
 from app.cells.models import Cell, Prediction
 

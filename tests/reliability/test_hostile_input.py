@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 
 import psutil
 
-from app.benchapp import pick_cells
+from app.bench.cells import pick_cells
 
 from .corpus import ACCEPTED, MiB, hostile_files, image, zeros_zip
 

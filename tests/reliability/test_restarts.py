@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import httpx
-from integration.conftest import Restartable, postgres_server, redis_server  # noqa: F401 - fixtures
+from support.servers import Restartable
 
-from app.benchapp import pick_cells
-from app.localstack import wait_for
+from app.bench.cells import pick_cells
+from app.bench.servers import wait_for
 
 from .conftest import Stack
 from .test_crashes import _db_counts, _files
@@ -46,7 +46,7 @@ def _all_predicted_once(stack: Stack, cases: dict[int, int]) -> None:
                                               "predicted_cells": n, "uploads": 1}, case_id
 
 
-def test_postgres_restarted_under_running_web_and_worker(pg_stack: Stack, postgres_server: Restartable,  # noqa: F811
+def test_postgres_restarted_under_running_web_and_worker(pg_stack: Stack, postgres_server: Restartable,
                                                          real_cells_dir):
     paths = pick_cells(real_cells_dir, 24)
     web = pg_stack.start_web()
@@ -76,7 +76,7 @@ def test_postgres_restarted_under_running_web_and_worker(pg_stack: Stack, postgr
     _all_predicted_once(pg_stack, {interrupted: 16, after: 8})
 
 
-def test_redis_restarted_under_running_web_and_worker(pg_stack: Stack, redis_server: Restartable,  # noqa: F811
+def test_redis_restarted_under_running_web_and_worker(pg_stack: Stack, redis_server: Restartable,
                                                       real_cells_dir):
     paths = pick_cells(real_cells_dir, 56)
     web = pg_stack.start_web()

@@ -63,7 +63,7 @@ def test_processing_twice_creates_nothing_twice(client, auth, processed_case, se
 
 
 def test_unreadable_stored_image_fails_only_its_cell(client, auth, settings, predictor, sessions, real_cells):
-    from .conftest import new_case, upload
+    from support.app import new_case, upload
 
     case_id = new_case(client, auth)
     r = upload(client, auth, case_id, real_cells[:2]).json()

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fastapi.testclient import TestClient
 
-from .conftest import image_bytes, new_case, upload
+from support.app import image_bytes, new_case, upload
 
 
 def _cells(client, auth, case_id):

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from app.cells.models import Cell
 from app.storage import sha256
 
-from .conftest import image_bytes, new_case, upload, zip_bytes
+from support.app import image_bytes, new_case, upload, zip_bytes
 
 
 def queued_tasks(settings) -> int:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from app.users.models import ApiToken, User
 from app.users.service import create_user, set_active, verify_password
 
-from .conftest import make_user, new_case
+from support.app import make_user, new_case
 
 CASE_ROUTES = ["/api/cases", "/api/cases/1", "/api/cases/1/cells", "/api/cases/1/audit", "/api/cases.csv",
                "/api/cases/1/differential.csv", "/api/cases/1/cells.csv", "/api/cells/1/image",

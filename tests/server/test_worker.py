@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from app.cells.models import Cell, Prediction
 
-from .conftest import new_case, upload
+from support.app import new_case, upload
 
 MARROW = [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))"]
 

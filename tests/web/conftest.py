@@ -1,22 +1,10 @@
-"""Page tests reuse the server tests' fixtures (real SQLite db, real app, processed real cells)
-and add a browser-like session: a client logged in through the login form."""
+"""Page tests use the in-process app of tests/support/app.py (real SQLite db, real app, processed
+real cells) and add a browser-like session: a client logged in through the login form."""
 from __future__ import annotations
 
 import re
 
 import pytest
-from server.conftest import (  # noqa: F401 - fixtures, re-exported for tests/web
-    auth,
-    client,
-    make_user,
-    model_cache,
-    predictor,
-    processed_case,
-    real_cells,
-    sessions,
-    settings,
-    token,
-)
 
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 
@@ -37,7 +25,7 @@ def log_in(http, name: str, password: str = "a long password") -> str:
 
 
 @pytest.fixture
-def page(client, token) -> str:  # noqa: F811 - the re-exported fixtures
+def page(client, token) -> str:
     """`client` logged in as rita (the reviewer that owns `token`); returns the CSRF token."""
     return log_in(client, "rita")
 

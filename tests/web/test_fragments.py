@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from server.conftest import image_bytes, new_case, upload
+from support.app import image_bytes, new_case, upload
 
 FORMS = [  # every state-changing page route, with a body that would otherwise be accepted
     ("/login", {"name": "rita", "password": "a long password"}),

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import re
 
-from .conftest import csrf_of, log_in, make_user
+from support.app import make_user
+
+from .conftest import csrf_of, log_in
 
 
 def test_first_visit_creates_the_first_admin(client):
@@ -120,7 +122,7 @@ def test_case_list_search_and_create(client, htmx, page):
 
 
 def test_user_text_is_escaped_everywhere(client, auth, page):
-    from server.conftest import new_case, upload
+    from support.app import new_case, upload
 
     evil = "<script>alert(1)</script>'\""
     case_id = new_case(client, auth, evil)

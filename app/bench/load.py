@@ -1,7 +1,7 @@
 """`marrow bench-load`: the production stack under a lab's load, measured through its own
 pages and API.
 
-By default it starts, on loopback, a throwaway PostgreSQL and Redis (app.localstack), `marrow
+By default it starts, on loopback, a throwaway PostgreSQL and Redis (app.bench.servers), `marrow
 web` in production mode and two `marrow worker`s with the shipped model; or it targets a
 running app (--url, --token). Then, at once: `uploaders` clients each create a case and upload
 `cells` distinct real cells in one request, while `reviewers` clients log in through the login
@@ -19,7 +19,6 @@ import os
 import random
 import re
 import secrets
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,8 +32,8 @@ from typing import Self
 import httpx
 import psutil
 
-from app.benchapp import default_data_dir, pick_cells
-from app.cli.server import marrow_command
+from app.bench.cells import default_data_dir, percentile_ms, pick_cells
+from app.cli import marrow_command
 from app.config import get_settings
 from app.ml.card import CODES
 
@@ -72,12 +71,6 @@ class Recorder:
             elif r.status_code not in ok:
                 self.errors.append(f"{kind}: HTTP {r.status_code} {r.text[:200]}")
         return r
-
-
-def _ms(values: list[float], q: int) -> float:
-    if len(values) < 2:
-        return round(1000 * values[0], 1) if values else 0.0
-    return round(1000 * statistics.quantiles(values, n=100, method="inclusive")[q - 1], 1)
 
 
 class MemoryPeak:
@@ -232,8 +225,8 @@ def run_load(url: str, token: str, reviewers: list[str], password: str, uploader
         "uploaders": uploaders, "cells_per_case": n_cells, "reviewers": len(reviewers),
         "duration_s": round(wall, 1), "requests": len(latencies),
         "requests_per_s": round(len(latencies) / wall, 2),
-        "latency_ms_p50": _ms(latencies, 50), "latency_ms_p95": _ms(latencies, 95),
-        "latency_ms_by_kind": {k: {"n": len(v), "p50": _ms(v, 50), "p95": _ms(v, 95)}
+        "latency_ms_p50": percentile_ms(latencies, 50), "latency_ms_p95": percentile_ms(latencies, 95),
+        "latency_ms_by_kind": {k: {"n": len(v), "p50": percentile_ms(v, 50), "p95": percentile_ms(v, 95)}
                                for k in kinds for v in [[s for kk, s in rec.samples if kk == k]]},
         "errors": len(rec.errors), "error_samples": rec.errors[:10], "relabel_conflicts_409": rec.conflicts,
         "seconds_to_all_processed": round(processing_s, 1),
@@ -250,14 +243,15 @@ def started_stack(workers: int, reviewers: int) -> Iterator[tuple[str, str, list
     """PostgreSQL, Redis, `marrow web` (production mode) and `workers` workers on loopback, with
     an admin token and reviewer accounts; yields (url, token, reviewer names, pids)."""
     from app.db import make_engine, make_sessionmaker, upgrade
-    from app.localstack import (
+    from app.bench.servers import (
         free_port,
         local_postgres,
         local_redis,
         stop_process_group,
         wait_for,
     )
-    from app.users.service import create_user, issue_token
+    from app.auth.tokens import issue_token
+    from app.users.service import create_user
 
     with tempfile.TemporaryDirectory(prefix="marrow-load-") as tmp, local_postgres() as pg, \
             local_redis() as redis_url:

@@ -1,6 +1,7 @@
-"""Real services for integration tests: a Redis server and a PostgreSQL cluster, per session.
+"""pytest plugin (tests/conftest.py registers it): real services for the integration and
+reliability tests, a Redis server and a PostgreSQL cluster per session.
 
-They are app.localstack's servers (shared with `marrow bench-load`): each listens on 127.0.0.1
+They are app.bench.servers's servers (shared with `marrow bench-load`): each listens on 127.0.0.1
 only, on a free port, keeps its data in a temporary folder and is stopped (and the folder
 removed) when the session ends. When the binaries are not installed (`scripts/test.sh`
 installs them) the tests that need them are skipped with the reason.
@@ -29,15 +30,17 @@ from pathlib import Path
 import psutil
 import pytest
 
-from app.localstack import (
+from app.bench.servers import (
+    START_TIMEOUT_S,
     PostgresCluster,
     local_postgres,
     local_redis,
+    log_tail,
     postgres_bindir,
     redis_binary,
+    stop_process_group,
+    wait_for,
 )
-
-from .harness import START_TIMEOUT_S, log_tail, stop_process_group, wait_for
 
 # --------------------------------------------------------------------------------------- Redis
 

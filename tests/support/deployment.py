@@ -1,14 +1,6 @@
-"""Helpers for the integration tests: free ports, bounded waits, process-group teardown."""
+"""What the production stack runs: the commands, environment and health checks that
+tests/integration/test_production_stack.py starts and docker-compose.yml must agree with."""
 from __future__ import annotations
-
-from app.localstack import (  # noqa: F401 - re-exported: the tests import them from here
-    NOT_READY,
-    START_TIMEOUT_S,
-    free_port,
-    log_tail,
-    stop_process_group,
-    wait_for,
-)
 
 # The production stack: what test_production_stack.py runs and docker-compose.yml must run too.
 WEB_COMMAND = ["marrow", "web"]

@@ -1,5 +1,7 @@
-"""Fixtures for the lab server: a real SQLite database and storage in a tmp dir, the real app
-behind Starlette's TestClient, users with tokens, and (session-wide) a random-weights model."""
+"""pytest plugin (tests/conftest.py registers it): the lab server in this process, for the
+server, web and reliability tests. A real SQLite database and storage in a tmp dir, the real
+app behind Starlette's TestClient, users with tokens, and (session-wide) a random-weights model;
+plus the helpers those tests call (`make_user`, `new_case`, `upload`, `image_bytes`, ...)."""
 from __future__ import annotations
 
 import io
@@ -45,7 +47,8 @@ def client(settings) -> TestClient:
 
 
 def make_user(sessions, name: str, role: str = "reviewer") -> tuple[int, str]:
-    from app.users.service import create_user, issue_token
+    from app.auth.tokens import issue_token
+    from app.users.service import create_user
 
     with sessions() as session:
         user = create_user(session, name, role, "a long password")
@@ -99,7 +102,7 @@ def predictor(random_checkpoint, model_cache):
 @pytest.fixture
 def real_cells(real_cells_dir) -> list[tuple[str, bytes]]:
     """Six real cells, one per class folder (NIF included)."""
-    from app.benchapp import pick_cells
+    from app.bench.cells import pick_cells
 
     return [(p.name, p.read_bytes()) for p in pick_cells(real_cells_dir, 6)]
 

@@ -1,5 +1,5 @@
 """Throwaway Redis and PostgreSQL servers on loopback, and the process helpers around them:
-for the integration tests (tests/integration/conftest.py) and `marrow bench-load`.
+for `marrow bench-load` and the integration tests (tests/support/servers.py).
 
 Each server listens on 127.0.0.1 only, on a free port, keeps its data in a temporary folder and
 is stopped (and the folder removed) when its context ends. Nothing system-wide is started or

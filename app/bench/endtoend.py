@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,36 +20,17 @@ from pathlib import Path
 
 import httpx
 
-from app.cli.server import marrow_command
+from app.bench.cells import default_data_dir, percentile_ms, pick_cells
+from app.cli import marrow_command
 from app.config import get_settings
 from app.ml.card import CODES
 
-ROOT = Path(__file__).resolve().parents[1]
 WARMUP_CELLS = 16
 LIST_REQUESTS = 40
 RELABEL_REQUESTS = 100
 MODEL_CELLS = 160
 START_TIMEOUT_S = 180
 PROCESS_TIMEOUT_S = 1800
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("MARROW_TEST_DATA") or ROOT.parent / "shared" / "data" / "bone-marrow-7")
-
-
-def pick_cells(root: Path, n: int) -> list[Path]:
-    """n real cells, round-robin over the class folders (sorted: repeatable)."""
-    per_class = [sorted((root / c).glob("*.jpg")) for c in CODES if (root / c).is_dir()]
-    picked: list[Path] = []
-    for i in range(max((len(f) for f in per_class), default=0)):
-        picked += [files[i] for files in per_class if i < len(files)]
-        if len(picked) >= n:
-            return picked[:n]
-    raise FileNotFoundError(f"{root}: only {len(picked)} cells, {n} needed (set --data-dir)")
-
-
-def _ms(samples: list[float], q: float) -> float:
-    return round(1000 * statistics.quantiles(samples, n=100, method="inclusive")[int(q) - 1], 2)
 
 
 @contextlib.contextmanager
@@ -129,20 +109,21 @@ def measure_app(url: str, token: str, cells: list[Path], warmup: list[Path]) -> 
 
         relabels = _timed(relabel, min(RELABEL_REQUESTS, len(rows)))
     return {"seconds_to_processed": round(seconds, 2), "cells_per_s": round(len(cells) / seconds, 2),
-            "cells_list_ms_p50": _ms(listing, 50), "cells_list_ms_p95": _ms(listing, 95),
-            "relabel_ms_p50": _ms(relabels, 50), "relabel_ms_p95": _ms(relabels, 95)}
+            "cells_list_ms_p50": percentile_ms(listing, 50, 2), "cells_list_ms_p95": percentile_ms(listing, 95, 2),
+            "relabel_ms_p50": percentile_ms(relabels, 50, 2), "relabel_ms_p95": percentile_ms(relabels, 95, 2)}
 
 
 def model_throughput(cells: list[Path], cache_dir: Path | None) -> float:
     """Cells/s of Predictor.predict (with Grad-CAM) over decoded cells, batch by batch."""
     from app.ml.decode import decode_path
+    from app.ml.pipeline import DEFAULT_BATCH_SIZE
     from app.ml.predictor import Predictor
 
     settings = get_settings()
     predictor = Predictor(settings.model_dir, device=settings.device, backend=settings.backend,
                           cache_dir=cache_dir or settings.model_cache)
     images = [decode_path(p).rgb for p in cells[:MODEL_CELLS]]
-    b = settings.batch_size
+    b = settings.batch_size or DEFAULT_BATCH_SIZE[settings.device]  # the worker's
     predictor.predict(images[:b], with_cam=True)  # warm-up
     t = time.perf_counter()
     for i in range(0, len(images), b):

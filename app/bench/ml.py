@@ -31,50 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from app.bench.cells import DEFAULT_DATA_DIR, pick_cells
 from app.ml.card import CARD_FILE, SHIPPED_MODEL, WEIGHTS_FILE
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "bone-marrow-7"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 REQUIRED_KEYS = ("naive_cells_per_s", "naive_gradcam_cells_per_s", "batched_cells_per_s",
                  "gradcam_cells_per_s", "peak_rss_mb", "device", "n")
-
-
-def pick_cells(data_dir: str | Path, n: int) -> list[Path]:
-    """`n` real cells spread over the class folders (round robin, evenly spaced, deterministic)."""
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"real cells not found at {root} (pass --data DIR: a folder with one "
-                                f"sub-folder of images per class, e.g. ../shared/data/bone-marrow-7)")
-    folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    per_class = [sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) for d in folders]
-    per_class = [files for files in per_class if files]
-    if not per_class:
-        loose = sorted(f for f in root.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        per_class = [loose] if loose else []
-    if not per_class:
-        raise FileNotFoundError(f"{root}: no images found (expected <CODE>/*.jpg)")
-    total = sum(len(f) for f in per_class)
-    if n > total:
-        raise ValueError(f"--n {n} but {root} holds only {total} images")
-    k = len(per_class)
-    want = [n // k + (1 if i < n % k else 0) for i in range(k)]
-    # a class with too few images gives its share to the others
-    short = sum(max(0, w - len(f)) for w, f in zip(want, per_class))
-    want = [min(w, len(f)) for w, f in zip(want, per_class)]
-    while short:
-        for i, files in enumerate(per_class):
-            if short and want[i] < len(files):
-                want[i] += 1
-                short -= 1
-    chosen = []
-    for files, w in zip(per_class, want):
-        step = len(files) / max(w, 1)
-        chosen.append([files[int(j * step)] for j in range(w)])
-    out = []
-    for j in range(max(want)):
-        out.extend(c[j] for c in chosen if j < len(c))
-    return out
 
 
 def resolve_model(model_dir: str | Path | None, scratch: Path) -> tuple[Path, str]:
@@ -199,9 +160,8 @@ def run_bench(data_dir: str | Path | None = None, n: int = 64, device: str = "cp
     import torch
 
     from app.ml.checkpoint import resolve_device
-
-    from app.ml.predictor import Predictor
     from app.ml.pipeline import DEFAULT_BATCH_SIZE
+    from app.ml.predictor import Predictor
 
     device = resolve_device(device)
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
