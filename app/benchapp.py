@@ -23,7 +23,7 @@ import httpx
 
 from app.cli.server import marrow_command
 from app.config import get_settings
-from app.ml.taxonomy import CODES
+from app.ml.card import CODES
 
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP_CELLS = 16
@@ -136,7 +136,7 @@ def measure_app(url: str, token: str, cells: list[Path], warmup: list[Path]) -> 
 def model_throughput(cells: list[Path], cache_dir: Path | None) -> float:
     """Cells/s of Predictor.predict (with Grad-CAM) over decoded cells, batch by batch."""
     from app.ml.decode import decode_path
-    from app.ml.model import Predictor
+    from app.ml.predictor import Predictor
 
     settings = get_settings()
     predictor = Predictor(settings.model_dir, device=settings.device, backend=settings.backend,

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.ml.shipped import SHIPPED_MODEL
+from app.ml.card import SHIPPED_MODEL
 
 DEFAULT_SECRET = "dev-insecure-change-me"
 MiB = 1024 * 1024

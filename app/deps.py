@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.ml.taxonomy import CellClass
+from app.ml.card import CellClass
 from app.storage import Storage
 from app.users.models import User
 from app.users.service import user_for_token

@@ -36,7 +36,7 @@ import psutil
 from app.benchapp import default_data_dir, pick_cells
 from app.cli.server import marrow_command
 from app.config import get_settings
-from app.ml.taxonomy import CODES
+from app.ml.card import CODES
 
 PROCESS_TIMEOUT_S = 1800
 THINK_S = 0.2  # a reviewer's pause between rounds (a person reads the screen)

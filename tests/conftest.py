@@ -76,7 +76,9 @@ def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A MarrowDiff checkpoint directory with random (seeded) ReXNet-150 weights, built once."""
     import torch
 
-    from app.ml.model import ModelCard, build_model, save_checkpoint
+    from app.ml.card import ModelCard
+
+    from app.ml.checkpoint import build_model, save_checkpoint
 
     out = tmp_path_factory.mktemp("random-checkpoint")
     with torch.random.fork_rng(devices=[]):

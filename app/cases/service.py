@@ -12,7 +12,7 @@ from app.cells.models import Cell
 from app.db import utcnow
 from app.errors import Conflict, NotFound
 from app.differential.indices import percents, summary_indices
-from app.ml.taxonomy import CellClass
+from app.ml.card import CellClass
 from app.taxonomy import service as taxonomy
 from app.taxonomy.defaults import UNK
 from app.users.models import User

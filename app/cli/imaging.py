@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from app.ml.shipped import SHIPPED_MODEL
+from app.ml.card import SHIPPED_MODEL
 
 QC_COLUMNS = ["file", "error", "format", "width", "height", "color_type", "brightness",
               "stain_fraction", "blur_variance", "flags", "repaired"]
@@ -88,7 +88,7 @@ def cmd_classify(args) -> int:
 
     from app.ml import pipeline
     from app.ml.gradcam import overlay_png
-    from app.ml.model import Predictor
+    from app.ml.predictor import Predictor
 
     files = _files(args.paths)
     predictor = Predictor(args.model, device=args.device)

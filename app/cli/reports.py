@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from app.ml.shifts import SHIFTS
-from app.ml.shipped import SHIPPED_MODEL
+from app.ml.card import SHIPPED_MODEL
 
 
 def register(sub: argparse._SubParsersAction) -> None:

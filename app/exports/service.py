@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from app.cases.service import summaries, summary
 from app.cells.service import rows
 from app.differential.indices import compute, percents
-from app.ml.taxonomy import CellClass
+from app.ml.card import CellClass
 from app.taxonomy.defaults import UNK, UNK_NAME
 from app.taxonomy.service import lab_categories, of_case
 

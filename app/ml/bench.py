@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.ml.model import SHIPPED_MODEL, WEIGHTS_FILE, CARD_FILE
+from app.ml.card import CARD_FILE, SHIPPED_MODEL, WEIGHTS_FILE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "bone-marrow-7"
@@ -83,7 +83,7 @@ def resolve_model(model_dir: str | Path | None, scratch: Path) -> tuple[Path, st
     No --model and no shipped model yet: a seeded random-weights ReXNet-150 is built in
     `scratch` (the speed of a network does not depend on its weights).
     """
-    from app.ml.model import ModelCard
+    from app.ml.card import ModelCard
 
     explicit = model_dir is not None
     d = Path(model_dir) if explicit else SHIPPED_MODEL
@@ -94,7 +94,7 @@ def resolve_model(model_dir: str | Path | None, scratch: Path) -> tuple[Path, st
         raise FileNotFoundError(f"{d}: not a MarrowDiff checkpoint (needs {WEIGHTS_FILE} and {CARD_FILE})")
     import torch
 
-    from app.ml.model import build_model, save_checkpoint
+    from app.ml.checkpoint import build_model, save_checkpoint
 
     out = scratch / "bench-random"
     if not (out / WEIGHTS_FILE).is_file():
@@ -127,7 +127,7 @@ class NaiveDemo:
         import torch
         from torchvision import transforms
 
-        from app.ml.model import load_checkpoint
+        from app.ml.checkpoint import load_checkpoint
 
         self.torch = torch
         self.device = device
@@ -198,7 +198,9 @@ def run_bench(data_dir: str | Path | None = None, n: int = 64, device: str = "cp
 
     import torch
 
-    from app.ml.model import Predictor, resolve_device
+    from app.ml.checkpoint import resolve_device
+
+    from app.ml.predictor import Predictor
     from app.ml.pipeline import DEFAULT_BATCH_SIZE
 
     device = resolve_device(device)

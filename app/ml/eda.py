@@ -28,7 +28,7 @@ from app.ml.dataset import Sample, load_folder_dataset
 from app.ml.decode import Decoded, decode_bytes, decode_path
 from app.ml.quality import QualityRecord, Thresholds, assess, measure, unsharp_mask
 from app.ml.report import figure, render_page, save_figure
-from app.ml.taxonomy import BY_CODE, CODES
+from app.ml.card import BY_CODE, CODES
 
 # Quality flags in report order; "corrupt" is a file that could not be decoded.
 FLAGS = ("corrupt", "too_dark", "too_bright", "no_stain", "grayscale", "blurry")

@@ -23,7 +23,7 @@ from app.ml import pipeline, shifts as scanner_shifts
 from app.ml.decode import decode_path
 from app.ml.dataset import Sample, load_folder_dataset
 from app.ml.metrics import classification_report, expected_calibration_error
-from app.ml.model import Predictor
+from app.ml.predictor import Predictor
 
 
 @dataclass

@@ -19,7 +19,7 @@ from itertools import islice
 import numpy as np
 
 from app.ml.decode import decode_bytes, decode_path
-from app.ml.model import Prediction, Predictor
+from app.ml.predictor import Prediction, Predictor
 from app.ml.quality import QualityRecord, Thresholds, assess
 
 

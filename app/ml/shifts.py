@@ -16,6 +16,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from app.ml import encode
+
 
 def _wider_field(rgb: np.ndarray) -> np.ndarray:
     """The cell smaller in the crop: 25 % more background on every side (mirrored)."""
@@ -38,16 +40,9 @@ def _low_resolution(rgb: np.ndarray) -> np.ndarray:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def _encode(rgb: np.ndarray, ext: str, params: list[int] | None = None) -> np.ndarray:
-    ok, data = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params or [])
-    if not ok:
-        raise RuntimeError(f"OpenCV could not encode a {rgb.shape} image as {ext}")
-    return data
-
-
 def _jpeg_q30(rgb: np.ndarray) -> np.ndarray:
     """A scanner exporting strongly compressed JPEGs (quality 30)."""
-    data = _encode(rgb, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 30])
+    data = np.frombuffer(encode.jpeg(rgb, quality=30), np.uint8)
     return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
@@ -92,4 +87,4 @@ def describe() -> dict[str, str]:
 
 def shifted_png(rgb: np.ndarray, name: str) -> bytes:
     """The shifted cell as PNG bytes (lossless, so only the shift itself changes the pixels)."""
-    return _encode(SHIFTS[name](rgb), ".png").tobytes()
+    return encode.png(SHIFTS[name](rgb))

@@ -27,9 +27,10 @@ from app.ml.augment import augment, normalize
 from app.ml.dataset import Sample, kfold_splits, load_folder_dataset, stratified_split, subsample_per_class
 from app.ml.decode import decode_path
 from app.ml.metrics import classification_report, expected_calibration_error, fit_temperature
-from app.ml.model import ModelCard, build_model, load_checkpoint, save_checkpoint
+from app.ml.card import ModelCard
+from app.ml.checkpoint import build_model, load_checkpoint, save_checkpoint
 from app.ml.quality import Thresholds, assess
-from app.ml.taxonomy import CODES
+from app.ml.card import CODES
 from app.ml.training_config import AugmentConfig, TrainConfig
 
 STATE_FILE = ".train_state.pt"

@@ -25,8 +25,9 @@ from app.cases.models import Case, Upload
 from app.cells.models import Cell, Prediction
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker, utcnow
+from app.ml import encode
 from app.ml.gradcam import overlay_jpeg
-from app.ml.model import Predictor
+from app.ml.predictor import Predictor
 from app.ml.pipeline import CellResult, run
 from app.ml.quality import Thresholds
 from app.queue import enqueue_cells
@@ -44,10 +45,7 @@ def thumbnail_jpeg(rgb: np.ndarray, side: int = THUMBNAIL_SIDE) -> bytes:
     scale = side / max(h, w)
     if scale < 1:
         rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return buf.tobytes()
+    return encode.jpeg(rgb, quality=85)
 
 
 def _chunks(it, n: int) -> Iterator[list]:

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from app.config import Settings
 from app.errors import DomainError
-
-CARD_FILE = "model_card.json"  # = app.ml.model.CARD_FILE
+from app.ml.card import CARD_FILE
 
 
 class UnknownModel(DomainError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from app.ml.taxonomy import CellClass
+from app.ml.card import CellClass
 
 BLAST_CODE = "BLA"
 BLAST_MARKS = (5, 20)  # percent: the thresholds haematologists read a blast count against

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.ml.taxonomy import CODES
+from app.ml.card import CODES
 
 
 @pytest.fixture

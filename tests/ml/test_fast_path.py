@@ -11,8 +11,8 @@ import torch
 
 from app.ml import pipeline
 from app.ml.decode import decode_path
-from app.ml.gradcam import reference_gradcam
-from app.ml.model import Predictor
+from support.oracles import reference_gradcam
+from app.ml.predictor import Predictor
 
 N_CELLS = 8
 

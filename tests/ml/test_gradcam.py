@@ -7,8 +7,10 @@ import cv2
 import numpy as np
 
 from app.ml.decode import decode_path
-from app.ml.gradcam import deletion_drops, overlay_png
-from app.ml.model import SHIPPED_MODEL, Predictor
+from app.ml.gradcam import overlay_png
+from support.oracles import deletion_drops
+from app.ml.card import SHIPPED_MODEL
+from app.ml.predictor import Predictor
 from app.ml.preprocess import square_resize
 
 

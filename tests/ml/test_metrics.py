@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from app.ml.metrics import classification_report, confusion_matrix, expected_calibration_error, fit_temperature
-from app.ml.model import softmax
+from app.ml.predictor import softmax
 
 CLASSES = ["A", "B", "C", "D"]  # D never occurs in the data (support 0)
 Y_TRUE = [0, 0, 0, 1, 1, 2, 2, 2, 2]

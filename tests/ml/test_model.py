@@ -7,8 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from app.ml.model import ModelCard, Predictor, build_model, load_checkpoint, save_checkpoint
-from app.ml.taxonomy import CODES
+from app.ml.card import ModelCard
+
+from app.ml.checkpoint import build_model, load_checkpoint, save_checkpoint
+
+from app.ml.predictor import Predictor
+from app.ml.card import CODES
 
 CARD_KEYS = {"architecture", "classes", "input_size", "mean", "std", "preprocessing", "version",
              "temperature", "training", "data", "metrics"}

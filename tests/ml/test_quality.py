@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from app.ml.decode import decode_bytes
-from app.ml.quality import Thresholds, check_bytes, laplacian_variance, measure, unsharp_mask
+from app.ml.quality import Thresholds, laplacian_variance, measure, unsharp_mask
+from support.oracles import check_bytes
 
 THRESHOLDS = Thresholds.load()
 

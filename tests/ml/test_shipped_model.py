@@ -5,7 +5,8 @@ import json
 from pathlib import Path
 
 from app.ml import pipeline
-from app.ml.model import SHIPPED_MODEL, Predictor
+from app.ml.card import SHIPPED_MODEL
+from app.ml.predictor import Predictor
 
 
 def test_shipped_card_is_complete():

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from app.cli import main
-from app.ml.model import Predictor
+from app.ml.predictor import Predictor
 
 TINY = ["--max-per-class", "6", "--input-size", "64", "--batch-size", "8", "--epochs", "2"]
 

@@ -42,7 +42,7 @@ def in_process(request, tmp_path, random_checkpoint, model_cache, postgres_clust
     from app.config import Settings
     from app.db import make_engine, make_sessionmaker, upgrade
     from app.main import create_app
-    from app.ml.model import Predictor
+    from app.ml.predictor import Predictor
 
     db = (None if request.param == "sqlite"
           else postgres_cluster.createdb(f"marrow_race_{secrets.token_hex(4)}"))

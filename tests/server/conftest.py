@@ -91,7 +91,7 @@ def upload(client, auth, case_id: int, files: list[tuple[str, bytes]]):
 
 @pytest.fixture(scope="session")
 def predictor(random_checkpoint, model_cache):
-    from app.ml.model import Predictor
+    from app.ml.predictor import Predictor
 
     return Predictor(random_checkpoint, cache_dir=model_cache)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.ml.taxonomy import CLASSES
+from app.ml.card import CLASSES
 from app.web.review import panel, parse_items
 
 

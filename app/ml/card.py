@@ -1,0 +1,104 @@
+"""The model card and the taxonomy: what a checkpoint is, without loading it (torch-free).
+
+A checkpoint is a directory holding `model.safetensors` (weights, see `checkpoint`) and
+`model_card.json` (this module's `ModelCard`). The card carries the classes the model was
+trained with; the web process reads them from here and never imports torch. `CLASSES` is the
+default seven-class bone-marrow taxonomy for new models.
+
+Only the standard library is imported at module level: the card's defaults that come from the
+input transform (`preprocess`, which needs OpenCV) are filled in when a default card is made.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "model_card.json"
+DEFAULT_ARCH = "rexnet_150"
+SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "models" / "rexnet150-bm7"
+
+
+@dataclass(frozen=True)
+class CellClass:
+    code: str
+    name: str
+    counted: bool  # counted in the differential's percent denominator
+    key: str  # keyboard shortcut on the review page
+
+    def as_dict(self) -> dict:
+        return {"code": self.code, "name": self.name, "counted": self.counted, "key": self.key}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CellClass:
+        return cls(d["code"], d["name"], d.get("counted", True), d.get("key", ""))
+
+
+CLASSES: tuple[CellClass, ...] = (
+    CellClass("BLA", "Blast", True, "b"),
+    CellClass("EOS", "Eosinophil", True, "e"),
+    CellClass("LYT", "Lymphocyte", True, "l"),
+    CellClass("MON", "Monocyte", True, "m"),
+    CellClass("NGS", "Segmented neutrophil", True, "n"),
+    CellClass("NIF", "Not identifiable", False, "x"),
+    CellClass("PMO", "Promyelocyte", True, "p"),
+)
+
+CODES: tuple[str, ...] = tuple(c.code for c in CLASSES)
+BY_CODE: dict[str, CellClass] = {c.code: c for c in CLASSES}
+
+
+def _preprocess():
+    from app.ml import preprocess  # OpenCV: only when a card is made from defaults
+
+    return preprocess
+
+
+@dataclass
+class ModelCard:
+    """Everything needed to use, trust and reproduce a checkpoint (stored as `model_card.json`)."""
+
+    architecture: str = DEFAULT_ARCH
+    classes: list[dict] = field(default_factory=lambda: [c.as_dict() for c in CLASSES])
+    input_size: int = 224
+    mean: list[float] = field(default_factory=lambda: list(_preprocess().IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(_preprocess().IMAGENET_STD))
+    preprocessing: str = field(default_factory=lambda: _preprocess().DESCRIPTION)
+    version: str = "untrained"
+    temperature: float = 1.0
+    training: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    notes: str = ""
+
+    @property
+    def codes(self) -> list[str]:
+        return [c["code"] for c in self.classes]
+
+    @property
+    def cell_classes(self) -> list[CellClass]:
+        return [CellClass.from_dict(c) for c in self.classes]
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2, default=float) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> ModelCard:
+        data = json.loads(Path(path).read_text())
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def is_checkpoint(model_dir: str | Path) -> bool:
+    d = Path(model_dir)
+    return (d / WEIGHTS_FILE).is_file() and (d / CARD_FILE).is_file()
+
+
+def load_classes(model_dir: str | Path) -> tuple[CellClass, ...]:
+    """The classes of the checkpoint in `model_dir` (from its card), or the default taxonomy
+    when no checkpoint is there yet (a fresh install before `marrow train`)."""
+    card = Path(model_dir) / CARD_FILE
+    if not card.is_file():
+        return CLASSES
+    return tuple(ModelCard.load(card).cell_classes)
