@@ -18,7 +18,7 @@ from app.taxonomy.defaults import UNK, Category
 
 CONFIDENCE = 0.95
 BLAST_CODE = "BLA"
-BLAST_MARKS = (5.0, 20.0)  # percent: the marks a blast count is read against (5 % normal limit, 20 % AML)
+BLAST_MARKS = (5, 20)  # percent: the marks a blast count is read against (5 % normal limit, 20 % AML)
 TARGETS = (200, 300, 500)  # cells: ICSH asks for 300-500; 200 is the common minimum
 
 
