@@ -27,7 +27,7 @@ def create_case(session: Session, user: User, accession: str, specimen: str, not
 
 
 def get_case(session: Session, case_id: int) -> Case:
-    case = session.get(Case, case_id)
+    case = session.get(Case, case_id) if 0 < case_id < 2**63 else None  # ids past int64: none
     if case is None:
         raise NotFound(f"no case {case_id}")
     return case

@@ -50,7 +50,7 @@ def list_cells(session: Session, case_id: int) -> list[dict]:
 
 
 def get_cell(session: Session, cell_id: int) -> Cell:
-    cell = session.get(Cell, cell_id)
+    cell = session.get(Cell, cell_id) if 0 < cell_id < 2**63 else None  # ids past int64: none
     if cell is None:
         raise NotFound(f"no cell {cell_id}")
     return cell
