@@ -23,6 +23,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from app.cases.routes import router as cases_router
     from app.cells.routes import router as cells_router
     from app.exports.routes import router as exports_router
+    from app.reports.routes import router as reports_router
+    from app.rerun.routes import router as rerun_router
+    from app.taxonomy.routes import router as taxonomy_router
     from app.web.install import install_web
 
     settings = settings or get_settings()
@@ -61,7 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         session.execute(text("SELECT 1"))
         return {"status": "ready"}
 
-    for router in (cases_router, cells_router, audit_router, exports_router):
+    for router in (cases_router, cells_router, audit_router, exports_router, taxonomy_router, reports_router,
+                   rerun_router):
         app.include_router(router)
     install_web(app, settings)  # the review pages: session cookie, /static, page routes
     return app

@@ -20,6 +20,10 @@ class Case(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     signed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     signed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The lab's category list when the case was created (app.taxonomy); never changed after.
+    categories: Mapped[list | None] = mapped_column(JSON)
+    # The model the case's cells are (re-)classified with, by folder name; None = the configured one.
+    model_name: Mapped[str | None] = mapped_column(String(120))
 
 
 class Upload(Base):

@@ -20,8 +20,12 @@ class CaseOut(BaseModel):
     status: str  # empty | processing | ready | signed
     cells_total: int
     cells_processed: int
-    counts: dict[str, int]  # current label -> cells
-    differential: dict[str, float]  # counted class -> percent (NIF left out of the denominator)
+    counts: dict[str, int]  # current label -> cells: UNK (unidentified) first, then the case's categories
+    differential: dict[str, float]  # counted category -> percent (UNK and not-counted ones out of the denominator)
+    intervals: dict[str, list[float | None]]  # counted category -> [low, high] percent, exact binomial 95 %
+    indices: dict[str, float | int | None]  # blast_percent, me_ratio, counted_total, ... (app.differential)
+    categories: list[dict]  # the list this case is counted with (snapshot at creation)
+    model_name: str | None  # the model chosen by a re-run; None = the configured one
     signed_by: str | None
     signed_at: datetime | None
 

@@ -11,19 +11,23 @@ from app.cases.models import Case, Upload
 from app.cells.models import Cell
 from app.db import utcnow
 from app.errors import Conflict, NotFound
+from app.differential.indices import percents, summary_indices
 from app.ml.card import CellClass
+from app.taxonomy import service as taxonomy
+from app.taxonomy.defaults import UNK
 from app.users.models import User
 
 
 def create_case(session: Session, user: User, accession: str, specimen: str, note: str) -> Case:
-    case = Case(accession=accession, specimen=specimen, note=note, created_by_id=user.id)
+    case = Case(accession=accession, specimen=specimen, note=note, created_by_id=user.id,
+                categories=taxonomy.snapshot(session))
     session.add(case)
     session.commit()
     return case
 
 
 def get_case(session: Session, case_id: int) -> Case:
-    case = session.get(Case, case_id)
+    case = session.get(Case, case_id) if 0 < case_id < 2**63 else None  # ids past int64: none
     if case is None:
         raise NotFound(f"no case {case_id}")
     return case
@@ -76,7 +80,8 @@ def _tallies(session: Session, case_ids: list[int] | None) -> tuple[dict, dict]:
 
 
 def summaries(session: Session, classes: tuple[CellClass, ...], case_id: int | None = None) -> list[dict]:
-    """Every case (or one) with status, progress, counts and differential, newest first."""
+    """Every case (or one) with status, progress, counts and differential, newest first. Each
+    case is counted with its own category list (`classes`, the model's, is not used for that)."""
     query = select(Case, User.name).outerjoin(User, User.id == Case.signed_by_id).order_by(Case.id.desc())
     if case_id is not None:
         query = query.where(Case.id == case_id)
@@ -85,12 +90,18 @@ def summaries(session: Session, classes: tuple[CellClass, ...], case_id: int | N
     out = []
     for case, signer in rows:
         p, counts = progress[case.id], labels[case.id]
+        categories = taxonomy.of_case(case.categories)
+        full = {UNK: counts.get(UNK, 0), **{c.code: counts.get(c.code, 0) for c in categories}}
+        full.update((code, n) for code, n in counts.items() if code not in full)  # none expected
+        shares = percents(full, categories)
         out.append({
             "id": case.id, "accession": case.accession, "specimen": case.specimen, "note": case.note,
             "created_at": case.created_at, "status": case_status(case, p["total"], p["processed"]),
             "cells_total": p["total"], "cells_processed": p["processed"],
-            "counts": {c.code: counts.get(c.code, 0) for c in classes},
-            "differential": differential(counts, classes),
+            "counts": full, "differential": differential(full, categories),
+            "intervals": {code: [v["ci_low"], v["ci_high"]] for code, v in shares.items()},
+            "indices": summary_indices(full, categories),
+            "categories": [c.as_dict() for c in categories], "model_name": case.model_name,
             "signed_by": signer, "signed_at": case.signed_at,
         })
     return out
@@ -129,6 +140,11 @@ def sign(session: Session, case: Case, user: User) -> None:
     if not total or pending:
         raise Conflict(f"case {case.id} cannot be signed: {pending} of {total} cells still processing"
                        if total else f"case {case.id} has no cells")
+    unidentified = session.scalar(select(func.count()).where(Cell.case_id == case.id, Cell.label == UNK))
+    if unidentified:
+        raise Conflict(f"case {case.id} cannot be signed: {unidentified} unidentified cell"
+                       f"{'s' * (unidentified != 1)} remain{'s' * (unidentified == 1)}; classify "
+                       f"{'them' if unidentified != 1 else 'it'} first")
     done = session.execute(update(Case).where(Case.id == case.id, Case.signed_at.is_(None))
                            .values(signed_by_id=user.id, signed_at=utcnow()))
     if done.rowcount != 1:  # signed by someone else since we looked

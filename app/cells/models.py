@@ -49,4 +49,6 @@ class Prediction(Base):
     probability: Mapped[float] = mapped_column(Float)
     probs: Mapped[dict] = mapped_column(JSON)  # {code: p} over all classes of the model
     top3: Mapped[list] = mapped_column(JSON)  # [{"code", "name", "p"}]
+    # Why the product would not name the cell (label UNK), e.g. "low confidence"; None when named.
+    unidentified: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

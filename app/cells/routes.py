@@ -9,8 +9,9 @@ from fastapi.responses import FileResponse, Response
 from app.cases.service import get_case
 from app.cells import service
 from app.cells.schemas import CellOut, Relabel
-from app.deps import ClassesDep, CurrentUser, SessionDep, StorageDep
+from app.deps import CurrentUser, SessionDep, StorageDep
 from app.errors import NotFound
+from app.taxonomy.service import assignable, of_case
 
 router = APIRouter(prefix="/api", tags=["cells"])
 SERVED_AS_IS = {"image/jpeg", "image/png"}
@@ -31,12 +32,14 @@ def get_cell(cell_id: int, session: SessionDep, _user: CurrentUser) -> dict:
 
 
 @router.patch("/cells/{cell_id}", response_model=CellOut)
-def relabel(cell_id: int, body: Relabel, session: SessionDep, user: CurrentUser, classes: ClassesDep) -> dict:
-    """Set the reviewer's label; 409 when the case is signed or `version` is stale."""
-    codes = [c.code for c in classes]
-    if body.label not in codes:
+def relabel(cell_id: int, body: Relabel, session: SessionDep, user: CurrentUser) -> dict:
+    """Set the reviewer's label to a category of the case's list (422 otherwise); 409 when the
+    case is signed or `version` is stale."""
+    categories = of_case(get_case(session, service.get_cell(session, cell_id).case_id).categories)
+    if body.label not in assignable(categories):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"unknown class {body.label!r}; expected one of {', '.join(codes)}")
+                            f"unknown category {body.label!r} for this case; expected one of "
+                            f"{', '.join(c.code for c in categories)} (or UNK)")
     cell = service.relabel(session, cell_id, body.label, user, body.version)
     return service.cell_out(session, cell)
 

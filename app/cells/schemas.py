@@ -22,8 +22,9 @@ class CellOut(BaseModel):
     quality_flags: list[str]
     quality: dict | None  # brightness, stain_fraction, blur_variance, color_type, repaired
     model_version: str | None
+    unidentified: str | None = None  # why the pipeline left the cell UNK ("low confidence", ...)
 
 
 class Relabel(BaseModel):
-    label: str = Field(description="a class code of the loaded model")
+    label: str = Field(description="a category code of the case's list (or UNK)")
     version: int | None = Field(None, description="the version you saw; stale -> 409")

@@ -21,7 +21,7 @@ def latest_predictions(case_id: int):
 
 COLUMNS = (Cell.id, Cell.filename, Cell.status, Cell.label, Cell.label_source, Cell.version,
            Cell.quality_flags, Cell.quality, Cell.label_at, Prediction.predicted, Prediction.probability,
-           Prediction.top3, Prediction.model_version, User.name.label("labelled_by"))
+           Prediction.top3, Prediction.model_version, Prediction.unidentified, User.name.label("labelled_by"))
 
 
 def rows(session: Session, case_id: int, cell_id: int | None = None):
@@ -41,7 +41,7 @@ def _as_dict(row) -> dict:
         "id": row.id, "filename": row.filename, "status": row.status, "predicted": row.predicted,
         "probability": row.probability, "top3": row.top3 or [], "label": row.label,
         "label_source": row.label_source, "version": row.version, "quality_flags": row.quality_flags or [],
-        "quality": row.quality, "model_version": row.model_version,
+        "quality": row.quality, "model_version": row.model_version, "unidentified": row.unidentified,
     }
 
 
@@ -50,7 +50,7 @@ def list_cells(session: Session, case_id: int) -> list[dict]:
 
 
 def get_cell(session: Session, cell_id: int) -> Cell:
-    cell = session.get(Cell, cell_id)
+    cell = session.get(Cell, cell_id) if 0 < cell_id < 2**63 else None  # ids past int64: none
     if cell is None:
         raise NotFound(f"no cell {cell_id}")
     return cell

@@ -7,9 +7,12 @@ from collections import Counter
 
 from sqlalchemy.orm import Session
 
-from app.cases.service import differential, summaries, summary
+from app.cases.service import summaries, summary
 from app.cells.service import rows
+from app.differential.indices import compute, percents
 from app.ml.card import CellClass
+from app.taxonomy.defaults import UNK, UNK_NAME
+from app.taxonomy.service import lab_categories, of_case
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -31,16 +34,35 @@ def _csv(header_lines: list[str], columns: list[str], data: list[list]) -> str:
 
 
 def differential_csv(session: Session, classes: tuple[CellClass, ...], case_id: int) -> str:
+    """One row per category of the case's list (UNK first), with the exact binomial 95 %
+    interval of each percent, then one row per index (app.differential.indices)."""
     case = summary(session, classes, case_id)
-    model_counts = Counter(row.predicted for row in rows(session, case_id) if row.predicted)
-    percent = differential(case["counts"], classes)
-    excluded = ", ".join(f"{c.code} ({c.name})" for c in classes if not c.counted)
-    rule = (f"percent = reviewed count / all reviewed cells of counted classes; "
-            f"{excluded or 'no class'} listed but left out of the denominator")
-    data = [[c.code, c.name, model_counts.get(c.code, 0), case["counts"].get(c.code, 0),
-             f"{percent[c.code]:.2f}" if c.counted else ""] for c in classes]
+    categories = of_case(case["categories"])
+    model_counts = Counter(UNK if row.unidentified else row.predicted
+                           for row in rows(session, case_id) if row.predicted)
+    shares = percents(case["counts"], categories)
+    excluded = ", ".join(f"{c.code} ({c.name})" for c in categories if not c.counted)
+    rule = (f"percent = reviewed count / all reviewed cells of counted categories; {UNK} (unidentified) "
+            f"and {excluded or 'no category'} listed but left out of the denominator; ci_low/ci_high = "
+            f"exact (Clopper-Pearson) binomial 95 % interval, in percent")
+    data = [[UNK, UNK_NAME, model_counts.get(UNK, 0), case["counts"].get(UNK, 0), "", "", "", ""]]
+    for c in categories:
+        share = shares.get(c.code)
+        data.append([c.code, c.name, model_counts.get(c.code, 0), case["counts"].get(c.code, 0),
+                     _num(share and share["percent"]), _num(share and share["ci_low"]),
+                     _num(share and share["ci_high"]), ""])
+    for ix in compute(case["counts"], categories):
+        percent_kind = ix["kind"] == "percent"
+        data.append([ix["code"], ix["definition"], "", "", _num(ix["value"]) if percent_kind else "",
+                     _num(ix["ci_low"], 2 if percent_kind else 3), _num(ix["ci_high"], 2 if percent_kind else 3),
+                     "" if percent_kind else _num(ix["value"], 3)])
     header = [rule, f"case {case['id']} accession {_safe(case['accession'])} status {case['status']}"]
-    return _csv(header, ["class_code", "class_name", "model_count", "reviewed_count", "percent"], data)
+    return _csv(header, ["class_code", "class_name", "model_count", "reviewed_count", "percent", "ci_low",
+                         "ci_high", "ratio"], data)
+
+
+def _num(value, places: int = 2) -> str:
+    return "" if value is None or value is False else f"{value:.{places}f}"
 
 
 def cells_csv(session: Session, case_id: int) -> str:
@@ -53,10 +75,13 @@ def cells_csv(session: Session, case_id: int) -> str:
 
 
 def cases_csv(session: Session, classes: tuple[CellClass, ...]) -> str:
+    """One column per code: UNK, the lab's current list, then codes only older cases' lists have."""
+    cases = summaries(session, classes)
+    codes = [UNK, *(c.code for c in lab_categories(session))]
+    codes += sorted({code for c in cases for code in c["counts"]} - set(codes))
     data = [[c["id"], _safe(c["accession"]), _safe(c["specimen"]), c["status"], c["cells_total"],
              c["signed_by"] or "", c["signed_at"].isoformat() if c["signed_at"] else "",
-             *(c["counts"][k.code] for k in classes)]
-            for c in summaries(session, classes)]
-    columns = ["case_id", "accession", "specimen", "status", "cells", "signed_by", "signed_at",
-               *(k.code for k in classes)]
+             *(c["counts"].get(code, 0) for code in codes)]
+            for c in cases]
+    columns = ["case_id", "accession", "specimen", "status", "cells", "signed_by", "signed_at", *codes]
     return _csv([], columns, data)

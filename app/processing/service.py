@@ -16,11 +16,12 @@ from itertools import islice
 
 import cv2
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.cases.models import Upload
+from app.audit.service import record
+from app.cases.models import Case, Upload
 from app.cells.models import Cell, Prediction
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker, utcnow
@@ -30,7 +31,10 @@ from app.ml.predictor import Predictor
 from app.ml.pipeline import DEFAULT_BATCH_SIZE, CellResult, run
 from app.ml.quality import Thresholds
 from app.queue import enqueue_cells
+from app.rerun.models_dir import model_path
 from app.storage import Storage
+from app.taxonomy.defaults import UNK
+from app.taxonomy.service import of_case
 
 log = logging.getLogger(__name__)
 THUMBNAIL_SIDE = 128
@@ -61,6 +65,15 @@ class Processor:
         self.batch_size = settings.batch_size or DEFAULT_BATCH_SIZE[settings.device]
         self.predictor = predictor or Predictor(settings.model_dir, device=settings.device,
                                                 backend=settings.backend, cache_dir=settings.model_cache)
+        self._predictors: dict[str | None, Predictor] = {None: self.predictor}
+
+    def predictor_for(self, model_name: str | None) -> Predictor:
+        """The configured model, or another of the models folder a re-run chose (loaded once)."""
+        if model_name not in self._predictors:
+            self._predictors[model_name] = Predictor(model_path(self.settings, model_name),
+                                                     device=self.settings.device, backend=self.settings.backend,
+                                                     cache_dir=self.settings.model_cache)
+        return self._predictors[model_name]
 
     def process(self, upload_id: int, cell_ids: list[int]) -> int:
         """Process those of `cell_ids` still pending; returns how many were processed now."""
@@ -68,8 +81,13 @@ class Processor:
             cells = session.execute(select(Cell.id, Cell.sha256, Cell.filename, Cell.image_path)
                                     .where(Cell.id.in_(cell_ids), Cell.status == "pending")
                                     .order_by(Cell.id)).all()
+            case = session.execute(select(Case.id, Case.model_name, Case.categories)
+                                   .join(Upload, Upload.case_id == Case.id).where(Upload.id == upload_id)).one_or_none()
+        predictor = self.predictor_for(case.model_name if case else None)
+        context = _CaseContext(case.id if case else None, {c.code for c in of_case(case.categories if case else None)},
+                               predictor)
         items = [(c.filename, partial(self.storage.read, c.image_path)) for c in cells]
-        results = run(items, self.predictor, self.thresholds, repair=self.settings.repair,
+        results = run(items, predictor, self.thresholds, repair=self.settings.repair,
                       with_cam=True, batch_size=self.batch_size)
         # Batch k is written (files, rows, progress) in a thread while batch k+1 is in the model.
         with ThreadPoolExecutor(max_workers=1) as writer:
@@ -77,35 +95,36 @@ class Processor:
             for batch in _chunks(zip(cells, results), self.batch_size):
                 if pending is not None:
                     pending.result()
-                pending = writer.submit(self._record, upload_id, batch)
+                pending = writer.submit(self._record, upload_id, batch, context)
             if pending is not None:
                 pending.result()
         if not cells:
             self._refresh_upload(upload_id)
         return len(cells)
 
-    def _record(self, upload_id: int, batch: list) -> None:
-        files = [self._write_files(c.sha256, r) for c, r in batch]
-        self._save([(c.id, r) for c, r in batch], files)
+    def _record(self, upload_id: int, batch: list, context: _CaseContext) -> None:
+        files = [self._write_files(c.sha256, r, context.predictor) for c, r in batch]
+        self._save([(c.id, r) for c, r in batch], files, context)
         self._refresh_upload(upload_id)
 
-    def _write_files(self, digest: str, r: CellResult) -> tuple[str | None, str | None]:
+    def _write_files(self, digest: str, r: CellResult, predictor: Predictor) -> tuple[str | None, str | None]:
         if r.prediction is None:
             return None, None
         thumb = self.storage.thumbnail_key(digest)
         self.storage.put(thumb, thumbnail_jpeg(r.image))
-        overlay = self.storage.overlay_key(digest, self.predictor.version)
+        overlay = self.storage.overlay_key(digest, predictor.version)
         self.storage.put(overlay, overlay_jpeg(r.image, r.prediction.cam))
         return thumb, overlay
 
-    def _save(self, batch: list[tuple[int, CellResult]], files: list[tuple[str | None, str | None]]) -> None:
+    def _save(self, batch: list[tuple[int, CellResult]], files: list[tuple[str | None, str | None]],
+              context: _CaseContext) -> None:
         """One transaction per batch; a unique-constraint race with another worker retries once,
         then finds the prediction present and only completes the cell."""
         for attempt in (1, 2):
             with self.sessions() as session:
                 try:
                     for (cell_id, r), (thumb, overlay) in zip(batch, files):
-                        self._save_one(session, cell_id, r, thumb, overlay)
+                        self._save_one(session, cell_id, r, thumb, overlay, context)
                     session.commit()
                     return
                 except IntegrityError:
@@ -114,7 +133,7 @@ class Processor:
                         raise
 
     def _save_one(self, session: Session, cell_id: int, r: CellResult, thumb: str | None,
-                  overlay: str | None) -> None:
+                  overlay: str | None, context: _CaseContext) -> None:
         quality = {k: v for k, v in r.quality.as_dict().items()
                    if k in ("brightness", "stain_fraction", "blur_variance", "color_type", "repaired")}
         done = {"quality": quality, "quality_flags": list(r.quality.flags)}
@@ -123,19 +142,35 @@ class Processor:
             session.execute(update(Cell).where(Cell.id == cell_id)
                             .values(status="failed", error=r.error, **done))
             return
-        version = self.predictor.version
+        predictor = context.predictor
+        version = predictor.version
+        label, unidentified = product_label(p, context.codes)
         exists = session.scalar(select(Prediction.id).where(Prediction.cell_id == cell_id,
                                                             Prediction.model_version == version))
+        newest = session.scalar(select(func.max(Prediction.id)).where(Prediction.cell_id == cell_id))
+        if exists is not None and exists != newest:  # a re-run back to an earlier model: it is the newest again
+            session.execute(delete(Prediction).where(Prediction.id == exists))
+            exists = None
         if exists is None:
-            codes = [c.code for c in self.predictor.classes]
+            codes = [c.code for c in predictor.classes]
             session.add(Prediction(cell_id=cell_id, model_version=version, predicted=p.code,
-                                   probability=p.probability,
+                                   probability=p.probability, unidentified=unidentified,
                                    probs={c: round(float(q), 6) for c, q in zip(codes, p.probs)},
                                    top3=[{"code": c, "name": name, "p": round(q, 6)} for c, name, q in p.top3]))
         session.execute(update(Cell).where(Cell.id == cell_id)
                         .values(status="done", error=None, thumbnail_path=thumb, overlay_path=overlay, **done))
-        session.execute(update(Cell).where(Cell.id == cell_id, Cell.label.is_(None))
-                        .values(label=p.code, label_source="model", label_at=utcnow(), version=Cell.version + 1))
+        # The model's label where no label exists or the model set it (a re-run); a reviewer's
+        # label is never overwritten. A model label replaced by a re-run is audited.
+        previous = session.execute(select(Cell.label, Cell.label_source).where(Cell.id == cell_id)).one()
+        changed = session.execute(
+            update(Cell).where(Cell.id == cell_id, or_(Cell.label.is_(None),
+                                                       and_(Cell.label_source == "model", Cell.label != label)))
+            .values(label=label, label_source="model", label_at=utcnow(), version=Cell.version + 1)
+            .execution_options(synchronize_session=False)).rowcount
+        if changed and previous.label is not None and context.case_id is not None:
+            record(session, case_id=context.case_id, cell_id=cell_id, user_id=None, action="model_label",
+                   from_value=previous.label, to_value=label,
+                   detail={"model_version": version, "unidentified": unidentified})
 
     def _refresh_upload(self, upload_id: int) -> None:
         """Progress is a recount (not an increment), so redone work never double-counts."""
@@ -145,6 +180,24 @@ class Processor:
             session.execute(update(Upload).where(Upload.id == upload_id).values(
                 cells_done=done, status="done" if done >= total else "processing"))
             session.commit()
+
+
+class _CaseContext:
+    """What saving a batch needs to know about its case: id, its category codes, the model."""
+
+    def __init__(self, case_id: int | None, codes: set[str], predictor: Predictor):
+        self.case_id, self.codes, self.predictor = case_id, codes, predictor
+
+
+def product_label(p, codes: set[str]) -> tuple[str, str | None]:
+    """The label the product counts for a prediction and, for UNK, why: the pipeline's
+    (`Prediction.label`/`unidentified`), and UNK for a class the case's list does not have
+    (a lab that removed a category still never counts a cell silently)."""
+    label = getattr(p, "label", p.code)  # Predictors before the unidentified rule name every cell
+    reason = getattr(p, "unidentified", None)
+    if label != UNK and label not in codes:
+        return UNK, f"class {label} is not in the case's category list"
+    return label, reason if label == UNK else None
 
 
 def requeue_pending(settings: Settings) -> int:

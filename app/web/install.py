@@ -14,6 +14,7 @@ from app.web.auth import LoginRequired
 from app.web.pages_auth import router as auth_router
 from app.web.pages_cases import router as cases_router
 from app.web.pages_review import router as review_router
+from app.web.pages_taxonomy import router as taxonomy_router
 from app.web.templating import ROOT, is_htmx, render
 
 SESSION_COOKIE = "marrow_session"
@@ -26,7 +27,7 @@ def install_web(app: FastAPI, settings: Settings) -> None:
                        max_age=SESSION_MAX_AGE_S, same_site="lax", https_only=settings.environment == "production")
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     app.state.login_limiter = LoginLimiter.for_broker(settings.broker)
-    for router in (auth_router, cases_router, review_router):
+    for router in (auth_router, cases_router, review_router, taxonomy_router):
         app.include_router(router)
 
     api_domain_error = app.exception_handlers[DomainError]

@@ -15,7 +15,7 @@ from app.deps import ClassesDep, SessionDep, SettingsDep, StorageDep
 from app.errors import Conflict
 from app.web.auth import Csrf, PageUser
 from app.web.progress import progress
-from app.web.review import TARGETS, panel, target_or_default
+from app.web.review import TARGETS, case_categories, panel, target_or_default
 from app.web.templating import render
 
 router = APIRouter(include_in_schema=False)
@@ -57,7 +57,7 @@ def case_page(request: Request, case_id: int, db: SessionDep, _user: PageUser, c
 
 def _case_page(request: Request, db, classes, case_id: int, status_code: int = 200, error: str | None = None):
     case = cases.summary(db, classes, case_id)
-    return render(request, "case.html", status_code, case=case, panel=panel(case, classes, TARGETS[0]),
+    return render(request, "case.html", status_code, case=case, panel=panel(case, case_categories(db, case), TARGETS[0]),
                   progress=progress(db, case_id), events=history(db, case_id), error=error)
 
 
@@ -98,7 +98,8 @@ async def upload(request: Request, case_id: int, db: SessionDep, user: PageUser,
 def differential(request: Request, case_id: int, db: SessionDep, _user: PageUser, classes: ClassesDep,
                  target: int = TARGETS[0]) -> Response:
     case = cases.summary(db, classes, case_id)
-    return render(request, "partials/differential.html", panel=panel(case, classes, target_or_default(target)))
+    return render(request, "partials/differential.html",
+                  panel=panel(case, case_categories(db, case), target_or_default(target)))
 
 
 @router.get("/cases/{case_id}/history")

@@ -12,7 +12,9 @@ from app.deps import ClassesDep, SessionDep
 from app.errors import Conflict
 from app.web.auth import Csrf, PageUser
 from app.web.progress import progress
-from app.web.review import FILTERS, SORTS, TARGETS, gallery, panel, parse_items, target_or_default, tile
+from app.taxonomy.service import assignable
+from app.web.review import (FILTERS, SORTS, TARGETS, case_categories, gallery, panel, parse_items,
+                            target_or_default, tile)
 from app.web.templating import render, when
 
 router = APIRouter(include_in_schema=False)
@@ -27,9 +29,10 @@ def review(request: Request, case_id: int, db: SessionDep, _user: PageUser, clas
            sort: str = "confidence", show: str = "all", target: int = TARGETS[0]) -> Response:
     sort, show = _view(sort, show)
     case = cases.summary(db, classes, case_id)
-    return render(request, "review.html", case=case, classes=classes, sort=sort, show=show, sorts=SORTS,
-                  filters=FILTERS, groups=gallery(cells.rows(db, case_id), classes, sort, show),
-                  panel=panel(case, classes, target_or_default(target)),
+    categories = case_categories(db, case)  # the case's list, with the keys mapped now
+    return render(request, "review.html", case=case, classes=categories, sort=sort, show=show, sorts=SORTS,
+                  filters=FILTERS, groups=gallery(cells.rows(db, case_id), categories, sort, show),
+                  panel=panel(case, categories, target_or_default(target)),
                   progress=progress(db, case_id))
 
 
@@ -37,9 +40,9 @@ def review(request: Request, case_id: int, db: SessionDep, _user: PageUser, clas
 def gallery_fragment(request: Request, case_id: int, db: SessionDep, _user: PageUser, classes: ClassesDep,
                      sort: str = "confidence", show: str = "all") -> Response:
     sort, show = _view(sort, show)
-    cases.get_case(db, case_id)
+    categories = case_categories(db, cases.summary(db, classes, case_id))
     return render(request, "partials/gallery.html", case_id=case_id,
-                  groups=gallery(cells.rows(db, case_id), classes, sort, show))
+                  groups=gallery(cells.rows(db, case_id), categories, sort, show))
 
 
 @router.get("/cells/{cell_id}/detail")
@@ -67,11 +70,11 @@ def relabel(request: Request, case_id: int, db: SessionDep, user: PageUser, clas
             items: Annotated[str, Form()], target: Annotated[int, Form()] = TARGETS[0]) -> Response:
     """Each cell through the cells service (the PATCH /api/cells/{id} path: optimistic version
     check, audit); answers the message, the changed tiles and the differential (out of band)."""
+    categories = case_categories(db, cases.summary(db, classes, case_id))
     try:
-        wanted = parse_items(items, {c.code for c in classes})
+        wanted = parse_items(items, assignable(categories))
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"bad relabel request: {exc}") from None
-    cases.get_case(db, case_id)
     changed, conflict = [], None
     for cell_id, version, label in wanted:
         if cells.get_cell(db, cell_id).case_id != case_id:
@@ -91,4 +94,4 @@ def relabel(request: Request, case_id: int, db: SessionDep, user: PageUser, clas
                            f"{labels.pop() if len(labels) == 1 else 'their previous classes'}")
     return render(request, "partials/relabel_result.html", status.HTTP_409_CONFLICT if conflict else 200,
                   message=message, error=bool(conflict), tiles=tiles,
-                  panel=panel(case, classes, target_or_default(target)))
+                  panel=panel(case, categories, target_or_default(target)))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from app.differential.indices import BLAST_CODE, BLAST_MARKS, TARGETS, compute
 from app.ml.card import CellClass
+from app.taxonomy.defaults import UNK, UNK_NAME
+from app.taxonomy.service import lab_categories, of_case, with_current_keys
 
-BLAST_CODE = "BLA"
-BLAST_MARKS = (5, 20)  # percent: the thresholds haematologists read a blast count against
 BLAST_SCALE = 40  # the blast bar spans 0-40 %; above that it is simply full
-TARGETS = (200, 500)
 LOW_CONFIDENCE = 0.6
 SORTS = {"confidence": "low confidence first", "upload": "upload order"}
 FILTERS = {"all": "all cells", "low": f"confidence < {LOW_CONFIDENCE:.0%}",
@@ -46,10 +46,14 @@ def gallery(rows, classes: tuple[CellClass, ...], sort: str, what: str) -> list[
     """Every class's group (empty ones too, so the layout never jumps), then cells still
     processing and cells that could not be read. Each tile's `rank` is its place in the
     sort order, which the page's script uses to put a relabelled cell where it belongs."""
+    rows = list(rows)
     tiles = [t for t in map(tile, rows) if _keep(t, what)]
     if sort == "confidence":
         tiles.sort(key=lambda t: (t["probability"] is None, t["probability"] or 0.0, t["id"]))
-    groups = {c.code: Group(c.code, c.name, c.key) for c in classes}
+    # The unidentified group first, whenever the case has such cells (a case without any shows
+    # the category groups only, as before).
+    unidentified = {UNK: Group(UNK, UNK_NAME, "")} if any(row.label == UNK for row in rows) else {}
+    groups = {**unidentified, **{c.code: Group(c.code, c.name, c.key) for c in classes}}
     pending, failed = Group("pending", "Processing", ""), Group("failed", "Unreadable", "")
     for rank, t in enumerate(tiles):
         t["rank"] = rank
@@ -58,16 +62,27 @@ def gallery(rows, classes: tuple[CellClass, ...], sort: str, what: str) -> list[
     return [*groups.values(), *(g for g in (pending, failed) if g.tiles)]
 
 
+def case_categories(db, case: dict):
+    """A case's own category list, with the keys the administrator maps now."""
+    return with_current_keys(of_case(case.get("categories")), lab_categories(db))
+
+
 def panel(case: dict, classes: tuple[CellClass, ...], target: int) -> dict:
-    """The differential panel from a case summary (app.cases.service.summary)."""
-    counted = sum(case["counts"][c.code] for c in classes if c.counted)
+    """The differential panel from a case summary (app.cases.service.summary): UNK first, every
+    category with its percent and exact 95 % interval, the ratios, progress to the target."""
+    counted = sum(case["counts"].get(c.code, 0) for c in classes if c.counted)
     blast = case["differential"].get(BLAST_CODE)
+    intervals = case.get("intervals", {})
     return {
         "case_id": case["id"], "status": case["status"], "target": target, "targets": TARGETS,
         "counted": counted, "progress": min(100.0, 100.0 * counted / target),
+        "unidentified": case["counts"].get(UNK, 0),
         "rows": [{"code": c.code, "name": c.name, "key": c.key, "counted": c.counted,
-                  "count": case["counts"][c.code], "percent": case["differential"].get(c.code)}
+                  "count": case["counts"].get(c.code, 0), "percent": case["differential"].get(c.code),
+                  "ci": intervals.get(c.code)}
                  for c in classes],
+        "indices": [ix for ix in compute(case["counts"], classes) if ix["code"] != "blast_percent"]
+        if all(hasattr(c, "lineage") for c in classes) else [],
         "blast": blast, "blast_width": min(100.0, 100.0 * (blast or 0.0) / BLAST_SCALE),
         "marks": [{"at": m, "left": 100.0 * m / BLAST_SCALE} for m in BLAST_MARKS],
         "blast_level": None if blast is None else sum(blast >= m for m in BLAST_MARKS),

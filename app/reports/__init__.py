@@ -1,0 +1,1 @@
+"""Reports of a case for the chart (PDF) and the lab information system (FHIR R4 Bundle)."""

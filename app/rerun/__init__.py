@@ -1,0 +1,1 @@
+"""Re-running a case with another model of the models folder, before sign-off."""
