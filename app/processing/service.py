@@ -9,10 +9,8 @@ workers racing on the same cells, therefore leave exactly one cell and one predi
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from itertools import islice
 
 import cv2
 import numpy as np
@@ -27,8 +25,9 @@ from app.config import Settings
 from app.db import make_engine, make_sessionmaker, utcnow
 from app.ml import encode
 from app.ml.gradcam import overlay_jpeg
+from app.ml.pipeline import DEFAULT_BATCH_SIZE, CellResult, batches, run
+from app.ml.predictor import Prediction as PipelinePrediction
 from app.ml.predictor import Predictor
-from app.ml.pipeline import DEFAULT_BATCH_SIZE, CellResult, run
 from app.ml.quality import Thresholds
 from app.queue import enqueue_cells
 from app.rerun.models_dir import model_path
@@ -46,12 +45,6 @@ def thumbnail_jpeg(rgb: np.ndarray, side: int = THUMBNAIL_SIDE) -> bytes:
     if scale < 1:
         rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     return encode.jpeg(rgb, quality=85)
-
-
-def _chunks(it, n: int) -> Iterator[list]:
-    it = iter(it)
-    while chunk := list(islice(it, n)):
-        yield chunk
 
 
 class Processor:
@@ -92,7 +85,7 @@ class Processor:
         # Batch k is written (files, rows, progress) in a thread while batch k+1 is in the model.
         with ThreadPoolExecutor(max_workers=1) as writer:
             pending = None
-            for batch in _chunks(zip(cells, results), self.batch_size):
+            for batch in batches(zip(cells, results), self.batch_size):
                 if pending is not None:
                     pending.result()
                 pending = writer.submit(self._record, upload_id, batch, context)
@@ -189,12 +182,11 @@ class _CaseContext:
         self.case_id, self.codes, self.predictor = case_id, codes, predictor
 
 
-def product_label(p, codes: set[str]) -> tuple[str, str | None]:
+def product_label(p: PipelinePrediction, codes: set[str]) -> tuple[str, str | None]:
     """The label the product counts for a prediction and, for UNK, why: the pipeline's
     (`Prediction.label`/`unidentified`), and UNK for a class the case's list does not have
     (a lab that removed a category still never counts a cell silently)."""
-    label = getattr(p, "label", p.code)  # Predictors before the unidentified rule name every cell
-    reason = getattr(p, "unidentified", None)
+    label, reason = p.label, p.unidentified
     if label != UNK and label not in codes:
         return UNK, f"class {label} is not in the case's category list"
     return label, reason if label == UNK else None
