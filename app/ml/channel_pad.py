@@ -19,9 +19,7 @@ import math
 import torch
 from timm.models.rexnet import LinearBottleneck, RexNet
 
-# 16 is a multiple of both AVX2's 8 and AVX-512's 16 channel block; padding to 8 ran equally
-# fast on this AVX2 machine.
-CHANNEL_MULTIPLE = 16
+from app.ml.channel_pad_layout import CHANNEL_MULTIPLE
 
 
 def _padded(channels: int, multiple: int) -> int:

@@ -6,16 +6,46 @@ so Grad-CAM's channel weights are W[c] / (h·w) and the heatmap is ReLU(Σ_k W[c
 min-max scaled. That needs no backward pass: the product computes it from the features of the
 same forward pass that gave the probabilities. The tests check it against the maintained
 `grad-cam` package (one forward and one backward per batch); the scaling and the coloured
-overlay are that package's own `scale_cam_image` and `show_cam_on_image`.
+overlay are that package's `scale_cam_image` and `show_cam_on_image`, copied here line for line
+(importing them imports torch, torchvision and matplotlib, ~700 MB a worker does not need) and
+checked against the package in `tests/ml/test_gradcam.py`.
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
-from pytorch_grad_cam.utils.image import scale_cam_image, show_cam_on_image
 
 from app.ml import encode
+
+
+def scale_cam_image(cam, target_size=None) -> np.ndarray:
+    """grad-cam's `pytorch_grad_cam.utils.image.scale_cam_image` for 2-D maps: each map min-max
+    scaled, then resized to target_size (width, height)."""
+    result = []
+    for img in cam:
+        img = img - np.min(img)
+        img = img / (1e-7 + np.max(img))
+        if target_size is not None:
+            img = cv2.resize(np.float32(img), target_size)
+        result.append(img)
+    return np.float32(result)
+
+
+def show_cam_on_image(img: np.ndarray, mask: np.ndarray, use_rgb: bool = False,
+                      colormap: int = cv2.COLORMAP_JET, image_weight: float = 0.5) -> np.ndarray:
+    """grad-cam's `pytorch_grad_cam.utils.image.show_cam_on_image`: the mask as a colour
+    heatmap blended over the image (float in [0, 1]), scaled so the brightest value is 255."""
+    heatmap = cv2.applyColorMap(np.uint8(255 * mask), colormap)
+    if use_rgb:
+        heatmap = cv2.cvtColor(heatmap, cv2.COLOR_BGR2RGB)
+    heatmap = np.float32(heatmap) / 255
+    if np.max(img) > 1:
+        raise ValueError("The input image should np.float32 in the range [0, 1]")
+    if image_weight < 0 or image_weight > 1:
+        raise ValueError(f"image_weight should be in the range [0, 1]. Got: {image_weight}")
+    cam = (1 - image_weight) * heatmap + image_weight * img
+    cam = cam / np.max(cam)
+    return np.uint8(255 * cam)
 
 
 def cam_from_features(features: np.ndarray, fc_weight: np.ndarray, targets: np.ndarray,
@@ -26,7 +56,7 @@ def cam_from_features(features: np.ndarray, fc_weight: np.ndarray, targets: np.n
     return scale_cam_image(cams, (size, size))
 
 
-def target_layer(model: torch.nn.Module) -> torch.nn.Module:
+def target_layer(model):
     """The last convolutional stage (the feature map the head pools)."""
     return model.features[-1] if hasattr(model, "features") else model.conv_head
 

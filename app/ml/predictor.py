@@ -1,38 +1,41 @@
-"""Batched prediction with a loaded checkpoint, on one of several inference backends.
+"""Batched prediction with a loaded checkpoint, on the inference backend the CPU suits best.
 
 `Predictor` runs a batch through the network once and returns, per image, the full probability
 vector, the top-3 and (on request) the Grad-CAM heatmap, which for a global-average-pool +
-linear head comes from the same forward pass (see `gradcam.py`).
+linear head comes from the same forward pass (see `gradcam`): every backend returns the
+last-stage feature map beside the logits.
 
-A backend turns a normalised N×3×S×S float32 batch into (logits, last-stage features); each is
-checked against the PyTorch network when it is made:
-- "onnx": ONNX Runtime on a channel-padded export of the network (measured faster on CPU than
-  PyTorch eager and than the unpadded graph, see the README's benchmark); the graph is exported
-  once per weights file into a cache directory, and one session is kept per thread count.
-- "torch": PyTorch eager, optionally with CUDA mixed precision.
-"auto" picks "onnx" on CPU and "torch" on CUDA. A new backend (OpenVINO, TensorRT, ...) is a
-class with `name` and `forward(batch, threads)` registered in `BACKENDS`.
+The backends and how `auto` chooses and verifies one are in `backends`: on CPU OpenVINO bf16
+(or int8, where a quantised graph passed its validation) where the CPU has the units for it,
+ONNX Runtime fp32 otherwise and as the fallback; PyTorch on CUDA. The CPU backends run the
+graph exported into the model cache and read the classifier's weights with safetensors' numpy
+API, so a predictor on them never imports torch (`model` loads the PyTorch network on demand,
+for tests and tools that want it).
 """
 from __future__ import annotations
 
-import hashlib
-import os
-import threading
+import logging
 from dataclasses import dataclass
+import os
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
-import torch
 
-from app.ml import channel_pad, preprocess
-from app.ml.card import SHIPPED_MODEL, WEIGHTS_FILE, CellClass
-from app.ml.checkpoint import load_checkpoint, resolve_device
+from app.ml import backends, preprocess
+from app.ml.backends import BACKENDS, Backend, OnnxBackend, OpenVinoBackend, TorchBackend  # noqa: F401
+from app.ml.card import CARD_FILE, SHIPPED_MODEL, CellClass, ModelCard, is_checkpoint, WEIGHTS_FILE
 from app.ml.unidentified import UNK, energy
 
-ORT_ALLOW_SPINNING = "0"  # see OnnxBackend.session
-ONNX_LAYOUT = f"pad{channel_pad.CHANNEL_MULTIPLE}"  # in the cached graph's name: a new layout re-exports
-VERIFY_TOLERANCE = 1e-4  # relative to the outputs' scale: float32 summation order alone differs by ~1e-6
+log = logging.getLogger(__name__)
+
+
+def __getattr__(name: str):
+    """The PyTorch-side helpers that used to live here (imported on demand: they need torch)."""
+    if name in ("LogitsAndFeatures", "relative_error", "VERIFY_TOLERANCE"):
+        from app.ml import export
+
+        return getattr(export, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -65,143 +68,68 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-class LogitsAndFeatures(torch.nn.Module):
-    """Exposes the last convolutional stage beside the logits (one forward for both)."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        feats = self.model.forward_features(x)
-        return self.model.forward_head(feats), feats
-
-
-def relative_error(want: tuple[torch.Tensor, ...], got: tuple[torch.Tensor, ...]) -> float:
-    """Largest difference between two sets of outputs, relative to the reference's scale."""
-    return max(float((a - b).abs().max() / (1 + a.abs().max())) for a, b in zip(want, got))
-
-
-class Backend(Protocol):
-    name: str
-
-    def forward(self, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised N×3×S×S float32 -> (logits N×C, last-stage features N×K×h×w)."""
-
-
-class TorchBackend:
-    name = "torch"
-
-    def __init__(self, network: LogitsAndFeatures, device: str, amp: bool = False):
-        self.network, self.device, self.amp = network, device, amp and device == "cuda"
-
-    def forward(self, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        with torch.inference_mode(), torch.autocast("cuda", enabled=self.amp):
-            x = torch.from_numpy(batch).to(self.device, non_blocking=True)
-            logits, feats = self.network(x)
-        return logits.float().cpu().numpy(), feats.float().cpu().numpy()
-
-
-class OnnxBackend:
-    """ONNX Runtime (CPU) on the channel-padded export, cached per weights file and layout."""
-
-    name = "onnx"
-
-    def __init__(self, network: LogitsAndFeatures, weights: Path, input_size: int, cache_dir: Path,
-                 threads: int):
-        self.network, self.input_size, self.threads = network, input_size, threads
-        self._sessions: dict[int, object] = {}  # sessions by intra-op thread count
-        self._lock = threading.Lock()
-        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
-        self.path = Path(cache_dir) / f"{digest}-{ONNX_LAYOUT}.onnx"
-        if not self.path.is_file():
-            self._export()
-        self._default = self.session(threads)
-
-    def _export(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        size = self.input_size
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        torch.onnx.export(self.exported_network(), torch.zeros(1, 3, size, size), str(tmp),
-                          input_names=["input"], output_names=["logits", "features"],
-                          dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}, "features": {0: "n"}},
-                          opset_version=17, dynamo=False)
-        os.replace(tmp, self.path)
-
-    def exported_network(self) -> torch.nn.Module:
-        """What goes to ONNX: ReXNet with its channels padded (same outputs, faster on CPU,
-        see `channel_pad`), checked against the network itself on a probe input."""
-        try:
-            padded = channel_pad.pad_channels(self.network.model)
-        except TypeError:  # not a ReXNet: exported as it is
-            return self.network
-        wrapped = LogitsAndFeatures(padded).eval()
-        size = self.input_size
-        probe = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-        with torch.inference_mode():
-            err = relative_error(self.network(probe), wrapped(probe))
-        if err > VERIFY_TOLERANCE:
-            raise RuntimeError(f"the channel-padded network differs by {err:.2g} (relative)")
-        return wrapped
-
-    def session(self, threads: int):
-        """The ONNX Runtime session with `threads` intra-op threads (made once, thread-safe).
-
-        Spinning pool threads are turned off: on a small or shared CPU they burn the cores the
-        other threads (decoding, a second session, other processes) need; measured faster here.
-        """
-        import onnxruntime as ort
-
-        with self._lock:
-            if threads not in self._sessions:
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = threads
-                opts.inter_op_num_threads = 1
-                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                opts.add_session_config_entry("session.intra_op.allow_spinning", ORT_ALLOW_SPINNING)
-                self._sessions[threads] = ort.InferenceSession(
-                    str(self.path), opts, providers=["CPUExecutionProvider"])
-            return self._sessions[threads]
-
-    def forward(self, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        session = self._default if threads in (None, self.threads) else self.session(threads)
-        logits, feats = session.run(None, {"input": batch})
-        return logits, feats
-
-
-BACKENDS = ("onnx", "torch")
-
-
 class Predictor:
     """Batched prediction with a loaded checkpoint.
 
-    backend "auto" ("onnx" on CPU, "torch" on CUDA), "onnx" or "torch"; the ONNX graph is
-    exported once per weights file into `cache_dir` (default `<model_dir>/.cache`) and reused.
+    backend: "auto" (see `backends`), or one of `BACKENDS` to force it. The exported graph is
+    cached in `cache_dir` (default `<model_dir>/.cache`) per weights file. `selection` records
+    the choice: backend, precision, CPU flags, each candidate's check on the probe cells.
     """
 
     def __init__(self, model_dir: str | Path = SHIPPED_MODEL, device: str = "cpu",
                  backend: str = "auto", cache_dir: str | Path | None = None,
                  amp: bool = False, threads: int | None = None):
-        self.device = resolve_device(device)
-        self.model_dir = Path(model_dir)
-        self.model, self.card = load_checkpoint(self.model_dir, self.device)
-        self.backend = ("onnx" if self.device == "cpu" else "torch") if backend == "auto" else backend
-        if self.backend not in BACKENDS:
+        if backend != "auto" and backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; expected auto or one of {', '.join(BACKENDS)}")
-        self.amp = amp and self.device == "cuda"
-        self.threads = threads or max(1, os.cpu_count() or 1)
-        self.fc_weight = self.model.get_classifier().weight.detach().float().cpu().numpy()
-        network = LogitsAndFeatures(self.model).eval()
-        self.runner: Backend = self._make_backend(network, cache_dir)
+        self.model_dir = Path(model_dir)
+        if not is_checkpoint(self.model_dir):
+            raise FileNotFoundError(f"{self.model_dir}: not a MarrowDiff checkpoint (needs {WEIGHTS_FILE} "
+                                    f"and {CARD_FILE})")
+        self.card = ModelCard.load(self.model_dir / CARD_FILE)
+        self.device = device
+        if device == "cuda":
+            from app.ml.checkpoint import resolve_device
 
-    def _make_backend(self, network: LogitsAndFeatures, cache_dir) -> Backend:
-        if self.backend == "onnx":
+            resolve_device(device)
+        self.amp = amp and device == "cuda"
+        self.threads = threads or max(1, os.cpu_count() or 1)
+        self.cache_dir = Path(cache_dir) if cache_dir else self.model_dir / ".cache"
+        self._model = None
+        if device == "cuda" or backend == "torch":
+            self.runner: Backend = self._torch_backend()
+            self.fc_weight = self.model.get_classifier().weight.detach().float().cpu().numpy()
+            self.selection = {"requested": backend, "backend": "torch", "precision": self.runner.precision,
+                              "cpu_flags": backends.cpu_flags(), "checks": [], "skipped": [], "check": None,
+                              "fallback_reason": None}
+        else:
             try:
-                return OnnxBackend(network, self.model_dir / WEIGHTS_FILE, self.card.input_size,
-                                   Path(cache_dir) if cache_dir else self.model_dir / ".cache", self.threads)
+                paths = backends.ensure_exported(self.model_dir, self.cache_dir)
+                self.fc_weight = backends.classifier_weight(self.model_dir, paths)
+                self.runner, self.selection = backends.select(backend, paths, self.card, self.fc_weight,
+                                                              self.threads, self.cache_dir)
             except RuntimeError as exc:
                 raise RuntimeError(f"{self.model_dir}: {exc}") from exc
-        return TorchBackend(network, self.device, self.amp)
+        self.backend = self.runner.name
+        self.precision = self.runner.precision
+
+    def _torch_backend(self) -> Backend:
+        from app.ml.export import LogitsAndFeatures
+
+        return backends.TorchBackend(LogitsAndFeatures(self.model).eval(), self.device, self.amp)
+
+    @property
+    def model(self):
+        """The PyTorch network (loaded on first use: imports torch)."""
+        if self._model is None:
+            from app.ml.checkpoint import load_checkpoint
+
+            self._model, _ = load_checkpoint(self.model_dir, self.device)
+        return self._model
+
+    def describe(self) -> dict:
+        """What this predictor runs, for logs, health reports and the bench JSON."""
+        return {"model_dir": str(self.model_dir), "version": self.version, "device": self.device,
+                "threads": self.threads, **self.selection}
 
     @property
     def classes(self) -> list[CellClass]:

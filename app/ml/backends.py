@@ -1,0 +1,373 @@
+"""Inference backends, chosen by the CPU and verified against fp32 when they are loaded.
+
+A backend turns a normalised N×3×S×S float32 batch into (logits N×C, last-stage features
+N×K×h×w): one forward pass gives both the probabilities and the Grad-CAM map (see `gradcam`).
+
+| name | runtime | precision | needs |
+|---|---|---|---|
+| `onnx` | ONNX Runtime, channel-padded graph | fp32 | any x86-64/ARM CPU: the baseline and the fallback |
+| `openvino-fp32` | OpenVINO on the same graph | fp32 | `openvino` installed |
+| `openvino-bf16` | OpenVINO, `INFERENCE_PRECISION_HINT=bf16` | bf16 (fp32 accumulation) | a CPU with AVX512_BF16 or AMX-BF16 |
+| `openvino-int8` | OpenVINO on the NNCF-quantised graph (`marrow quantize`) | int8 | AVX512-VNNI, AVX-VNNI or AMX-INT8, and a quantised graph whose validation report says it ships |
+| `torch` | PyTorch eager (CUDA: optional bf16 autocast) | fp32 / bf16 | torch (imported only for this one) |
+
+`auto` (`select`) tries, on CPU, int8 (when shipped), then bf16, where the CPU has the units for
+them, then `onnx`; each candidate is verified on the probe cells (`probe`) against PyTorch
+eager's fp32 outputs stored at export time: top-1 agreement, the largest difference of a
+calibrated probability and of a (min-max scaled) Grad-CAM map must be within `LIMITS`, else the
+next candidate is tried and the reason logged. On CUDA `auto` is `torch`. A named backend is
+used as asked (its check is still run and reported; a failed one is a warning).
+
+The CPU backends read the exported graph from the model cache (`cache`, `export`); exporting
+needs PyTorch and runs in a child process when the cache lacks it, so a worker on these
+backends never imports torch.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import subprocess
+import sys
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from app.ml import preprocess, probe
+from app.ml.cache import GraphPaths, graph_paths
+from app.ml.card import WEIGHTS_FILE
+
+log = logging.getLogger(__name__)
+
+ORT_ALLOW_SPINNING = "0"  # see OnnxBackend.session
+BACKENDS = ("onnx", "openvino-fp32", "openvino-bf16", "openvino-int8", "torch")
+PRECISION = {"onnx": "fp32", "openvino-fp32": "fp32", "openvino-bf16": "bf16", "openvino-int8": "int8",
+             "torch": "fp32"}
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a backend must keep on the probe cells, against PyTorch eager fp32."""
+
+    min_top1_agreement: float  # share of probe cells with the same top class
+    max_prob_diff: float  # largest |p - p_fp32| of any calibrated class probability
+    max_cam_diff: float  # largest difference of the top-class Grad-CAM maps, each min-max scaled
+
+
+# fp32: summation order alone (measured ~1e-6). bf16: 8-bit mantissa inputs with fp32
+# accumulation; measured here (AMD EPYC, AVX512_BF16) 0.03 in a logit, < 0.01 in a probability;
+# one probe cell in 16 may change its top class where its top two are nearly tied. int8: the
+# shipping rule is on the validation split (`quantize`); at load it must stay this close.
+LIMITS = {"fp32": Limits(1.0, 1e-3, 1e-3), "bf16": Limits(15 / 16, 0.05, 0.10),
+          "int8": Limits(14 / 16, 0.10, 0.20)}
+
+
+def cpu_flags() -> list[str]:
+    """The instruction-set flags among CPU_FLAGS this CPU reports (Linux /proc/cpuinfo)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            have = set(line.split(":", 1)[1].split())
+            return [f for f in CPU_FLAGS if f in have]
+    return []
+
+
+class Backend(Protocol):
+    name: str
+    precision: str
+
+    def forward(self, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised N×3×S×S float32 -> (logits N×C, last-stage features N×K×h×w)."""
+
+
+class OnnxBackend:
+    """ONNX Runtime (CPU, fp32) on the exported graph; one session per intra-op thread count."""
+
+    name = "onnx"
+    precision = "fp32"
+
+    def __init__(self, path: Path, threads: int):
+        self.path, self.threads = Path(path), threads
+        self._sessions: dict[int, object] = {}
+        self._lock = threading.Lock()
+        self._default = self.session(threads)
+
+    def session(self, threads: int):
+        """The session with `threads` intra-op threads (made once, thread-safe).
+
+        Spinning pool threads are turned off: on a small or shared CPU they burn the cores the
+        other threads (decoding, a second session, other processes) need; measured faster here.
+        """
+        import onnxruntime as ort
+
+        with self._lock:
+            if threads not in self._sessions:
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads = threads
+                opts.inter_op_num_threads = 1
+                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                opts.add_session_config_entry("session.intra_op.allow_spinning", ORT_ALLOW_SPINNING)
+                self._sessions[threads] = ort.InferenceSession(str(self.path), opts,
+                                                               providers=["CPUExecutionProvider"])
+            return self._sessions[threads]
+
+    def forward(self, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        session = self._default if threads in (None, self.threads) else self.session(threads)
+        logits, feats = session.run(None, {"input": batch})
+        return logits, feats
+
+
+class OpenVinoBackend:
+    """OpenVINO (CPU) on the exported graph (or the int8 model), one single-thread stream per
+    thread of the budget.
+
+    `forward(batch)` splits the batch over the streams and runs the parts at once (so the
+    pipeline's one-batch-at-a-time path uses every core); `forward(batch, threads=1)`, what a
+    caller running its own batches side by side asks for, runs the batch on one stream.
+    Compiled models are cached under `<cache>/openvino` (a second start skips compiling).
+    """
+
+    def __init__(self, model_path: Path, precision: str, threads: int, cache_dir: Path | None = None):
+        import openvino as ov
+
+        self.precision, self.threads = precision, threads
+        self.name = f"openvino-{precision}"
+        core = ov.Core()
+        if cache_dir is not None:
+            core.set_property({"CACHE_DIR": str(Path(cache_dir) / "openvino")})
+        config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+                  "NUM_STREAMS": threads, "INFERENCE_NUM_THREADS": threads,
+                  "ENABLE_CPU_PINNING": False}  # several workers share the cores: never pin
+        self.compiled = core.compile_model(str(model_path), "CPU", config)
+        self.executed_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self._outputs = [self.compiled.output("logits"), self.compiled.output("features")]
+        self._requests: queue.Queue = queue.Queue()
+        for _ in range(2 * threads):
+            self._requests.put(self.compiled.create_infer_request())
+
+    def _outputs_of(self, request) -> tuple[np.ndarray, np.ndarray]:
+        logits, feats = (np.array(request.get_tensor(o).data, copy=True) for o in self._outputs)
+        return logits, feats
+
+    def forward(self, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        parts = 1 if threads is not None and threads < self.threads else min(self.threads, len(batch))
+        chunks = np.array_split(batch, parts) if parts > 1 else [batch]
+        requests = [self._requests.get() for _ in chunks]
+        try:
+            for r, chunk in zip(requests, chunks):
+                r.start_async({0: chunk})
+            outs = []
+            for r in requests:
+                r.wait()
+                outs.append(self._outputs_of(r))
+        finally:
+            for r in requests:
+                self._requests.put(r)
+        if len(outs) == 1:
+            return outs[0]
+        return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+
+
+class TorchBackend:
+    """PyTorch eager, optionally with CUDA bfloat16 autocast (imports torch)."""
+
+    name = "torch"
+
+    def __init__(self, network, device: str, amp: bool = False):
+        self.network, self.device, self.amp = network, device, amp and device == "cuda"
+        self.precision = "bf16" if self.amp else "fp32"
+
+    def forward(self, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        with torch.inference_mode(), torch.autocast("cuda", enabled=self.amp):
+            x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            logits, feats = self.network(x)
+        return logits.float().cpu().numpy(), feats.float().cpu().numpy()
+
+
+# --- the exported graph -------------------------------------------------------------------------
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def ensure_exported(model_dir: Path, cache_dir: Path) -> GraphPaths:
+    """The cache's files for this checkpoint, exported first when missing: in this process if
+    torch is already loaded, else in a child process (torch never enters this one)."""
+    paths = graph_paths(Path(model_dir) / WEIGHTS_FILE, cache_dir)
+    if paths.exported():
+        return paths
+    if "torch" in sys.modules:
+        from app.ml.export import export
+
+        export(model_dir, cache_dir)
+        return paths
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_repo_root()), env.get("PYTHONPATH")) if p)
+    log.info("exporting %s into %s (a child process; needs PyTorch)", model_dir, cache_dir)
+    done = subprocess.run([sys.executable, "-m", "app.ml.export", str(model_dir), str(cache_dir)],
+                          env=env, capture_output=True, text=True)
+    if done.returncode != 0 or not paths.exported():
+        raise RuntimeError(f"exporting {model_dir} failed (exit {done.returncode}): {done.stderr[-2000:]}")
+    return paths
+
+
+def classifier_weight(model_dir: Path, paths: GraphPaths) -> np.ndarray:
+    """The classifier's C×K weight, read from model.safetensors with numpy (no torch)."""
+    from safetensors import safe_open
+
+    key = json.loads(paths.meta.read_text())["classifier_key"]
+    with safe_open(str(Path(model_dir) / WEIGHTS_FILE), framework="numpy") as f:
+        return f.get_tensor(key).astype(np.float32)
+
+
+# --- verification -------------------------------------------------------------------------------
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _scaled(cams: np.ndarray) -> np.ndarray:
+    lo = cams.min(axis=(1, 2), keepdims=True)
+    hi = cams.max(axis=(1, 2), keepdims=True)
+    return (cams - lo) / np.maximum(hi - lo, 1e-12)
+
+
+def compare(reference: dict[str, np.ndarray], logits: np.ndarray, features: np.ndarray,
+            fc_weight: np.ndarray, temperature: float, limits: Limits) -> dict:
+    """The check's figures for one backend's outputs on the probe cells, and whether they pass."""
+    ref_logits = reference["logits"]
+    top_ref = ref_logits.argmax(1)
+    agreement = float((logits.argmax(1) == top_ref).mean())
+    prob_diff = float(np.abs(_softmax(logits / temperature) - _softmax(ref_logits / temperature)).max())
+    cams = np.maximum(np.einsum("nk,nkhw->nhw", fc_weight[top_ref], features.astype(np.float32)), 0)
+    cam_diff = float(np.abs(_scaled(cams) - _scaled(reference["cams"])).max())
+    passed = (agreement >= limits.min_top1_agreement and prob_diff <= limits.max_prob_diff
+              and cam_diff <= limits.max_cam_diff)
+    return {"top1_agreement": round(agreement, 4), "max_prob_diff": float(f"{prob_diff:.3g}"),
+            "max_logit_diff": float(f"{np.abs(logits - ref_logits).max():.3g}"),
+            "max_cam_diff": float(f"{cam_diff:.3g}"), "cells": int(len(ref_logits)),
+            "limits": asdict(limits), "passed": bool(passed)}
+
+
+def verify(backend: Backend, paths: GraphPaths, card, fc_weight: np.ndarray,
+           limits: Limits | None = None) -> dict:
+    """Run the probe cells through `backend` and compare with the stored fp32 reference."""
+    reference = dict(np.load(paths.probe))
+    batch = preprocess.to_batch(probe.probe_cells(), card.input_size, card.mean, card.std)
+    logits, feats = backend.forward(batch)
+    return compare(reference, logits, feats, fc_weight, card.temperature,
+                   limits or LIMITS[backend.precision])
+
+
+# --- choosing -----------------------------------------------------------------------------------
+
+def int8_ships(paths: GraphPaths) -> tuple[bool, str]:
+    """Whether a quantised graph exists and its validation report lets it ship."""
+    if not paths.int8_xml.is_file() or not paths.int8_report.is_file():
+        return False, "no quantised graph in the cache (marrow quantize)"
+    report = json.loads(paths.int8_report.read_text())
+    if not report.get("ships"):
+        return False, f"the quantised graph did not pass on the validation split: {report.get('verdict', '')}"
+    return True, ""
+
+
+def _openvino_available() -> tuple[bool, str]:
+    try:
+        import openvino  # noqa: F401
+    except ImportError as exc:
+        return False, f"openvino is not installed ({exc})"
+    return True, ""
+
+
+def candidates(flags: list[str], paths: GraphPaths) -> tuple[list[str], list[dict]]:
+    """The CPU backends `auto` tries, fastest first, and why the others were left out."""
+    out, skipped = [], []
+    ov_ok, ov_why = _openvino_available()
+    if not ov_ok:
+        skipped += [{"backend": b, "reason": ov_why} for b in ("openvino-int8", "openvino-bf16")]
+    else:
+        ok, why = int8_ships(paths)
+        if not any(f in flags for f in INT8_FLAGS):
+            skipped.append({"backend": "openvino-int8", "reason": f"the CPU has none of {', '.join(INT8_FLAGS)}"})
+        elif not ok:
+            skipped.append({"backend": "openvino-int8", "reason": why})
+        else:
+            out.append("openvino-int8")
+        if any(f in flags for f in BF16_FLAGS):
+            out.append("openvino-bf16")
+        else:
+            skipped.append({"backend": "openvino-bf16", "reason": f"the CPU has none of {', '.join(BF16_FLAGS)}"})
+    out.append("onnx")
+    return out, skipped
+
+
+def make_cpu_backend(name: str, paths: GraphPaths, threads: int, cache_dir: Path) -> Backend:
+    if name == "onnx":
+        return OnnxBackend(paths.onnx, threads)
+    if name == "openvino-int8":
+        if not paths.int8_xml.is_file():
+            raise RuntimeError(f"no quantised graph at {paths.int8_xml}: run `marrow quantize` first")
+        return OpenVinoBackend(paths.int8_xml, "int8", threads, cache_dir)
+    if name in ("openvino-fp32", "openvino-bf16"):
+        return OpenVinoBackend(paths.onnx, PRECISION[name], threads, cache_dir)
+    raise ValueError(f"unknown CPU backend {name!r}")
+
+
+def select(requested: str, paths: GraphPaths, card, fc_weight: np.ndarray, threads: int,
+           cache_dir: Path, flags: list[str] | None = None,
+           limits: dict[str, Limits] | None = None) -> tuple[Backend, dict]:
+    """The CPU backend to use and the record of how it was chosen (logged, shown by the worker's
+    health report and the bench JSON)."""
+    flags = cpu_flags() if flags is None else flags
+    limits = limits or LIMITS
+    record: dict = {"requested": requested, "cpu_flags": flags, "checks": [], "skipped": []}
+    if requested != "auto":
+        names = [requested]
+    else:
+        names, record["skipped"] = candidates(flags, paths)
+    chosen = None
+    for name in names:
+        try:
+            backend = make_cpu_backend(name, paths, threads, cache_dir)
+            check = verify(backend, paths, card, fc_weight, limits[backend.precision])
+        except Exception as exc:  # noqa: BLE001 - a backend that cannot load is skipped, saying why
+            if requested != "auto":
+                raise
+            record["checks"].append({"backend": name, "passed": False, "error": f"{type(exc).__name__}: {exc}"})
+            log.warning("backend %s could not be loaded (%s); trying the next", name, exc)
+            continue
+        record["checks"].append({"backend": name, **check})
+        if check["passed"] or requested != "auto" or name == "onnx":
+            chosen = backend
+            break
+        log.warning("backend %s failed its check on the probe cells (top-1 agreement %.3f, max probability "
+                    "difference %.3g, max Grad-CAM difference %.3g; limits %s); falling back",
+                    name, check["top1_agreement"], check["max_prob_diff"], check["max_cam_diff"],
+                    check["limits"])
+        del backend
+    if chosen is None:
+        raise RuntimeError("no CPU backend could be loaded: " + "; ".join(
+            f"{c['backend']}: {c.get('error', 'check failed')}" for c in record["checks"]))
+    last = record["checks"][-1]
+    if not last["passed"]:
+        log.warning("backend %s is used but failed its check on the probe cells: %s", chosen.name, last)
+    failed = [c for c in record["checks"][:-1]]
+    record.update(backend=chosen.name, precision=chosen.precision, check=last,
+                  fallback_reason="; ".join(f"{c['backend']}: " + (c.get("error") or "failed its check")
+                                            for c in failed) or None)
+    return chosen, record
