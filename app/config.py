@@ -33,9 +33,11 @@ class Settings(BaseSettings):
     storage_dir: Path | None = None  # images, thumbnails, overlays; default <data_dir>/storage
 
     model_dir: Path = SHIPPED_MODEL
-    model_cache_dir: Path | None = None  # the ONNX export of the weights; default <data_dir>/model-cache
+    model_cache_dir: Path | None = None  # the exported graph of the weights; default <data_dir>/model-cache
     device: Literal["cpu", "cuda"] = "cpu"
-    backend: Literal["auto", "onnx", "torch"] = "auto"
+    # MARROW_BACKEND: "auto" picks the fastest the CPU supports and verifies it at load (falls
+    # back to onnx, fp32); a name forces that backend (see app.ml.backends).
+    backend: Literal["auto", "onnx", "openvino-fp32", "openvino-bf16", "openvino-int8", "torch"] = "auto"
     # Cells per forward pass; unset: the measured default for the device, app.ml.pipeline's
     # DEFAULT_BATCH_SIZE (cpu 4, cuda 8; see docs/bench-ml.md), applied by the worker.
     batch_size: int | None = Field(None, ge=1)

@@ -23,6 +23,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from app.cases.routes import router as cases_router
     from app.cells.routes import router as cells_router
     from app.exports.routes import router as exports_router
+    from app.processing.routes import router as processing_router
     from app.reports.routes import router as reports_router
     from app.rerun.routes import router as rerun_router
     from app.taxonomy.routes import router as taxonomy_router
@@ -65,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ready"}
 
     for router in (cases_router, cells_router, audit_router, exports_router, taxonomy_router, reports_router,
-                   rerun_router):
+                   rerun_router, processing_router):
         app.include_router(router)
     install_web(app, settings)  # the review pages: session cookie, /static, page routes
     return app

@@ -7,13 +7,15 @@ is retried until it is back.
 """
 from __future__ import annotations
 
+import json
 import logging
 
 from celery import bootsteps
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutdown
 from sqlalchemy.exc import OperationalError
 
 from app.config import get_settings
+from app.processing.runtime import remove_report, write_report
 from app.processing.service import Processor, requeue_pending
 from app.queue import PROCESS_CELLS, make_celery
 
@@ -28,9 +30,25 @@ def processor() -> Processor:
     global _processor
     if _processor is None:
         _processor = Processor(settings)
-        log.info("model %s loaded on %s (%s)", _processor.predictor.version, settings.device,
-                 _processor.predictor.backend)
+        info = _processor.predictor.describe()
+        check = info.get("check") or {}
+        log.info("model %s loaded on %s: backend %s, precision %s (asked: %s); CPU flags %s; check on %s "
+                 "probe cells against fp32: top-1 agreement %s, max probability difference %s%s",
+                 info["version"], settings.device, info["backend"], info["precision"], info["requested"],
+                 " ".join(info["cpu_flags"]) or "-", check.get("cells", 0), check.get("top1_agreement"),
+                 check.get("max_prob_diff"),
+                 f"; fell back: {info['fallback_reason']}" if info.get("fallback_reason") else "")
+        log.info("inference selection: %s", json.dumps(info, default=str))
+        try:
+            write_report(settings, info)
+        except OSError:
+            log.exception("could not write the worker's runtime report")
     return _processor
+
+
+@worker_shutdown.connect
+def _on_shutdown(**_kwargs) -> None:
+    remove_report(settings)
 
 
 @worker_ready.connect

@@ -9,8 +9,12 @@ Four ways of classifying the same real cells, measured in one process:
 (a') naive_gradcam:  the same loop, plus per image a Grad-CAM of the top class with the `grad-cam`
                      package (`pytorch_grad_cam.GradCAM` on the last conv stage, built once).
 (b)  batched:        the product's pipeline (`app.ml.pipeline.run`): decode + quality checks +
-                     repair + batched prediction with `Predictor` (ONNX Runtime on CPU).
+                     repair + batched prediction with `Predictor` on the backend `auto` chose for
+                     this CPU (or `--backend`), verified at load (see `app.ml.backends`).
 (c)  gradcam:        the same pipeline with Grad-CAM heatmaps (analytic, from the same forward).
+(f)  fp32:           on CPU, the same pipeline on ONNX Runtime fp32 (the baseline and fallback
+                     backend), when (b) runs another backend; `agreement_top1` is the share of the
+                     cells whose top class (b) and (f) agree on.
 
 The machine may be shared, so the four are interleaved finely: every round goes through the `n`
 cells in slices of a few batches, and each slice is run by every method in turn (the order
@@ -152,7 +156,7 @@ def run_bench(data_dir: str | Path | None = None, n: int = 64, device: str = "cp
               model_dir: str | Path | None = None, batch_size: int | None = None,
               workers: int | None = None, rounds: int = 3, warmup: int | None = None,
               slice_cells: int | None = None,
-              scratch: str | Path | None = None,
+              scratch: str | Path | None = None, backend: str = "auto",
               log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> dict:
     """Measure (a), (a'), (b), (c) on the same `n` real cells; the result dict (see module doc)."""
     import tempfile
@@ -176,10 +180,16 @@ def run_bench(data_dir: str | Path | None = None, n: int = 64, device: str = "cp
             f"{rounds} rounds; batch size {batch_size}")
 
         naive = NaiveDemo(model_dir, device)
-        products = {"batched": Predictor(model_dir, device=device, cache_dir=scratch / "onnx")}
+        products = {"batched": Predictor(model_dir, device=device, cache_dir=scratch / "onnx", backend=backend)}
         if device == "cuda":
             products["amp"] = Predictor(model_dir, device=device, amp=True)
         predictor = products["batched"]
+        log(f"backend: {predictor.backend} ({predictor.precision}); check on the probe cells: "
+            f"{predictor.selection.get('check')}; fallback: {predictor.selection.get('fallback_reason')}")
+        fp32 = None
+        if device == "cpu":
+            fp32 = predictor if predictor.backend == "onnx" else Predictor(
+                model_dir, device=device, cache_dir=scratch / "onnx", backend="onnx")
 
         methods: dict[str, Callable[[list[Path]], object]] = {
             "naive": naive.run,
@@ -187,6 +197,8 @@ def run_bench(data_dir: str | Path | None = None, n: int = 64, device: str = "cp
             "batched": lambda cells: _product(predictor, cells, False, batch_size, workers),
             "gradcam": lambda cells: _product(predictor, cells, True, batch_size, workers),
         }
+        if fp32 is not None and fp32 is not predictor:
+            methods["fp32"] = lambda cells: _product(fp32, cells, False, batch_size, workers)
         if device == "cuda":
             amp = products["amp"]
             methods["batched_amp"] = lambda cells: _product(amp, cells, False, batch_size, workers)
@@ -215,6 +227,13 @@ def run_bench(data_dir: str | Path | None = None, n: int = 64, device: str = "cp
             log("round %d: %s" % (r + 1, ", ".join(f"{k} {len(paths) / times[k][r]:.1f}/s" for k in names)))
 
         rate = {k: len(paths) * len(v) / sum(v) for k, v in times.items()}
+        if fp32 is not None and "fp32" not in rate:
+            rate["fp32"] = rate["batched"]  # (b) is ONNX Runtime fp32 itself
+        agreement = None
+        if fp32 is not None:  # untimed: each cell's top class on (b) and on fp32
+            codes = [r.prediction.code for r in _product(predictor, paths, False, batch_size, workers)]
+            ref = [r.prediction.code for r in _product(fp32, paths, False, batch_size, workers)]
+            agreement = sum(a == b for a, b in zip(codes, ref)) / len(ref)
         out = {
             "naive_cells_per_s": round(rate["naive"], 2),
             "naive_gradcam_cells_per_s": round(rate["naive_gradcam"], 2),
@@ -226,6 +245,15 @@ def run_bench(data_dir: str | Path | None = None, n: int = 64, device: str = "cp
             "ratio_batched_over_naive": round(rate["batched"] / rate["naive"], 2),
             "ratio_gradcam_over_naive_gradcam": round(rate["gradcam"] / rate["naive_gradcam"], 2),
             "ratio_gradcam_over_batched": round(rate["gradcam"] / rate["batched"], 2),
+            "backend": predictor.backend,
+            "precision": predictor.precision,
+            "cpu_flags": predictor.selection.get("cpu_flags") or [],
+            "fp32_cells_per_s": round(rate["fp32"], 2) if "fp32" in rate else None,
+            "agreement_top1": None if agreement is None else round(agreement, 4),
+            "ratio_batched_over_fp32": round(rate["batched"] / rate["fp32"], 2) if "fp32" in rate else None,
+            "backend_check": predictor.selection.get("check"),
+            "backend_fallback_reason": predictor.selection.get("fallback_reason"),
+            "backend_skipped": predictor.selection.get("skipped"),
         }
         if device == "cuda":
             out["batched_amp_cells_per_s"] = round(rate["batched_amp"], 2)
@@ -234,13 +262,13 @@ def run_bench(data_dir: str | Path | None = None, n: int = 64, device: str = "cp
             out["gpu"] = torch.cuda.get_device_name()
         out.update({
             "model": model_line,
-            "backend": predictor.backend,
             "batch_size": batch_size,
             "rounds": rounds,
             "slice_cells": step_cells,
             "round_seconds": {k: [round(t, 3) for t in v] for k, v in times.items()},
             "torch_threads": torch.get_num_threads(),
-            "ort_threads": predictor.threads if predictor.backend == "onnx" else None,
+            "ort_threads": fp32.threads if fp32 is not None else None,
+            "predictor_threads": predictor.threads,
             "cpu": _cpu_name(),
             "cpu_count": os.cpu_count(),
             "loadavg_1min_start": None if load_start is None else round(load_start, 2),

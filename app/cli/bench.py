@@ -27,6 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the pipeline's batch size (default: the product's, 4 on CPU, 8 on CUDA)")
     p.add_argument("--workers", type=int, default=None, help="the pipeline's worker threads (default: the product's)")
     p.add_argument("--rounds", type=int, default=3, help="passes over the cells per method (default 3)")
+    p.add_argument("--backend", default="auto", choices=["auto", "onnx", "openvino-fp32", "openvino-bf16",
+                                                         "openvino-int8", "torch"],
+                   help="the product's backend (default auto: the fastest this CPU supports, verified; "
+                        "ONNX Runtime fp32 is measured beside it as fp32_cells_per_s)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -37,6 +41,6 @@ def cmd_bench(args) -> int:
         raise ValueError("--n, --rounds and --batch-size must be at least 1")
     result = run_bench(data_dir=args.data or DEFAULT_DATA_DIR, n=args.n, device=args.device,
                        model_dir=args.model, batch_size=args.batch_size, workers=args.workers,
-                       rounds=args.rounds)
+                       rounds=args.rounds, backend=args.backend)
     print_json(result, args.json)
     return 0

@@ -64,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unk-budget", type=float, default=d.unk_budget,
                    help="share of correctly classified validation cells the UNK rule may reject")
     p.set_defaults(func=cmd_train)
+    register_runtime(sub)
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -88,4 +89,52 @@ def cmd_train(args) -> int:
     metrics = train(args.sources, args.out, cfg, resume=args.resume)
     print(json.dumps({k: metrics[k] for k in ("accuracy", "macro_f1", "best_epoch", "per_source",
                                               "ece_before_temperature", "ece_after_temperature")}, indent=2))
+    return 0
+
+
+def register_runtime(sub: argparse._SubParsersAction) -> None:
+    """`marrow export` and `marrow quantize`: the CPU backends' cached graphs."""
+    p = sub.add_parser("export", help="export a checkpoint's channel-padded graph and fp32 probe reference "
+                                      "into the model cache (the worker does it when missing)")
+    p.add_argument("--model", type=Path, default=None, metavar="DIR", help="checkpoint (default: MARROW_MODEL_DIR)")
+    p.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                   help="model cache (default: MARROW_MODEL_CACHE_DIR, else <data dir>/model-cache)")
+    p.add_argument("--force", action="store_true", help="export again even when the cache has it")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("quantize", help="int8 post-training quantisation (NNCF) and the validation-split "
+                                        "measurement that decides whether it ships")
+    p.add_argument("sources", type=Path, nargs="+", metavar="SRC", help="the folder-per-class datasets the "
+                   "checkpoint was trained on (calibration from its training split, measured on its validation split)")
+    p.add_argument("--model", type=Path, default=None, metavar="DIR")
+    p.add_argument("--cache", type=Path, default=None, metavar="DIR")
+    p.add_argument("--calibration", type=int, default=300, help="training cells to calibrate on (default 300)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--max-val", type=int, default=0, help="measure on at most this many validation cells (0: all)")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the report here")
+    p.set_defaults(func=cmd_quantize)
+
+
+def _model_and_cache(args) -> tuple[Path, Path]:
+    from app.config import get_settings
+
+    settings = get_settings()
+    return args.model or settings.model_dir, args.cache or settings.model_cache
+
+
+def cmd_export(args) -> int:
+    from app.ml.export import export
+
+    model, cache = _model_and_cache(args)
+    print(export(model, cache, force=args.force))
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    from app.cli import print_json
+    from app.ml.quantize import quantize
+
+    model, cache = _model_and_cache(args)
+    print_json(quantize(args.sources, model, cache, calibration=args.calibration, threads=args.threads,
+                        max_val=args.max_val), args.json)
     return 0

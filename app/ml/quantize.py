@@ -1,0 +1,129 @@
+"""`marrow quantize`: int8 post-training quantisation (NNCF) of the exported graph, and the
+measurement that decides whether it ships.
+
+1. Calibration: `calibration` cells drawn (seeded) from the checkpoint's *training* split (every
+   cell of the sources not in the card's `training.split.val_files`), through the product's own
+   preprocessing (decode, quality repair, framing when the model uses it, resize, normalise).
+2. `nncf.quantize` on the OpenVINO model read from the cached ONNX graph (default preset:
+   symmetric weights and activations, fast bias correction), saved beside the graph as
+   `<digest>-pad16-int8.xml/.bin`.
+3. On the *validation* split, through the same preprocessing: top-1 of ONNX Runtime fp32 and of
+   OpenVINO int8, macro-F1 of each against the labels, and their top-1 agreement.
+4. It ships (the `auto` backend may pick it on CPUs with VNNI or AMX-INT8) only if macro-F1 drops
+   by at most `MAX_F1_DROP` and the agreement is at least `MIN_AGREEMENT`; the report
+   `<digest>-pad16-int8.json` says which, with every figure, either way.
+"""
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from app.ml import backends, pipeline, preprocess
+from app.ml.card import CARD_FILE, ModelCard
+from app.ml.dataset import KNOWN_CODES, class_folders, load_sources
+from app.ml.metrics import classification_report
+from app.ml.quality import Thresholds
+
+MAX_F1_DROP = 0.005
+MIN_AGREEMENT = 0.99
+BATCH = 8
+
+
+def _prepared(paths: list[Path], card: ModelCard, repair: bool = True) -> tuple[np.ndarray, list[int]]:
+    """The network's inputs for the readable cells (N×3×S×S) and their indices."""
+    thresholds = Thresholds.load()
+    frame = bool(card.framing)
+    inputs, kept = [], []
+    for i, p in enumerate(paths):
+        checked = pipeline._check((str(p), None), thresholds, repair, frame)
+        if checked.model_input is not None:
+            inputs.append(checked.model_input)
+            kept.append(i)
+    return preprocess.to_batch(inputs, card.input_size, card.mean, card.std), kept
+
+
+def _top1(backend, batch: np.ndarray) -> tuple[np.ndarray, float]:
+    """Top-1 class per cell, and cells/s (batches of BATCH, the backend's own threads)."""
+    out = []
+    t = time.perf_counter()
+    for i in range(0, len(batch), BATCH):
+        logits, _ = backend.forward(batch[i:i + BATCH])
+        out.append(logits.argmax(1))
+    return np.concatenate(out), len(batch) / (time.perf_counter() - t)
+
+
+def split_samples(sources: list[Path], card: ModelCard):
+    codes = card.codes
+    classes = tuple(codes + [c for c in class_folders(sources) if c not in codes and c in KNOWN_CODES])
+    samples = [s for s in load_sources(sources, classes) if s.label < len(codes)]
+    listed = set(card.training.get("split", {}).get("val_files", []))
+    if not listed:
+        raise ValueError("the model card lists no validation files (training.split.val_files)")
+
+    def is_val(s) -> bool:
+        return s.rel in listed or f"{s.path.parent.name}/{s.path.name}" in listed
+    return [s for s in samples if not is_val(s)], [s for s in samples if is_val(s)]
+
+
+def quantize(sources: list[str | Path], model_dir: str | Path, cache_dir: str | Path, calibration: int = 300,
+             seed: int = 0, threads: int | None = None, max_val: int = 0,
+             log=lambda s: print(s, file=sys.stderr, flush=True)) -> dict:
+    import nncf
+    import openvino as ov
+
+    model_dir, cache_dir = Path(model_dir), Path(cache_dir)
+    card = ModelCard.load(model_dir / CARD_FILE)
+    threads = threads or 2
+    paths = backends.ensure_exported(model_dir, cache_dir)
+    train, val = split_samples([Path(s) for s in sources], card)
+    if max_val:
+        val = random.Random(seed).sample(val, min(max_val, len(val)))
+    calib = random.Random(seed).sample(train, min(calibration, len(train)))
+    log(f"{len(train)} training cells ({len(calib)} for calibration), {len(val)} validation cells")
+
+    t0 = time.perf_counter()
+    calib_batch, _ = _prepared([s.path for s in calib], card)
+    dataset = nncf.Dataset([calib_batch[i:i + 1] for i in range(len(calib_batch))])
+    model = ov.Core().read_model(str(paths.onnx))
+    quantised = nncf.quantize(model, dataset, subset_size=len(calib_batch), fast_bias_correction=True)
+    ov.save_model(quantised, str(paths.int8_xml), compress_to_fp16=False)
+    quantise_s = time.perf_counter() - t0
+    log(f"quantised in {quantise_s:.0f} s -> {paths.int8_xml}")
+
+    val_batch, kept = _prepared([s.path for s in val], card)
+    labels = np.array([val[i].label for i in kept])
+    fp32 = backends.OnnxBackend(paths.onnx, threads)
+    int8 = backends.OpenVinoBackend(paths.int8_xml, "int8", threads, cache_dir)
+    top_fp32, fp32_rate = _top1(fp32, val_batch)
+    top_int8, int8_rate = _top1(int8, val_batch)
+    rep_fp32 = classification_report(labels, top_fp32, card.codes)
+    rep_int8 = classification_report(labels, top_int8, card.codes)
+    agreement = float((top_fp32 == top_int8).mean())
+    drop = rep_fp32["macro_f1"] - rep_int8["macro_f1"]
+    ships = drop <= MAX_F1_DROP and agreement >= MIN_AGREEMENT
+    fc = backends.classifier_weight(model_dir, paths)
+    probe_check = backends.verify(int8, paths, card, fc)
+    verdict = (f"macro-F1 {rep_fp32['macro_f1']:.4f} -> {rep_int8['macro_f1']:.4f} (drop {drop:+.4f}, limit "
+               f"{MAX_F1_DROP}), top-1 agreement {agreement:.4f} (limit {MIN_AGREEMENT}): "
+               + ("ships" if ships else "does not ship"))
+    report = {
+        "model_version": card.version, "weights_sha256_16": paths.digest, "graph": paths.int8_xml.name,
+        "calibration_cells": len(calib_batch), "calibration_from": "training split", "seed": seed,
+        "validation_cells": int(len(labels)), "sources": [str(s) for s in sources],
+        "fp32_macro_f1": round(rep_fp32["macro_f1"], 4), "int8_macro_f1": round(rep_int8["macro_f1"], 4),
+        "fp32_accuracy": round(rep_fp32["accuracy"], 4), "int8_accuracy": round(rep_int8["accuracy"], 4),
+        "macro_f1_drop": round(drop, 4), "top1_agreement": round(agreement, 4),
+        "limits": {"max_macro_f1_drop": MAX_F1_DROP, "min_top1_agreement": MIN_AGREEMENT},
+        "ships": bool(ships), "verdict": verdict, "probe_check": probe_check,
+        "fp32_cells_per_s": round(fp32_rate, 1), "int8_cells_per_s": round(int8_rate, 1), "threads": threads,
+        "cpu_flags": backends.cpu_flags(), "quantise_seconds": round(quantise_s, 1),
+        "nncf": nncf.__version__, "openvino": ov.__version__,
+    }
+    paths.int8_report.write_text(json.dumps(report, indent=2) + "\n")
+    log(verdict)
+    return report
