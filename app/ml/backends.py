@@ -149,7 +149,10 @@ class OpenVinoBackend:
                   "NUM_STREAMS": threads, "INFERENCE_NUM_THREADS": threads,
                   "ENABLE_CPU_PINNING": False}  # several workers share the cores: never pin
         self.compiled = core.compile_model(str(model_path), "CPU", config)
-        self.executed_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.executed_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+        if precision == "bf16" and self.executed_precision != "bf16":  # the CPU lacks bf16: says so
+            self.precision = "fp32"
         self._outputs = [self.compiled.output("logits"), self.compiled.output("features")]
         self._requests: queue.Queue = queue.Queue()
         for _ in range(2 * threads):
@@ -203,13 +206,17 @@ def _repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+def _torch_loaded() -> bool:
+    return "torch" in sys.modules
+
+
 def ensure_exported(model_dir: Path, cache_dir: Path) -> GraphPaths:
     """The cache's files for this checkpoint, exported first when missing: in this process if
     torch is already loaded, else in a child process (torch never enters this one)."""
     paths = graph_paths(Path(model_dir) / WEIGHTS_FILE, cache_dir)
     if paths.exported():
         return paths
-    if "torch" in sys.modules:
+    if _torch_loaded():
         from app.ml.export import export
 
         export(model_dir, cache_dir)

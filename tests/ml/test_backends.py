@@ -1,0 +1,252 @@
+"""The CPU backends (app.ml.backends): each one available on this machine agrees with PyTorch
+eager (fp32 ≤ 1e-4 in a probability; bf16 and int8 within their stated limits), `auto` falls
+back to ONNX Runtime fp32 when a faster backend fails its check on the probe cells, backends
+the CPU lacks the units for are left out (and their tests skipped) with the reason, and a CPU
+predictor never imports torch."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.ml import backends, probe
+from app.ml.backends import BF16_FLAGS, INT8_FLAGS, LIMITS, Limits
+from app.ml.cache import graph_paths
+from app.ml.card import SHIPPED_MODEL, WEIGHTS_FILE, is_checkpoint
+from app.ml.decode import decode_path
+from app.ml.predictor import Predictor
+
+ROOT = Path(__file__).resolve().parents[2]
+FLAGS = backends.cpu_flags()
+
+
+def _openvino() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_openvino = pytest.mark.skipif(not _openvino(), reason="openvino is not installed")
+needs_bf16 = pytest.mark.skipif(not any(f in FLAGS for f in BF16_FLAGS),
+                                reason=f"this CPU has none of {', '.join(BF16_FLAGS)} (bf16 units): "
+                                       f"openvino-bf16 would run in fp32 here")
+needs_int8 = pytest.mark.skipif(not any(f in FLAGS for f in INT8_FLAGS),
+                                reason=f"this CPU has none of {', '.join(INT8_FLAGS)} (int8 dot-product units)")
+needs_shipped = pytest.mark.skipif(not is_checkpoint(SHIPPED_MODEL), reason=f"no shipped model at {SHIPPED_MODEL}")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="module")
+def cells(real_cells_dir: Path) -> list[np.ndarray]:
+    """Two real cells of every class folder."""
+    out = []
+    for d in sorted(p for p in real_cells_dir.iterdir() if p.is_dir()):
+        out += [decode_path(f).rgb for f in sorted(d.glob("*.jpg"))[:2]]
+    return out[:16]
+
+
+def _eager(predictor: Predictor, images: list[np.ndarray]) -> np.ndarray:
+    import torch
+
+    x = torch.from_numpy(predictor.prepare(images))
+    with torch.no_grad():
+        return torch.softmax(predictor.model(x) / predictor.card.temperature, 1).numpy()
+
+
+def _probs(preds) -> np.ndarray:
+    return np.stack([p.probs for p in preds])
+
+
+# --- fp32 backends: the existing ≤ 1e-4 --------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["onnx", pytest.param("openvino-fp32", marks=needs_openvino)])
+def test_fp32_backend_matches_pytorch_eager(name, random_checkpoint, cache, cells):
+    predictor = Predictor(random_checkpoint, backend=name, cache_dir=cache, threads=2)
+    assert predictor.backend == name and predictor.precision == "fp32"
+    eager = _eager(predictor, cells)
+    np.testing.assert_allclose(_probs(predictor.predict(cells)), eager, rtol=0, atol=1e-4)
+    # the pipeline's single-thread calls (a batch on one stream / one session) give the same
+    np.testing.assert_allclose(_probs(predictor.predict(cells, threads=1)), eager, rtol=0, atol=1e-4)
+    assert predictor.selection["check"]["passed"], predictor.selection
+
+
+@needs_openvino
+def test_openvino_gradcam_comes_from_the_same_forward(random_checkpoint, cache, cells):
+    """Grad-CAM maps on OpenVINO equal ONNX Runtime's (the feature map is an output)."""
+    ov = Predictor(random_checkpoint, backend="openvino-fp32", cache_dir=cache, threads=2)
+    ort = Predictor(random_checkpoint, backend="onnx", cache_dir=cache, threads=2)
+    a = np.stack([p.cam for p in ov.predict(cells[:4], with_cam=True)])
+    b = np.stack([p.cam for p in ort.predict(cells[:4], with_cam=True)])
+    assert a.shape == (4, 224, 224)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-3)
+
+
+# --- reduced precision on the shipped model and real cells -----------------------------------
+
+@needs_shipped
+@needs_openvino
+@needs_bf16
+def test_bf16_backend_agrees_with_pytorch_eager_within_its_limits(cache, cells):
+    predictor = Predictor(SHIPPED_MODEL, backend="openvino-bf16", cache_dir=cache, threads=2)
+    assert predictor.precision == "bf16"
+    assert predictor.runner.executed_precision == "bf16"
+    preds = predictor.predict(cells, with_cam=True)
+    eager = _eager(predictor, cells)
+    fast = _probs(preds)
+    diff = float(np.abs(fast - eager).max())
+    agreement = float((fast.argmax(1) == eager.argmax(1)).mean())
+    print(f"bf16 vs eager on {len(cells)} real cells: top-1 agreement {agreement:.3f}, max |dp| {diff:.4f}")
+    assert diff <= LIMITS["bf16"].max_prob_diff
+    assert agreement >= LIMITS["bf16"].min_top1_agreement
+    assert predictor.selection["check"]["passed"], predictor.selection["check"]
+    assert all(p.cam is not None and p.cam.shape == (224, 224) for p in preds)
+
+
+@pytest.fixture(scope="module")
+def int8_cache(real_cells_dir, tmp_path_factory) -> Path:
+    """A cache with the shipped model quantised on 32 of its training cells (a quick calibration:
+    the shipping measurement is `marrow quantize`), its report marked as shipping."""
+    import nncf
+    import openvino as ov
+
+    from app.ml.quantize import _prepared, split_samples
+
+    cache = tmp_path_factory.mktemp("int8-cache")
+    paths = backends.ensure_exported(SHIPPED_MODEL, cache)
+    from app.ml.card import CARD_FILE, ModelCard
+
+    card = ModelCard.load(SHIPPED_MODEL / CARD_FILE)
+    train, _ = split_samples([real_cells_dir], card)
+    batch, _ = _prepared([s.path for s in train[::max(1, len(train) // 32)][:32]], card)
+    q = nncf.quantize(ov.Core().read_model(str(paths.onnx)), nncf.Dataset([batch[i:i + 1] for i in range(len(batch))]),
+                      subset_size=len(batch), fast_bias_correction=True)
+    ov.save_model(q, str(paths.int8_xml), compress_to_fp16=False)
+    paths.int8_report.write_text(json.dumps({"ships": True, "verdict": "test"}))
+    return cache
+
+
+@needs_shipped
+@needs_openvino
+@needs_int8
+def test_int8_backend_agrees_with_pytorch_eager_within_its_limits(int8_cache, cells):
+    predictor = Predictor(SHIPPED_MODEL, backend="openvino-int8", cache_dir=int8_cache, threads=2)
+    fast = _probs(predictor.predict(cells))
+    eager = _eager(predictor, cells)
+    diff = float(np.abs(fast - eager).max())
+    agreement = float((fast.argmax(1) == eager.argmax(1)).mean())
+    print(f"int8 vs eager on {len(cells)} real cells: top-1 agreement {agreement:.3f}, max |dp| {diff:.4f}")
+    assert agreement >= LIMITS["int8"].min_top1_agreement
+    assert diff <= 2 * LIMITS["int8"].max_prob_diff  # real cells, a 32-cell calibration
+    # a shipped int8 graph is auto's first choice on a CPU with int8 units
+    auto = Predictor(SHIPPED_MODEL, cache_dir=int8_cache, threads=2)
+    assert auto.selection["checks"][0]["backend"] == "openvino-int8"
+
+
+# --- choosing and falling back -----------------------------------------------------------------
+
+@needs_openvino
+def test_auto_falls_back_to_onnx_fp32_when_the_check_fails(random_checkpoint, cache, monkeypatch, caplog):
+    """A bf16 candidate (forced onto the list) whose check cannot pass: auto uses onnx and says why."""
+    monkeypatch.setattr(backends, "cpu_flags", lambda: ["avx2", "avx512f", "avx512_bf16"])
+    monkeypatch.setitem(backends.LIMITS, "bf16", Limits(1.01, 0.0, 0.0))  # unattainable
+    predictor = Predictor(random_checkpoint, cache_dir=cache, threads=2)
+    sel = predictor.selection
+    assert predictor.backend == "onnx" and predictor.precision == "fp32"
+    assert [c["backend"] for c in sel["checks"]] == ["openvino-bf16", "onnx"]
+    assert sel["checks"][0]["passed"] is False and sel["checks"][1]["passed"] is True
+    assert "openvino-bf16" in sel["fallback_reason"]
+    assert "failed its check" in caplog.text
+
+
+@needs_openvino
+def test_auto_falls_back_when_a_backend_cannot_load(random_checkpoint, cache, monkeypatch):
+    monkeypatch.setattr(backends, "cpu_flags", lambda: ["avx512_bf16"])
+
+    def broken(*_a, **_k):
+        raise RuntimeError("no such device")
+    monkeypatch.setattr(backends, "OpenVinoBackend", broken)
+    predictor = Predictor(random_checkpoint, cache_dir=cache, threads=2)
+    assert predictor.backend == "onnx"
+    assert "no such device" in predictor.selection["fallback_reason"]
+
+
+def test_candidates_follow_the_cpu(random_checkpoint, cache):
+    paths = backends.ensure_exported(random_checkpoint, cache)
+    names, skipped = backends.candidates(["avx2"], paths)  # an AVX2-only CPU
+    assert names == ["onnx"]
+    if _openvino():
+        reasons = {s["backend"]: s["reason"] for s in skipped}
+        assert "avx512_bf16" in reasons["openvino-bf16"]
+        assert "avx512_vnni" in reasons["openvino-int8"]
+        names, skipped = backends.candidates(["avx2", "avx512_bf16", "avx512_vnni"], paths)
+        assert names == ["openvino-bf16", "onnx"]  # no quantised graph in this cache
+        assert "marrow quantize" in {s["backend"]: s["reason"] for s in skipped}["openvino-int8"]
+
+
+def test_a_forced_backend_is_used_and_unknown_names_refused(random_checkpoint, cache):
+    assert Predictor(random_checkpoint, backend="onnx", cache_dir=cache).selection["requested"] == "onnx"
+    with pytest.raises(ValueError, match="unknown backend"):
+        Predictor(random_checkpoint, backend="tensorrt", cache_dir=cache)
+
+
+def test_probe_reference_is_pytorch_eager_on_the_shipped_probe_cells(random_checkpoint, cache):
+    paths = backends.ensure_exported(random_checkpoint, cache)
+    ref = np.load(paths.probe)
+    predictor = Predictor(random_checkpoint, backend="torch")
+    cells = probe.probe_cells()
+    assert len(cells) == probe.N_PROBE and all(c.dtype == np.uint8 and c.ndim == 3 for c in cells)
+    import torch
+
+    with torch.no_grad():
+        logits = predictor.model(torch.from_numpy(predictor.prepare(cells))).numpy()
+    np.testing.assert_allclose(ref["logits"], logits, rtol=0, atol=1e-4)
+
+
+def test_probe_cells_are_the_generators():
+    """The shipped PNGs are what `python -m app.ml.probe --write` draws (within a grey level:
+    OpenCV's anti-aliasing may differ between versions)."""
+    for shipped, drawn in zip(probe.probe_cells(), probe.generate()):
+        assert shipped.shape == drawn.shape
+        assert np.abs(shipped.astype(int) - drawn).mean() < 1.0
+
+
+# --- memory: a CPU worker does not import torch ------------------------------------------------
+
+def test_cpu_predictor_and_the_worker_modules_do_not_import_torch(random_checkpoint, cache):
+    backends.ensure_exported(random_checkpoint, cache)  # (in this process: torch is loaded here)
+    code = (
+        "import sys, json\n"
+        "import app.processing.service, app.ml.pipeline, app.ml.gradcam\n"
+        "from app.ml.predictor import Predictor\n"
+        f"p = Predictor({str(random_checkpoint)!r}, cache_dir={str(cache)!r}, threads=1)\n"
+        "import numpy as np\n"
+        "p.predict([np.full((64, 64, 3), 120, np.uint8)], with_cam=True)\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'timm': 'timm' in sys.modules, 'backend': p.backend}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    assert info == {"torch": False, "timm": False, "backend": info["backend"]}
+
+
+def test_export_in_a_child_process_when_the_cache_is_missing(random_checkpoint, tmp_path, monkeypatch):
+    """ensure_exported without torch in the process exports through `python -m app.ml.export`."""
+    monkeypatch.setattr(backends, "_torch_loaded", lambda: False)
+    paths = backends.ensure_exported(random_checkpoint, tmp_path)
+    assert paths.exported()
+    meta = json.loads(paths.meta.read_text())
+    assert meta["classifier_key"] == "head.fc.weight" and meta["input_size"] == 224
+    w = backends.classifier_weight(random_checkpoint, paths)
+    assert w.shape == (7, 1920) and w.dtype == np.float32
+    assert paths == graph_paths(random_checkpoint / WEIGHTS_FILE, tmp_path)
