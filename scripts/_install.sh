@@ -2,7 +2,7 @@
 # Install steps shared by scripts/test.sh and scripts/run.sh. Source it; do not run it.
 #
 #   marrow_install_system PKG...   apt-get install the Debian packages that are missing
-#   marrow_install_python          create/refresh .venv and `pip install -e '.[test,teacher]'`
+#   marrow_install_python          create/refresh .venv and `pip install -e '.[test,teacher,quantize]'`
 #
 # Both are idempotent and quiet when there is nothing to do. Nothing here starts a service.
 # Environment knobs:
@@ -11,7 +11,7 @@
 
 MARROW_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MARROW_VENV="$MARROW_ROOT/.venv"
-MARROW_EXTRAS="test,teacher"
+MARROW_EXTRAS="test,teacher,quantize"
 MARROW_STAMP="$MARROW_VENV/.marrow-install-stamp"
 
 # Debian packages the test suite needs: real Redis and PostgreSQL for the integration tests,

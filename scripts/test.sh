@@ -5,7 +5,7 @@
 #
 # 1. apt-get installs the Debian packages the tests use, only those missing (Redis, PostgreSQL,
 #    Chromium, fonts); it starts no service: the tests start their own servers on free ports.
-# 2. creates/refreshes .venv (python3.11) with `pip install -e '.[test,teacher]'`, skipped while
+# 2. creates/refreshes .venv (python3.11) with `pip install -e '.[test,teacher,quantize]'`, skipped while
 #    pyproject.toml is unchanged since the last install (stamp in .venv).
 # 3. runs pytest over tests/ with the given arguments; "no tests collected" counts as a failure.
 # MARROW_SKIP_INSTALL=1 skips steps 1-2. Real cells: ../shared/data/bone-marrow-7, or

@@ -111,6 +111,9 @@ def register_runtime(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration", type=int, default=300, help="training cells to calibrate on (default 300)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--max-val", type=int, default=0, help="measure on at most this many validation cells (0: all)")
+    p.add_argument("--preset", choices=["mixed", "performance"], default="mixed",
+                   help="NNCF preset: mixed = asymmetric activations (default), performance = symmetric")
+    p.add_argument("--bias-correction", choices=["fast", "full"], default="fast")
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the report here")
     p.set_defaults(func=cmd_quantize)
 
@@ -136,5 +139,6 @@ def cmd_quantize(args) -> int:
 
     model, cache = _model_and_cache(args)
     print_json(quantize(args.sources, model, cache, calibration=args.calibration, threads=args.threads,
-                        max_val=args.max_val), args.json)
+                        max_val=args.max_val, preset=args.preset, bias_correction=args.bias_correction),
+               args.json)
     return 0

@@ -116,7 +116,7 @@ def test_bf16_backend_agrees_with_pytorch_eager_within_its_limits(cache, cells):
 def int8_cache(real_cells_dir, tmp_path_factory) -> Path:
     """A cache with the shipped model quantised on 32 of its training cells (a quick calibration:
     the shipping measurement is `marrow quantize`), its report marked as shipping."""
-    import nncf
+    nncf = pytest.importorskip("nncf", reason="nncf is not installed (pip install '.[quantize]')")
     import openvino as ov
 
     from app.ml.quantize import _prepared, split_samples
