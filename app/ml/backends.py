@@ -100,7 +100,7 @@ class OnnxBackend:
         self.path, self.threads = Path(path), threads
         self._sessions: dict[int, object] = {}
         self._lock = threading.Lock()
-        self._default = self.session(threads)
+        self.session(1)  # fail here, not at the first batch, if the graph cannot be loaded
 
     def session(self, threads: int):
         """The session with `threads` intra-op threads (made once, thread-safe).
@@ -122,8 +122,9 @@ class OnnxBackend:
             return self._sessions[threads]
 
     def forward(self, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        session = self._default if threads in (None, self.threads) else self.session(threads)
-        logits, feats = session.run(None, {"input": batch})
+        # sessions are made on first use: the pipeline's side-by-side calls use only 1-thread
+        # ones, and each session holds its own buffers (~250 MB at batch 4)
+        logits, feats = self.session(threads or self.threads).run(None, {"input": batch})
         return logits, feats
 
 
@@ -276,7 +277,7 @@ def verify(backend: Backend, paths: GraphPaths, card, fc_weight: np.ndarray,
     """Run the probe cells through `backend` and compare with the stored fp32 reference."""
     reference = dict(np.load(paths.probe))
     batch = preprocess.to_batch(probe.probe_cells(), card.input_size, card.mean, card.std)
-    logits, feats = backend.forward(batch)
+    logits, feats = backend.forward(batch, threads=1)  # one stream/session: what the pipeline's workers use
     return compare(reference, logits, feats, fc_weight, card.temperature,
                    limits or LIMITS[backend.precision])
 
