@@ -114,6 +114,8 @@ def register_runtime(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=["mixed", "performance"], default="mixed",
                    help="NNCF preset: mixed = asymmetric activations (default), performance = symmetric")
     p.add_argument("--bias-correction", choices=["fast", "full"], default="fast")
+    p.add_argument("--ignore-types", nargs="+", default=[], metavar="OP",
+                   help="OpenVINO op types NNCF leaves in float (e.g. Multiply: the SiLU and squeeze-excitation products)")
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the report here")
     p.set_defaults(func=cmd_quantize)
 
@@ -139,6 +141,7 @@ def cmd_quantize(args) -> int:
 
     model, cache = _model_and_cache(args)
     print_json(quantize(args.sources, model, cache, calibration=args.calibration, threads=args.threads,
-                        max_val=args.max_val, preset=args.preset, bias_correction=args.bias_correction),
+                        max_val=args.max_val, preset=args.preset, bias_correction=args.bias_correction,
+                        ignore_types=args.ignore_types),
                args.json)
     return 0

@@ -73,7 +73,7 @@ def split_samples(sources: list[Path], card: ModelCard):
 
 def quantize(sources: list[str | Path], model_dir: str | Path, cache_dir: str | Path, calibration: int = 300,
              seed: int = 0, threads: int | None = None, max_val: int = 0, preset: str = "mixed",
-             bias_correction: str = "fast",
+             bias_correction: str = "fast", ignore_types: list[str] | None = None,
              log=lambda s: print(s, file=sys.stderr, flush=True)) -> dict:
     import nncf
     import openvino as ov
@@ -94,7 +94,8 @@ def quantize(sources: list[str | Path], model_dir: str | Path, cache_dir: str | 
     model = ov.Core().read_model(str(paths.onnx))
     quantised = nncf.quantize(model, dataset, subset_size=len(calib_batch),
                               preset=nncf.QuantizationPreset(preset),
-                              fast_bias_correction=bias_correction == "fast")
+                              fast_bias_correction=bias_correction == "fast",
+                              ignored_scope=nncf.IgnoredScope(types=list(ignore_types)) if ignore_types else None)
     ov.save_model(quantised, str(paths.int8_xml), compress_to_fp16=False)
     quantise_s = time.perf_counter() - t0
     log(f"quantised in {quantise_s:.0f} s -> {paths.int8_xml}")
@@ -118,7 +119,7 @@ def quantize(sources: list[str | Path], model_dir: str | Path, cache_dir: str | 
     report = {
         "model_version": card.version, "weights_sha256_16": paths.digest, "graph": paths.int8_xml.name,
         "calibration_cells": len(calib_batch), "calibration_from": "training split", "seed": seed,
-        "preset": preset, "bias_correction": bias_correction,
+        "preset": preset, "bias_correction": bias_correction, "ignored_types": list(ignore_types or []),
         "validation_cells": int(len(labels)), "sources": [str(s) for s in sources],
         "fp32_macro_f1": round(rep_fp32["macro_f1"], 4), "int8_macro_f1": round(rep_int8["macro_f1"], 4),
         "fp32_accuracy": round(rep_fp32["accuracy"], 4), "int8_accuracy": round(rep_int8["accuracy"], 4),
