@@ -108,12 +108,15 @@ def measure_app(url: str, token: str, cells: list[Path], warmup: list[Path]) -> 
             return api.patch(f"/api/cells/{cell['id']}", json={"label": label, "version": cell["version"]})
 
         relabels = _timed(relabel, min(RELABEL_REQUESTS, len(rows)))
+        workers = api.get("/api/model-info").json().get("workers", [])
     return {"seconds_to_processed": round(seconds, 2), "cells_per_s": round(len(cells) / seconds, 2),
             "cells_list_ms_p50": percentile_ms(listing, 50, 2), "cells_list_ms_p95": percentile_ms(listing, 95, 2),
-            "relabel_ms_p50": percentile_ms(relabels, 50, 2), "relabel_ms_p95": percentile_ms(relabels, 95, 2)}
+            "relabel_ms_p50": percentile_ms(relabels, 50, 2), "relabel_ms_p95": percentile_ms(relabels, 95, 2),
+            "worker_backend": workers[0].get("backend") if workers else None,
+            "worker_precision": workers[0].get("precision") if workers else None}
 
 
-def model_throughput(cells: list[Path], cache_dir: Path | None) -> float:
+def model_throughput(cells: list[Path], cache_dir: Path | None) -> tuple[float, dict]:
     """Cells/s of Predictor.predict (with Grad-CAM) over decoded cells, batch by batch."""
     from app.ml.decode import decode_path
     from app.ml.pipeline import DEFAULT_BATCH_SIZE
@@ -128,7 +131,10 @@ def model_throughput(cells: list[Path], cache_dir: Path | None) -> float:
     t = time.perf_counter()
     for i in range(0, len(images), b):
         predictor.predict(images[i:i + b], with_cam=True)
-    return len(images) / (time.perf_counter() - t)
+    rate = len(images) / (time.perf_counter() - t)
+    info = predictor.describe()
+    return rate, {"backend": info["backend"], "precision": info["precision"], "cpu_flags": info["cpu_flags"],
+                  "check": info["check"]}
 
 
 def run_benchmark(url: str | None, token: str | None, n_cells: int, data_dir: Path | None) -> dict:
@@ -137,16 +143,19 @@ def run_benchmark(url: str | None, token: str | None, n_cells: int, data_dir: Pa
     if url:
         if not token:
             raise ValueError("--url needs --token")
-        before = model_throughput(cells, None)
+        before, info = model_throughput(cells, None)
         app = measure_app(url.rstrip("/"), token, cells, warmup)
-        model = max(before, model_throughput(cells, None))
+        model = max(before, model_throughput(cells, None)[0])
     else:
         with tempfile.TemporaryDirectory(prefix="marrow-bench-") as tmp:
             cache = Path(tmp) / "model-cache"  # exported once, then the app's worker reuses it
-            before = model_throughput(cells, cache)
+            before, info = model_throughput(cells, cache)
             with started_app(Path(tmp)) as (app_url, app_token):
                 app = measure_app(app_url, app_token, cells, warmup)
-            model = max(before, model_throughput(cells, cache))
+            model = max(before, model_throughput(cells, cache)[0])
     return {"seconds_to_processed": app["seconds_to_processed"], "cells_per_s": app["cells_per_s"],
             "model_cells_per_s": round(model, 2), "pipeline_ratio": round(app["cells_per_s"] / model, 3),
-            **{k: v for k, v in app.items() if k.endswith("_ms_p50") or k.endswith("_ms_p95")}}
+            **{k: v for k, v in app.items() if k.endswith("_ms_p50") or k.endswith("_ms_p95")},
+            "model_backend": info["backend"], "model_precision": info["precision"],
+            "worker_backend": app["worker_backend"], "worker_precision": app["worker_precision"],
+            "cpu_flags": info["cpu_flags"], "backend_check": info["check"]}

@@ -219,6 +219,7 @@ def run_load(url: str, token: str, reviewers: list[str], password: str, uploader
             t.join()
         wall = time.perf_counter() - t0
     exact = _exact(url, token, case_ids, n_cells)
+    inference = worker_inference(url, token)
     latencies = [s for _, s in rec.samples]
     kinds = sorted({k for k, _ in rec.samples})
     return {
@@ -235,7 +236,21 @@ def run_load(url: str, token: str, reviewers: list[str], password: str, uploader
         "peak_rss_mb_by_process": {k: round(v, 1) for k, v in memory.peak.items()},
         "cases_exact": all(exact.values()) and len(exact) == uploaders,
         "cases_exact_detail": exact,
+        "worker_inference": inference,
     }
+
+
+def worker_inference(url: str, token: str) -> list[dict]:
+    """Each worker's backend, precision and load-time check, from GET /api/model-info."""
+    try:
+        r = httpx.get(f"{url}/api/model-info", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        workers = r.json().get("workers", []) if r.status_code == 200 else []
+    except (httpx.HTTPError, ValueError):
+        return []
+    keys = ("top1_agreement", "max_prob_diff", "max_cam_diff", "passed")
+    return [{"pid": w.get("pid"), "backend": w.get("backend"), "precision": w.get("precision"),
+             "cpu_flags": w.get("cpu_flags"), "fallback_reason": w.get("fallback_reason"),
+             "check": {k: (w.get("check") or {}).get(k) for k in keys}} for w in workers]
 
 
 @contextlib.contextmanager
