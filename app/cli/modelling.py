@@ -114,6 +114,9 @@ def register_runtime(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=["mixed", "performance"], default="mixed",
                    help="NNCF preset: mixed = asymmetric activations (default), performance = symmetric")
     p.add_argument("--bias-correction", choices=["fast", "full"], default="fast")
+    p.add_argument("--accuracy-control", type=int, default=0, metavar="N",
+                   help="NNCF accuracy control on N held-out training cells: layers that cost top-1 agreement "
+                        "with fp32 stay in float (0: plain post-training quantisation)")
     p.add_argument("--ignore-types", nargs="+", default=[], metavar="OP",
                    help="OpenVINO op types NNCF leaves in float (e.g. Multiply: the SiLU and squeeze-excitation products)")
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the report here")
@@ -142,6 +145,6 @@ def cmd_quantize(args) -> int:
     model, cache = _model_and_cache(args)
     print_json(quantize(args.sources, model, cache, calibration=args.calibration, threads=args.threads,
                         max_val=args.max_val, preset=args.preset, bias_correction=args.bias_correction,
-                        ignore_types=args.ignore_types),
+                        ignore_types=args.ignore_types, accuracy_control=args.accuracy_control),
                args.json)
     return 0

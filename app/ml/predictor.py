@@ -71,14 +71,17 @@ def softmax(z: np.ndarray) -> np.ndarray:
 class Predictor:
     """Batched prediction with a loaded checkpoint.
 
-    backend: "auto" (see `backends`), or one of `BACKENDS` to force it. The exported graph is
+    backend: "auto" (see `backends`), or one of `BACKENDS` to force it; default $MARROW_BACKEND
+    or "auto". The exported graph is
     cached in `cache_dir` (default `<model_dir>/.cache`) per weights file. `selection` records
     the choice: backend, precision, CPU flags, each candidate's check on the probe cells.
     """
 
     def __init__(self, model_dir: str | Path = SHIPPED_MODEL, device: str = "cpu",
-                 backend: str = "auto", cache_dir: str | Path | None = None,
+                 backend: str | None = None, cache_dir: str | Path | None = None,
                  amp: bool = False, threads: int | None = None):
+        # default: $MARROW_BACKEND (so `MARROW_BACKEND=onnx marrow evaluate ...` measures fp32), else auto
+        backend = backend or os.environ.get("MARROW_BACKEND") or "auto"
         if backend != "auto" and backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; expected auto or one of {', '.join(BACKENDS)}")
         self.model_dir = Path(model_dir)

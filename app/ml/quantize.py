@@ -10,6 +10,9 @@ measurement that decides whether it ships.
    `<digest>-pad16-int8.xml/.bin`.
 3. On the *validation* split, through the same preprocessing: top-1 of ONNX Runtime fp32 and of
    OpenVINO int8, macro-F1 of each against the labels, and their top-1 agreement.
+   With `--accuracy-control N`, NNCF's accuracy-controlled variant instead: the layers whose
+   quantisation costs most top-1 agreement with fp32 on N further training cells go back to
+   float until that agreement is ≥ 99.5 % (the validation split stays unseen).
 4. It ships (the `auto` backend may pick it on CPUs with VNNI or AMX-INT8) only if macro-F1 drops
    by at most `MAX_F1_DROP` and the agreement is at least `MIN_AGREEMENT`; the report
    `<digest>-pad16-int8.json` says which, with every figure, either way.
@@ -32,6 +35,7 @@ from app.ml.quality import Thresholds
 
 MAX_F1_DROP = 0.005
 MIN_AGREEMENT = 0.99
+MAX_CONTROL_DROP = 0.005  # accuracy control's target on held-out training cells: agreement ≥ 99.5 %
 BATCH = 8
 
 
@@ -71,9 +75,38 @@ def split_samples(sources: list[Path], card: ModelCard):
     return [s for s in samples if not is_val(s)], [s for s in samples if is_val(s)]
 
 
+def _with_accuracy_control(nncf, model, dataset, train, calib, card, paths, threads, n, seed, common, log):
+    """NNCF's accuracy-controlled quantisation: layers whose quantisation costs the most top-1
+    agreement with fp32, on `n` further *training* cells (neither calibration nor validation),
+    are put back to float until the agreement is within MAX_CONTROL_DROP."""
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    used = {s.path for s in calib}
+    pool = [s for s in train if s.path not in used]
+    held = random.Random(seed + 1).sample(pool, min(n, len(pool)))
+    batch, _ = _prepared([s.path for s in held], card)
+    ref, _ = _top1(backends.OnnxBackend(paths.onnx, threads), batch)
+    items = [(batch[i:i + 1], int(ref[i])) for i in range(len(batch))]
+
+    def agreement(compiled, data) -> tuple[float, list[float]]:
+        hits = [float(compiled(x)[0].argmax() == top) for x, top in data]
+        return float(np.mean(hits)), hits
+
+    t = time.perf_counter()
+    quantised = nncf.quantize_with_accuracy_control(
+        model, dataset, nncf.Dataset(items), agreement, max_drop=MAX_CONTROL_DROP,
+        drop_type=nncf.DropType.ABSOLUTE,
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+            max_num_iterations=30, ranking_subset_size=min(100, len(items))), **common)
+    log(f"accuracy control on {len(items)} held-out training cells in {time.perf_counter() - t:.0f} s")
+    return quantised, {"held_out_training_cells": len(items), "metric": "top-1 agreement with fp32",
+                       "max_drop": MAX_CONTROL_DROP}
+
+
 def quantize(sources: list[str | Path], model_dir: str | Path, cache_dir: str | Path, calibration: int = 300,
              seed: int = 0, threads: int | None = None, max_val: int = 0, preset: str = "mixed",
              bias_correction: str = "fast", ignore_types: list[str] | None = None,
+             accuracy_control: int = 0,
              log=lambda s: print(s, file=sys.stderr, flush=True)) -> dict:
     import nncf
     import openvino as ov
@@ -92,10 +125,15 @@ def quantize(sources: list[str | Path], model_dir: str | Path, cache_dir: str | 
     calib_batch, _ = _prepared([s.path for s in calib], card)
     dataset = nncf.Dataset([calib_batch[i:i + 1] for i in range(len(calib_batch))])
     model = ov.Core().read_model(str(paths.onnx))
-    quantised = nncf.quantize(model, dataset, subset_size=len(calib_batch),
-                              preset=nncf.QuantizationPreset(preset),
-                              fast_bias_correction=bias_correction == "fast",
-                              ignored_scope=nncf.IgnoredScope(types=list(ignore_types)) if ignore_types else None)
+    common = dict(subset_size=len(calib_batch), preset=nncf.QuantizationPreset(preset),
+                  fast_bias_correction=bias_correction == "fast",
+                  ignored_scope=nncf.IgnoredScope(types=list(ignore_types)) if ignore_types else None)
+    control = None
+    if accuracy_control:
+        quantised, control = _with_accuracy_control(nncf, model, dataset, train, calib, card, paths, threads,
+                                                    accuracy_control, seed, common, log)
+    else:
+        quantised = nncf.quantize(model, dataset, **common)
     ov.save_model(quantised, str(paths.int8_xml), compress_to_fp16=False)
     quantise_s = time.perf_counter() - t0
     log(f"quantised in {quantise_s:.0f} s -> {paths.int8_xml}")
@@ -120,6 +158,7 @@ def quantize(sources: list[str | Path], model_dir: str | Path, cache_dir: str | 
         "model_version": card.version, "weights_sha256_16": paths.digest, "graph": paths.int8_xml.name,
         "calibration_cells": len(calib_batch), "calibration_from": "training split", "seed": seed,
         "preset": preset, "bias_correction": bias_correction, "ignored_types": list(ignore_types or []),
+        "accuracy_control": control,
         "validation_cells": int(len(labels)), "sources": [str(s) for s in sources],
         "fp32_macro_f1": round(rep_fp32["macro_f1"], 4), "int8_macro_f1": round(rep_int8["macro_f1"], 4),
         "fp32_accuracy": round(rep_fp32["accuracy"], 4), "int8_accuracy": round(rep_int8["accuracy"], 4),
