@@ -7,7 +7,9 @@ import re
 
 from server.differential_helpers import labelled_case
 
-from .conftest import csrf_of, log_in, make_user
+from support.app import make_user
+
+from .conftest import csrf_of, log_in
 
 
 def test_review_page_keys_unidentified_first_and_panel(client, auth, sessions, page):
