@@ -4,9 +4,10 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from app.audit.models import AuditAction
 from app.audit.service import record
 from app.cases.models import Case
-from app.cells.models import Cell, Prediction
+from app.cells.models import Cell, LabelSource, Prediction
 from app.db import utcnow
 from app.errors import Conflict, NotFound
 from app.users.models import User
@@ -78,12 +79,12 @@ def relabel(session: Session, cell_id: int, label: str, user: User, expected_ver
     done = session.execute(
         update(Cell).where(Cell.id == cell_id, Cell.version == seen,
                            Cell.case_id.in_(select(Case.id).where(Case.signed_at.is_(None))))
-        .values(label=label, label_source="reviewer", label_by_id=user.id, label_at=utcnow(),
+        .values(label=label, label_source=LabelSource.REVIEWER, label_by_id=user.id, label_at=utcnow(),
                 version=Cell.version + 1).execution_options(synchronize_session=False))
     if done.rowcount != 1:
         session.rollback()
         raise Conflict(f"cell {cell_id} was changed or its case signed meanwhile; reload it")
-    record(session, case_id=cell.case_id, cell_id=cell_id, user_id=user.id, action="label",
+    record(session, case_id=cell.case_id, cell_id=cell_id, user_id=user.id, action=AuditAction.LABEL,
            from_value=previous, to_value=label, detail={"version": seen + 1})
     session.commit()
     session.refresh(cell)

@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.audit.service import history
 from app.cases import service as cases
+from app.cases.models import CaseStatus
 from app.cases.routes import upload_parts
 from app.cases.uploads import receive_upload
 from app.deps import ClassesDep, SessionDep, SettingsDep, StorageDep
@@ -19,7 +20,7 @@ from app.web.review import TARGETS, case_categories, panel, target_or_default
 from app.web.templating import render
 
 router = APIRouter(include_in_schema=False)
-STATUSES = ("processing", "ready", "signed", "empty")
+STATUSES = tuple(CaseStatus)
 
 
 def _matching(rows: list[dict], q: str, state: str) -> list[dict]:
