@@ -37,17 +37,22 @@ def rows(session: Session, case_id: int, cell_id: int | None = None):
     return session.execute(query).all()
 
 
-def _as_dict(row) -> dict:
+def view(row) -> dict:
+    """One cell (a row of `rows`) as the API answers it and the review page shows it. The API's
+    schema (app.cells.schemas.CellOut) leaves out what only the page reads: who labelled the
+    cell and when, and whether a reviewer changed it."""
     return {
         "id": row.id, "filename": row.filename, "status": row.status, "predicted": row.predicted,
         "probability": row.probability, "top3": row.top3 or [], "label": row.label,
         "label_source": row.label_source, "version": row.version, "quality_flags": row.quality_flags or [],
         "quality": row.quality, "model_version": row.model_version, "unidentified": row.unidentified,
+        "labelled_by": row.labelled_by, "label_at": row.label_at,
+        "changed": row.label_source == LabelSource.REVIEWER,
     }
 
 
 def list_cells(session: Session, case_id: int) -> list[dict]:
-    return [_as_dict(row) for row in rows(session, case_id)]
+    return [view(row) for row in rows(session, case_id)]
 
 
 def get_cell(session: Session, cell_id: int) -> Cell:
@@ -58,7 +63,7 @@ def get_cell(session: Session, cell_id: int) -> Cell:
 
 
 def cell_out(session: Session, cell: Cell) -> dict:
-    return _as_dict(rows(session, cell.case_id, cell.id)[0])
+    return view(rows(session, cell.case_id, cell.id)[0])
 
 
 def relabel(session: Session, cell_id: int, label: str, user: User, expected_version: int | None) -> Cell:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from app.cells.models import CellStatus, LabelSource
+from app.cells.models import CellStatus
+from app.cells.service import view
 from app.differential.indices import BLAST_CODE, BLAST_MARKS, TARGETS, compute
 from app.ml.card import CellClass
 from app.taxonomy.defaults import UNK, UNK_NAME
@@ -26,11 +27,11 @@ class Group:
 
 
 def tile(row) -> dict:
-    """One cell as the gallery shows it (a row of app.cells.service.rows)."""
-    return {"id": row.id, "filename": row.filename, "status": row.status, "label": row.label,
-            "version": row.version, "predicted": row.predicted, "probability": row.probability,
-            "flags": row.quality_flags or [], "changed": row.label_source == LabelSource.REVIEWER,
-            "labelled_by": row.labelled_by, "label_at": row.label_at}
+    """One cell as the gallery shows it: the cells service's view of a row of
+    app.cells.service.rows, its quality flags also as `flags`."""
+    t = view(row)
+    t["flags"] = t["quality_flags"]
+    return t
 
 
 def _keep(t: dict, what: str) -> bool:
