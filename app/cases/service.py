@@ -10,8 +10,8 @@ from app.audit.models import AuditAction
 from app.audit.service import record
 from app.cases.models import Case, CaseStatus, Upload
 from app.cells.models import Cell, CellStatus
-from app.db import utcnow
-from app.errors import Conflict, NotFound
+from app.db import get_or_not_found, utcnow
+from app.errors import Conflict
 from app.differential.indices import percents, summary_indices
 from app.ml.card import CellClass
 from app.taxonomy import service as taxonomy
@@ -28,10 +28,7 @@ def create_case(session: Session, user: User, accession: str, specimen: str, not
 
 
 def get_case(session: Session, case_id: int) -> Case:
-    case = session.get(Case, case_id) if 0 < case_id < 2**63 else None  # ids past int64: none
-    if case is None:
-        raise NotFound(f"no case {case_id}")
-    return case
+    return get_or_not_found(session, Case, case_id, "case")
 
 
 def list_uploads(session: Session, case_id: int) -> list[Upload]:
@@ -40,10 +37,7 @@ def list_uploads(session: Session, case_id: int) -> list[Upload]:
 
 
 def get_upload(session: Session, upload_id: int) -> Upload:
-    upload = session.get(Upload, upload_id)
-    if upload is None:
-        raise NotFound(f"no upload {upload_id}")
-    return upload
+    return get_or_not_found(session, Upload, upload_id, "upload")
 
 
 def case_status(case: Case, total: int, processed: int) -> str:

@@ -8,8 +8,8 @@ from app.audit.models import AuditAction
 from app.audit.service import record
 from app.cases.models import Case
 from app.cells.models import Cell, LabelSource, Prediction
-from app.db import utcnow
-from app.errors import Conflict, NotFound
+from app.db import get_or_not_found, utcnow
+from app.errors import Conflict
 from app.users.models import User
 
 
@@ -56,10 +56,7 @@ def list_cells(session: Session, case_id: int) -> list[dict]:
 
 
 def get_cell(session: Session, cell_id: int) -> Cell:
-    cell = session.get(Cell, cell_id) if 0 < cell_id < 2**63 else None  # ids past int64: none
-    if cell is None:
-        raise NotFound(f"no cell {cell_id}")
-    return cell
+    return get_or_not_found(session, Cell, cell_id, "cell")
 
 
 def cell_out(session: Session, cell: Cell) -> dict:

@@ -127,3 +127,10 @@ def test_cell_json_keys_are_the_api_schemas(client, auth, processed_case):
     assert set(client.get(f"/api/cells/{cell['id']}", headers=auth).json()) == CELL_KEYS
     r = client.patch(f"/api/cells/{cell['id']}", json={"label": "PMO", "version": cell["version"]}, headers=auth)
     assert set(r.json()) == CELL_KEYS
+
+
+def test_ids_past_int64_are_not_found(client, auth):
+    """A request may send any integer; ids the database cannot hold are simply not there."""
+    for path in (f"/api/cases/{2**63}", f"/api/cells/{2**63}", f"/api/uploads/{2**63}", "/api/uploads/0"):
+        r = client.get(path, headers=auth)
+        assert r.status_code == 404, (path, r.status_code, r.text)
