@@ -38,16 +38,6 @@ class CellClass:
         return cls(d["code"], d["name"], d.get("counted", True), d.get("key", ""))
 
 
-CLASSES: tuple[CellClass, ...] = (
-    CellClass("BLA", "Blast", True, "b"),
-    CellClass("EOS", "Eosinophil", True, "e"),
-    CellClass("LYT", "Lymphocyte", True, "l"),
-    CellClass("MON", "Monocyte", True, "m"),
-    CellClass("NGS", "Segmented neutrophil", True, "n"),
-    CellClass("NIF", "Not identifiable", False, "x"),
-    CellClass("PMO", "Promyelocyte", True, "p"),
-)
-
 # The whole marrow: the classes a differential counts that the Matek and PBC data sets hold
 # (codes are the Matek bone-marrow data set's), plus the not-counted NIF and PLT.
 MARROW_CLASSES: tuple[CellClass, ...] = (
@@ -65,6 +55,9 @@ MARROW_CLASSES: tuple[CellClass, ...] = (
     CellClass("NIF", "Not identifiable", False, "x"),
     CellClass("PLT", "Platelet", False, "k"),
 )
+# The shipped model's seven classes, in its output order (the same rows as the whole marrow's).
+CLASSES: tuple[CellClass, ...] = tuple(
+    next(c for c in MARROW_CLASSES if c.code == code) for code in ("BLA", "EOS", "LYT", "MON", "NGS", "NIF", "PMO"))
 TAXONOMIES: dict[str, tuple[CellClass, ...]] = {"bm7": CLASSES, "marrow": MARROW_CLASSES}
 
 CODES: tuple[str, ...] = tuple(c.code for c in CLASSES)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 from server.differential_helpers import labelled_case
-
 from support.app import make_user
 
 from .conftest import csrf_of, log_in
