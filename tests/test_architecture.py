@@ -128,3 +128,10 @@ def test_layers_point_one_way():
 def test_the_web_app_does_not_load_torch():
     code = "import sys, app.main; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_pages_take_nothing_from_the_api_routers():
+    """What the pages and the JSON API share lives in the domain packages, not in a router module."""
+    bad = [f"{name} imports {d}" for name, deps in _graph().items() if _within(name, ("app.web",))
+           for d in deps if _within(d, DOMAIN) and d.rpartition(".")[2] == "routes"]
+    assert bad == []

@@ -9,7 +9,7 @@ class AuditEntry(BaseModel):
     id: int
     at: datetime
     user: str | None  # None: the system (no person)
-    action: str  # upload | label | sign
+    action: str  # an AuditAction value: upload | label | model_label | sign | rerun
     cell_id: int | None
     from_: str | None = Field(alias="from")
     to: str | None

@@ -1,12 +1,30 @@
 """Cases and the uploads that fill them."""
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 
 from sqlalchemy import JSON, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, utcnow
+
+
+class CaseStatus(enum.StrEnum):
+    """A case's status, derived from its cells and sign-off (not stored); the case list's filter order."""
+
+    PROCESSING = "processing"
+    READY = "ready"
+    SIGNED = "signed"
+    EMPTY = "empty"
+
+
+class UploadStatus(enum.StrEnum):
+    """Where an upload's new cells are in processing (stored as its value)."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    DONE = "done"
 
 
 class Case(Base):
@@ -33,7 +51,7 @@ class Upload(Base):
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued | processing | done
+    status: Mapped[str] = mapped_column(String(16), default=UploadStatus.QUEUED)  # an UploadStatus
     cells_total: Mapped[int] = mapped_column(Integer, default=0)  # new cells this upload created
     cells_done: Mapped[int] = mapped_column(Integer, default=0)
     accepted: Mapped[int] = mapped_column(Integer, default=0)  # files, duplicates included

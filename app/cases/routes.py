@@ -1,18 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import BinaryIO
-
-from fastapi import APIRouter, HTTPException, Request, status
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from fastapi import APIRouter, Request, status
 
 from app.cases import service
 from app.cases.models import Upload
 from app.cases.schemas import CaseCreate, CaseOut, UploadOut, UploadStatus
-from app.cases.uploads import receive_upload
-from app.config import MiB, Settings
+from app.cases.upload_form import receive_request
 from app.deps import ClassesDep, CurrentUser, SessionDep, SettingsDep, StorageDep
 
 router = APIRouter(prefix="/api", tags=["cases"])
@@ -47,26 +40,8 @@ async def upload(case_id: int, request: Request, session: SessionDep, user: Curr
     (a duplicate of an image the case has is the same cell) and rejected ones with a reason."""
     case = service.get_case(session, case_id)
     service.ensure_open(case)
-    async with upload_parts(request, settings) as parts:
-        result = await run_in_threadpool(receive_upload, session, storage, settings, case, user, parts)
+    result = await receive_request(request, session, storage, settings, case, user)
     return result.report()
-
-
-@asynccontextmanager
-async def upload_parts(request: Request, settings: Settings) -> AsyncIterator[list[tuple[str, BinaryIO]]]:
-    """(file name, open file) of each `files` part, open until the block ends (also for the
-    case page's upload form). The size is refused from Content-Length before the body is read."""
-    length = request.headers.get("content-length")
-    if length is None or not length.isdigit():
-        raise HTTPException(status.HTTP_411_LENGTH_REQUIRED, "a numeric Content-Length is required")
-    if int(length) > settings.max_request_mb * MiB:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
-                            f"upload over {settings.max_request_mb} MiB; split it into several requests")
-    async with request.form(max_files=settings.max_files, max_fields=100) as form:
-        parts = [(f.filename or "unnamed", f.file) for f in form.getlist("files") if isinstance(f, UploadFile)]
-        if not parts:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "no files in the field `files`")
-        yield parts
 
 
 @router.get("/uploads/{upload_id}", response_model=UploadStatus)

@@ -17,7 +17,7 @@ class CaseOut(BaseModel):
     specimen: str
     note: str
     created_at: datetime
-    status: str  # empty | processing | ready | signed
+    status: str  # a CaseStatus value: empty | processing | ready | signed
     cells_total: int
     cells_processed: int
     counts: dict[str, int]  # current label -> cells: UNK (unidentified) first, then the case's categories
@@ -50,7 +50,7 @@ class UploadOut(BaseModel):
 class UploadStatus(BaseModel):
     id: int
     case_id: int
-    status: str  # queued | processing | done
+    status: str  # an UploadStatus value: queued | processing | done
     cells_total: int
     cells_done: int
     accepted: int

@@ -6,11 +6,12 @@ from collections import defaultdict
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from app.audit.models import AuditAction
 from app.audit.service import record
-from app.cases.models import Case, Upload
-from app.cells.models import Cell
-from app.db import utcnow
-from app.errors import Conflict, NotFound
+from app.cases.models import Case, CaseStatus, Upload
+from app.cells.models import Cell, CellStatus
+from app.db import get_or_not_found, utcnow
+from app.errors import Conflict
 from app.differential.indices import percents, summary_indices
 from app.ml.card import CellClass
 from app.taxonomy import service as taxonomy
@@ -27,10 +28,7 @@ def create_case(session: Session, user: User, accession: str, specimen: str, not
 
 
 def get_case(session: Session, case_id: int) -> Case:
-    case = session.get(Case, case_id) if 0 < case_id < 2**63 else None  # ids past int64: none
-    if case is None:
-        raise NotFound(f"no case {case_id}")
-    return case
+    return get_or_not_found(session, Case, case_id, "case")
 
 
 def list_uploads(session: Session, case_id: int) -> list[Upload]:
@@ -39,18 +37,15 @@ def list_uploads(session: Session, case_id: int) -> list[Upload]:
 
 
 def get_upload(session: Session, upload_id: int) -> Upload:
-    upload = session.get(Upload, upload_id)
-    if upload is None:
-        raise NotFound(f"no upload {upload_id}")
-    return upload
+    return get_or_not_found(session, Upload, upload_id, "upload")
 
 
 def case_status(case: Case, total: int, processed: int) -> str:
     if case.signed_at is not None:
-        return "signed"
+        return CaseStatus.SIGNED
     if total == 0:
-        return "empty"
-    return "processing" if processed < total else "ready"
+        return CaseStatus.EMPTY
+    return CaseStatus.PROCESSING if processed < total else CaseStatus.READY
 
 
 def differential(counts: dict[str, int], classes: tuple[CellClass, ...]) -> dict[str, float]:
@@ -69,7 +64,7 @@ def _tallies(session: Session, case_ids: list[int] | None) -> tuple[dict, dict]:
     for case_id, cell_status, n in session.execute(
             select(Cell.case_id, Cell.status, func.count()).where(*where).group_by(Cell.case_id, Cell.status)):
         progress[case_id]["total"] += n
-        if cell_status != "pending":
+        if cell_status != CellStatus.PENDING:
             progress[case_id]["processed"] += n
     labels: dict[int, dict[str, int]] = defaultdict(dict)
     for case_id, label, n in session.execute(
@@ -135,7 +130,7 @@ def sign(session: Session, case: Case, user: User) -> None:
     """Lock the case. Refused while cells are still being processed or when already signed."""
     lock_case(session, case)  # waits for an upload into this case to commit: its cells count
     ensure_open(case)
-    pending = session.scalar(select(func.count()).where(Cell.case_id == case.id, Cell.status == "pending"))
+    pending = session.scalar(select(func.count()).where(Cell.case_id == case.id, Cell.status == CellStatus.PENDING))
     total = session.scalar(select(func.count()).where(Cell.case_id == case.id))
     if not total or pending:
         raise Conflict(f"case {case.id} cannot be signed: {pending} of {total} cells still processing"
@@ -150,5 +145,5 @@ def sign(session: Session, case: Case, user: User) -> None:
     if done.rowcount != 1:  # signed by someone else since we looked
         session.rollback()
         raise Conflict(f"case {case.id} is signed and locked")
-    record(session, case_id=case.id, user_id=user.id, action="sign", from_value="open", to_value="signed")
+    record(session, case_id=case.id, user_id=user.id, action=AuditAction.SIGN, from_value="open", to_value="signed")
     session.commit()

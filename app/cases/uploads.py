@@ -19,8 +19,9 @@ from typing import BinaryIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.audit.models import AuditAction
 from app.audit.service import record
-from app.cases.models import Case, Upload
+from app.cases.models import Case, Upload, UploadStatus
 from app.cases.service import ensure_open, lock_case
 from app.cells.models import Cell
 from app.config import MiB, Settings
@@ -216,8 +217,8 @@ def ingest(session: Session, storage: Storage, settings: Settings, case: Case, u
     upload.accepted = len(result.accepted)
     upload.rejected = result.rejected
     upload.cells_total = len(result.new_cell_ids)
-    upload.status = "queued" if result.new_cell_ids else "done"
-    record(session, case_id=case.id, user_id=user_id, action="upload",
+    upload.status = UploadStatus.QUEUED if result.new_cell_ids else UploadStatus.DONE
+    record(session, case_id=case.id, user_id=user_id, action=AuditAction.UPLOAD,
            to_value=f"{len(result.accepted)} accepted, {len(result.rejected)} rejected",
            detail={"upload_id": upload.id, "new_cells": len(result.new_cell_ids)})
     session.commit()

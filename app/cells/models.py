@@ -1,12 +1,28 @@
 """Cells (one stored image each), their predictions and their current label."""
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 
 from sqlalchemy import JSON, Float, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, utcnow
+
+
+class CellStatus(enum.StrEnum):
+    """Where a cell is in processing (stored as its value)."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class LabelSource(enum.StrEnum):
+    """Who set a cell's current label (stored as its value)."""
+
+    MODEL = "model"
+    REVIEWER = "reviewer"
 
 
 class Cell(Base):
@@ -26,12 +42,12 @@ class Cell(Base):
     image_path: Mapped[str] = mapped_column(String(255))
     thumbnail_path: Mapped[str | None] = mapped_column(String(255))
     overlay_path: Mapped[str | None] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | done | failed
+    status: Mapped[str] = mapped_column(String(16), default=CellStatus.PENDING)  # a CellStatus
     error: Mapped[str | None] = mapped_column(String(255))
     quality: Mapped[dict | None] = mapped_column(JSON)
     quality_flags: Mapped[list] = mapped_column(JSON, default=list)
     label: Mapped[str | None] = mapped_column(String(16))
-    label_source: Mapped[str | None] = mapped_column(String(16))  # model | reviewer
+    label_source: Mapped[str | None] = mapped_column(String(16))  # a LabelSource
     label_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     label_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     version: Mapped[int] = mapped_column(Integer, default=0)  # bumped by every label change

@@ -12,12 +12,12 @@ class Top(BaseModel):
 class CellOut(BaseModel):
     id: int
     filename: str
-    status: str  # pending | done | failed
+    status: str  # a CellStatus value: pending | done | failed
     predicted: str | None
     probability: float | None
     top3: list[Top]
     label: str | None
-    label_source: str | None  # model | reviewer
+    label_source: str | None  # a LabelSource value: model | reviewer
     version: int
     quality_flags: list[str]
     quality: dict | None  # brightness, stain_fraction, blur_variance, color_type, repaired

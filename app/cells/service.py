@@ -4,11 +4,12 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from app.audit.models import AuditAction
 from app.audit.service import record
 from app.cases.models import Case
-from app.cells.models import Cell, Prediction
-from app.db import utcnow
-from app.errors import Conflict, NotFound
+from app.cells.models import Cell, LabelSource, Prediction
+from app.db import get_or_not_found, utcnow
+from app.errors import Conflict
 from app.users.models import User
 
 
@@ -36,28 +37,30 @@ def rows(session: Session, case_id: int, cell_id: int | None = None):
     return session.execute(query).all()
 
 
-def _as_dict(row) -> dict:
+def view(row) -> dict:
+    """One cell (a row of `rows`) as the API answers it and the review page shows it. The API's
+    schema (app.cells.schemas.CellOut) leaves out what only the page reads: who labelled the
+    cell and when, and whether a reviewer changed it."""
     return {
         "id": row.id, "filename": row.filename, "status": row.status, "predicted": row.predicted,
         "probability": row.probability, "top3": row.top3 or [], "label": row.label,
         "label_source": row.label_source, "version": row.version, "quality_flags": row.quality_flags or [],
         "quality": row.quality, "model_version": row.model_version, "unidentified": row.unidentified,
+        "labelled_by": row.labelled_by, "label_at": row.label_at,
+        "changed": row.label_source == LabelSource.REVIEWER,
     }
 
 
 def list_cells(session: Session, case_id: int) -> list[dict]:
-    return [_as_dict(row) for row in rows(session, case_id)]
+    return [view(row) for row in rows(session, case_id)]
 
 
 def get_cell(session: Session, cell_id: int) -> Cell:
-    cell = session.get(Cell, cell_id) if 0 < cell_id < 2**63 else None  # ids past int64: none
-    if cell is None:
-        raise NotFound(f"no cell {cell_id}")
-    return cell
+    return get_or_not_found(session, Cell, cell_id, "cell")
 
 
 def cell_out(session: Session, cell: Cell) -> dict:
-    return _as_dict(rows(session, cell.case_id, cell.id)[0])
+    return view(rows(session, cell.case_id, cell.id)[0])
 
 
 def relabel(session: Session, cell_id: int, label: str, user: User, expected_version: int | None) -> Cell:
@@ -78,12 +81,12 @@ def relabel(session: Session, cell_id: int, label: str, user: User, expected_ver
     done = session.execute(
         update(Cell).where(Cell.id == cell_id, Cell.version == seen,
                            Cell.case_id.in_(select(Case.id).where(Case.signed_at.is_(None))))
-        .values(label=label, label_source="reviewer", label_by_id=user.id, label_at=utcnow(),
+        .values(label=label, label_source=LabelSource.REVIEWER, label_by_id=user.id, label_at=utcnow(),
                 version=Cell.version + 1).execution_options(synchronize_session=False))
     if done.rowcount != 1:
         session.rollback()
         raise Conflict(f"cell {cell_id} was changed or its case signed meanwhile; reload it")
-    record(session, case_id=cell.case_id, cell_id=cell_id, user_id=user.id, action="label",
+    record(session, case_id=cell.case_id, cell_id=cell_id, user_id=user.id, action=AuditAction.LABEL,
            from_value=previous, to_value=label, detail={"version": seen + 1})
     session.commit()
     session.refresh(cell)

@@ -8,6 +8,7 @@ from collections import Counter
 from sqlalchemy.orm import Session
 
 from app.cases.service import summaries, summary
+from app.cells.models import LabelSource
 from app.cells.service import rows
 from app.differential.indices import compute, percents
 from app.ml.card import CellClass
@@ -68,7 +69,7 @@ def _num(value, places: int = 2) -> str:
 def cells_csv(session: Session, case_id: int) -> str:
     data = [[_safe(row.filename), row.predicted or "",
              f"{row.probability:.4f}" if row.predicted else "", row.label or "",
-             row.labelled_by if row.label_source == "reviewer" else (row.label_source or ""),
+             row.labelled_by if row.label_source == LabelSource.REVIEWER else (row.label_source or ""),
              row.label_at.isoformat() if row.label_at else ""]
             for row in rows(session, case_id)]
     return _csv([], ["file", "model_class", "probability", "final_class", "changed_by", "when"], data)

@@ -17,7 +17,10 @@ from pathlib import Path
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model_card.json"
 DEFAULT_ARCH = "rexnet_150"
-SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "models" / "rexnet150-bm7"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+BM7_MODEL = MODELS_DIR / "rexnet150-bm7"  # the seven bone-marrow classes only (2026-11)
+MARROW_MODEL = MODELS_DIR / "rexnet150-marrow13"  # 11 counted marrow classes + NIF, PLT; two labs
+SHIPPED_MODEL = BM7_MODEL  # the default of classify, evaluate and the web app
 
 
 @dataclass(frozen=True)
@@ -35,33 +38,26 @@ class CellClass:
         return cls(d["code"], d["name"], d.get("counted", True), d.get("key", ""))
 
 
-CLASSES: tuple[CellClass, ...] = (
-    CellClass("BLA", "Blast", True, "b"),
-    CellClass("EOS", "Eosinophil", True, "e"),
-    CellClass("LYT", "Lymphocyte", True, "l"),
-    CellClass("MON", "Monocyte", True, "m"),
-    CellClass("NGS", "Segmented neutrophil", True, "n"),
-    CellClass("NIF", "Not identifiable", False, "x"),
-    CellClass("PMO", "Promyelocyte", True, "p"),
-)
-
 # The whole marrow: the classes a differential counts that the Matek and PBC data sets hold
 # (codes are the Matek bone-marrow data set's), plus the not-counted NIF and PLT.
 MARROW_CLASSES: tuple[CellClass, ...] = (
     CellClass("BLA", "Blast", True, "b"),
     CellClass("PMO", "Promyelocyte", True, "p"),
     CellClass("MYB", "Myelocyte", True, "y"),
-    CellClass("MMZ", "Metamyelocyte", True, "z"),
+    CellClass("MMZ", "Metamyelocyte", True, "t"),
     CellClass("NGB", "Band neutrophil", True, "d"),
     CellClass("NGS", "Segmented neutrophil", True, "n"),
     CellClass("EOS", "Eosinophil", True, "e"),
-    CellClass("BAS", "Basophil", True, "a"),
+    CellClass("BAS", "Basophil", True, "s"),
     CellClass("MON", "Monocyte", True, "m"),
     CellClass("LYT", "Lymphocyte", True, "l"),
     CellClass("EBO", "Erythroblast", True, "r"),
     CellClass("NIF", "Not identifiable", False, "x"),
-    CellClass("PLT", "Platelet", False, "t"),
+    CellClass("PLT", "Platelet", False, "k"),
 )
+# The shipped model's seven classes, in its output order (the same rows as the whole marrow's).
+CLASSES: tuple[CellClass, ...] = tuple(
+    next(c for c in MARROW_CLASSES if c.code == code) for code in ("BLA", "EOS", "LYT", "MON", "NGS", "NIF", "PMO"))
 TAXONOMIES: dict[str, tuple[CellClass, ...]] = {"bm7": CLASSES, "marrow": MARROW_CLASSES}
 
 CODES: tuple[str, ...] = tuple(c.code for c in CLASSES)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from app.ml.card import MARROW_CLASSES
+from app.ml.card import MARROW_CLASSES, TAXONOMIES
 
 KNOWN_CODES: tuple[str, ...] = tuple(c.code for c in MARROW_CLASSES)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
@@ -55,6 +55,16 @@ def class_folders(roots: list[str | Path]) -> tuple[str, ...]:
     present = {d.name for r in roots if Path(r).is_dir() for d in Path(r).iterdir()
                if d.is_dir() and not d.name.startswith(".")}
     return tuple(c for c in KNOWN_CODES if c in present) + tuple(sorted(present - set(KNOWN_CODES)))
+
+
+def taxonomy_codes(roots: list[str | Path]) -> tuple[str, ...]:
+    """The codes of the smallest known taxonomy holding every class folder of `roots` (a
+    seven-class dataset is reported against the seven classes, a PBC one against the marrow)."""
+    present = set(class_folders(roots))
+    for classes in sorted(TAXONOMIES.values(), key=len):
+        if present <= {c.code for c in classes}:
+            return tuple(c.code for c in classes)
+    return class_folders(roots)
 
 
 def load_sources(roots: list[str | Path], classes: tuple[str, ...]) -> list[Sample]:

@@ -24,7 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from app.ml.dataset import KNOWN_CODES as CODES, Sample, load_folder_dataset
+from app.ml.dataset import KNOWN_CODES as CODES, Sample, load_folder_dataset, taxonomy_codes
 from app.ml.decode import Decoded, decode_bytes, decode_path
 from app.ml.quality import QualityRecord, Thresholds, assess, measure, unsharp_mask
 from app.ml.report import figure, render_page, save_figure
@@ -157,7 +157,7 @@ def preview_figure(infos: list[ImageInfo], seed: int = 0) -> Figure:
                 continue
             info = pool[chosen[c]]
             _cell_axes(ax, decode_path(info.path).rgb, Path(info.rel).name,
-                       f"{code}\n{BY_CODE[code].name}" if c == 0 else "")
+                       f"{code}\n{NAMES[code]}" if c == 0 else "")
     return fig
 
 
@@ -276,7 +276,7 @@ def run_eda(data_dir: str | Path, out_dir: str | Path, thresholds_path: str | Pa
     infos = inspect_dataset(data_dir, t, progress)
     n = len(infos)
     readable = [i for i in infos if not i.record.error]
-    class_counts = {c: sum(i.code == c for i in infos) for c in CODES}
+    class_counts = {c: sum(i.code == c for i in infos) for c in taxonomy_codes([data_dir])}
     flag_counts = {f: sum(f in i.flags for i in infos) for f in FLAGS}
     sizes = Counter(f"{i.record.width}×{i.record.height}" for i in readable)
     color_types = Counter(i.color_type for i in readable)

@@ -18,9 +18,10 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.audit.models import AuditAction
 from app.audit.service import record
-from app.cases.models import Case, Upload
-from app.cells.models import Cell, Prediction
+from app.cases.models import Case, Upload, UploadStatus
+from app.cells.models import Cell, CellStatus, LabelSource, Prediction
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker, utcnow
 from app.ml import encode
@@ -72,7 +73,7 @@ class Processor:
         """Process those of `cell_ids` still pending; returns how many were processed now."""
         with self.sessions() as session:
             cells = session.execute(select(Cell.id, Cell.sha256, Cell.filename, Cell.image_path)
-                                    .where(Cell.id.in_(cell_ids), Cell.status == "pending")
+                                    .where(Cell.id.in_(cell_ids), Cell.status == CellStatus.PENDING)
                                     .order_by(Cell.id)).all()
             case = session.execute(select(Case.id, Case.model_name, Case.categories)
                                    .join(Upload, Upload.case_id == Case.id).where(Upload.id == upload_id)).one_or_none()
@@ -133,7 +134,7 @@ class Processor:
         p = r.prediction
         if p is None:
             session.execute(update(Cell).where(Cell.id == cell_id)
-                            .values(status="failed", error=r.error, **done))
+                            .values(status=CellStatus.FAILED, error=r.error, **done))
             return
         predictor = context.predictor
         version = predictor.version
@@ -151,27 +152,27 @@ class Processor:
                                    probs={c: round(float(q), 6) for c, q in zip(codes, p.probs)},
                                    top3=[{"code": c, "name": name, "p": round(q, 6)} for c, name, q in p.top3]))
         session.execute(update(Cell).where(Cell.id == cell_id)
-                        .values(status="done", error=None, thumbnail_path=thumb, overlay_path=overlay, **done))
+                        .values(status=CellStatus.DONE, error=None, thumbnail_path=thumb, overlay_path=overlay, **done))
         # The model's label where no label exists or the model set it (a re-run); a reviewer's
         # label is never overwritten. A model label replaced by a re-run is audited.
         previous = session.execute(select(Cell.label, Cell.label_source).where(Cell.id == cell_id)).one()
         changed = session.execute(
             update(Cell).where(Cell.id == cell_id, or_(Cell.label.is_(None),
-                                                       and_(Cell.label_source == "model", Cell.label != label)))
-            .values(label=label, label_source="model", label_at=utcnow(), version=Cell.version + 1)
+                                                       and_(Cell.label_source == LabelSource.MODEL, Cell.label != label)))
+            .values(label=label, label_source=LabelSource.MODEL, label_at=utcnow(), version=Cell.version + 1)
             .execution_options(synchronize_session=False)).rowcount
         if changed and previous.label is not None and context.case_id is not None:
-            record(session, case_id=context.case_id, cell_id=cell_id, user_id=None, action="model_label",
+            record(session, case_id=context.case_id, cell_id=cell_id, user_id=None, action=AuditAction.MODEL_LABEL,
                    from_value=previous.label, to_value=label,
                    detail={"model_version": version, "unidentified": unidentified})
 
     def _refresh_upload(self, upload_id: int) -> None:
         """Progress is a recount (not an increment), so redone work never double-counts."""
         with self.sessions() as session:
-            done = session.scalar(select(func.count()).where(Cell.upload_id == upload_id, Cell.status != "pending"))
+            done = session.scalar(select(func.count()).where(Cell.upload_id == upload_id, Cell.status != CellStatus.PENDING))
             total = session.scalar(select(func.count()).where(Cell.upload_id == upload_id))
             session.execute(update(Upload).where(Upload.id == upload_id).values(
-                cells_done=done, status="done" if done >= total else "processing"))
+                cells_done=done, status=UploadStatus.DONE if done >= total else UploadStatus.PROCESSING))
             session.commit()
 
 
@@ -197,7 +198,7 @@ def requeue_pending(settings: Settings) -> int:
     embedded broker, which does not redeliver). Redone work is harmless: see the module doc."""
     sessions = make_sessionmaker(make_engine(settings.db_url))
     with sessions() as session:
-        rows = session.execute(select(Cell.upload_id, Cell.id).where(Cell.status == "pending")
+        rows = session.execute(select(Cell.upload_id, Cell.id).where(Cell.status == CellStatus.PENDING)
                                .order_by(Cell.upload_id, Cell.id)).all()
     by_upload: dict[int, list[int]] = {}
     for upload_id, cell_id in rows:

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.cases.service import summary
-from app.cells.models import Cell
+from app.cells.models import Cell, CellStatus
 from app.cells.service import rows
 from app.differential.indices import BLAST_CODE, BLAST_MARKS, TARGETS, compute, percents
 from app.taxonomy.defaults import UNK
@@ -40,10 +40,10 @@ def report_data(session: Session, classes, case_id: int) -> dict:
             flags.append(f"blasts {blast:.1f} % >= {mark:g} %")
             break
     flags += [f"quality: {flag} in {k} cells" for flag, k in sorted(quality.items())]
-    failed = sum(1 for row in cell_rows if row.status == "failed")
+    failed = sum(1 for row in cell_rows if row.status == CellStatus.FAILED)
     if failed:
         flags.append(f"{failed} images could not be read (not counted)")
-    blast_ids = [row.id for row in cell_rows if row.label == BLAST_CODE and row.status == "done"][:BLAST_STRIP]
+    blast_ids = [row.id for row in cell_rows if row.label == BLAST_CODE and row.status == CellStatus.DONE][:BLAST_STRIP]
     thumbs = dict(session.execute(select(Cell.id, Cell.thumbnail_path).where(Cell.id.in_(blast_ids))).all()) \
         if blast_ids else {}
     return {

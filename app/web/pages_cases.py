@@ -5,12 +5,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, status
 from fastapi.responses import RedirectResponse, Response
-from starlette.concurrency import run_in_threadpool
 
 from app.audit.service import history
 from app.cases import service as cases
-from app.cases.routes import upload_parts
-from app.cases.uploads import receive_upload
+from app.cases.models import CaseStatus
+from app.cases.upload_form import receive_request
 from app.deps import ClassesDep, SessionDep, SettingsDep, StorageDep
 from app.errors import Conflict
 from app.web.auth import Csrf, PageUser
@@ -19,7 +18,7 @@ from app.web.review import TARGETS, case_categories, panel, target_or_default
 from app.web.templating import render
 
 router = APIRouter(include_in_schema=False)
-STATUSES = ("processing", "ready", "signed", "empty")
+STATUSES = tuple(CaseStatus)
 
 
 def _matching(rows: list[dict], q: str, state: str) -> list[dict]:
@@ -88,8 +87,7 @@ async def upload(request: Request, case_id: int, db: SessionDep, user: PageUser,
     """The JSON API's upload (same limits, checks and queueing), answered as a fragment."""
     case = cases.get_case(db, case_id)
     cases.ensure_open(case)
-    async with upload_parts(request, settings) as parts:
-        result = await run_in_threadpool(receive_upload, db, storage, settings, case, user, parts)
+    result = await receive_request(request, db, storage, settings, case, user)
     return render(request, "partials/upload_result.html", headers={"HX-Trigger": "uploaded"},
                   result=result.report(), progress=progress(db, case_id))
 

@@ -5,13 +5,14 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
+from app.cases.models import UploadStatus
 from app.cases.service import list_uploads
 
 
 def progress(db: Session, case_id: int) -> dict:
     """Cells done of total over the uploads still running, with an ETA from their rate so far."""
     uploads = list_uploads(db, case_id)
-    active = [u for u in uploads if u.status != "done"]
+    active = [u for u in uploads if u.status != UploadStatus.DONE]
     done, total = sum(u.cells_done for u in active), sum(u.cells_total for u in active)
     eta = None
     if active and done:

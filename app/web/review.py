@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from app.cells.models import CellStatus
+from app.cells.service import view
 from app.differential.indices import BLAST_CODE, BLAST_MARKS, TARGETS, compute
 from app.ml.card import CellClass
 from app.taxonomy.defaults import UNK, UNK_NAME
@@ -25,11 +27,11 @@ class Group:
 
 
 def tile(row) -> dict:
-    """One cell as the gallery shows it (a row of app.cells.service.rows)."""
-    return {"id": row.id, "filename": row.filename, "status": row.status, "label": row.label,
-            "version": row.version, "predicted": row.predicted, "probability": row.probability,
-            "flags": row.quality_flags or [], "changed": row.label_source == "reviewer",
-            "labelled_by": row.labelled_by, "label_at": row.label_at}
+    """One cell as the gallery shows it: the cells service's view of a row of
+    app.cells.service.rows, its quality flags also as `flags`."""
+    t = view(row)
+    t["flags"] = t["quality_flags"]
+    return t
 
 
 def _keep(t: dict, what: str) -> bool:
@@ -54,10 +56,10 @@ def gallery(rows, classes: tuple[CellClass, ...], sort: str, what: str) -> list[
     # the category groups only, as before).
     unidentified = {UNK: Group(UNK, UNK_NAME, "")} if any(row.label == UNK for row in rows) else {}
     groups = {**unidentified, **{c.code: Group(c.code, c.name, c.key) for c in classes}}
-    pending, failed = Group("pending", "Processing", ""), Group("failed", "Unreadable", "")
+    pending, failed = Group(CellStatus.PENDING, "Processing", ""), Group(CellStatus.FAILED, "Unreadable", "")
     for rank, t in enumerate(tiles):
         t["rank"] = rank
-        group = groups.get(t["label"]) if t["label"] else (failed if t["status"] == "failed" else pending)
+        group = groups.get(t["label"]) if t["label"] else (failed if t["status"] == CellStatus.FAILED else pending)
         (group or failed).tiles.append(t)
     return [*groups.values(), *(g for g in (pending, failed) if g.tiles)]
 

@@ -28,7 +28,7 @@ def test_unidentified_cells_block_sign_off_until_classified(server, browser, art
     from fhir.resources.R4B.bundle import Bundle
     from pypdf import PdfReader
 
-    from app.benchapp import pick_cells
+    from app.bench.cells import pick_cells
 
     cells = pick_cells(real_cells_dir, N_REAL)
     odd = _not_stained(tmp_path, cells[0])

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 
 import pytest
 
 from app.cli import main
+from app.ml.card import SHIPPED_MODEL
 
 
 @pytest.fixture
@@ -45,8 +47,11 @@ def test_classify_writes_rows_and_overlays_and_names_the_bad_file(mixed_folder, 
     assert bad[0]["error"] == "not an image" and bad[0]["top1"] == ""
     good = [r for r in rows if not r["error"]]
     assert len(good) == 3
+    codes = {c["code"] for c in json.loads((SHIPPED_MODEL / "model_card.json").read_text())["classes"]}
     for r in good:
-        assert r["top1"] in {"BLA", "EOS", "LYT", "MON", "NGS", "NIF", "PMO"}
+        assert r["top1"] in codes
+        # label: what the product counts (the top class) or UNK with the reason
+        assert (r["label"] == r["top1"] and not r["unidentified"]) or (r["label"] == "UNK" and r["unidentified"])
         assert 0 < float(r["probability"]) <= 1 and len(r["top3"].split()) == 3
     assert len(list(cams.glob("*.png"))) == 3
     assert "notes.jpg: not an image" in capsys.readouterr().err

@@ -81,3 +81,20 @@ def test_an_interrupted_run_resumes_where_it_stopped(real_cells_dir, tmp_path, c
     card = json.loads((out / "model_card.json").read_text())
     assert [h["epoch"] for h in card["training"]["history"]][-1] == 3
     assert not (out / ".train_state.pt").exists()
+
+
+def test_a_two_lab_split_is_stratified_by_source_and_class_and_reproducible(real_cells_dir, pbc_cells_dir):
+    from collections import Counter
+
+    from app.ml.dataset import class_folders, load_sources, stratified_split
+
+    roots = [real_cells_dir, pbc_cells_dir]
+    samples = load_sources(roots, class_folders(roots))
+    train, val = stratified_split(samples, 0.2, 0)
+    assert [s.rel for s in val] == [s.rel for s in stratified_split(samples, 0.2, 0)[1]]
+    assert {s.source for s in samples} == {real_cells_dir.name, pbc_cells_dir.name}
+    everyone, held = Counter(s.stratum for s in samples), Counter(s.stratum for s in val)
+    assert len(everyone) == 18  # 7 bone-marrow classes + 11 PBC classes
+    for stratum, n in everyone.items():  # every lab's share of every class is held out alike
+        assert abs(held[stratum] / n - 0.2) < 0.02, stratum
+    assert not {s.rel for s in train} & {s.rel for s in val}

@@ -115,7 +115,7 @@ def test_hostile_corpus(stack, real_cells_dir, tmp_path, capsys):
         for payload in ({"label": 5}, {"label": "ZZZ"}, {"label": "bla"}, {"label": "BLA", "version": "x"}, {}):
             r = api.patch(f"/api/cells/{cell}", json=payload)
             assert r.status_code == 422, (payload, r.text)
-        assert "unknown class 'ZZZ'" in api.patch(f"/api/cells/{cell}", json={"label": "ZZZ"}).json()["detail"]
+        assert "unknown category 'ZZZ'" in api.patch(f"/api/cells/{cell}", json={"label": "ZZZ"}).json()["detail"]
         assert api.get(f"/api/cases/{case_id}/audit").json()[-1]["action"] == "upload"  # no label was written
 
         # Both processes still serve: a good upload after all that is processed.

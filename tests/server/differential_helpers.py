@@ -6,7 +6,7 @@ from sqlalchemy import update
 
 from app.cells.models import Cell, Prediction
 
-from .conftest import image_bytes, new_case, upload
+from support.app import image_bytes, new_case, upload
 
 
 def labelled_case(client, auth, sessions, labels: list[str], accession: str = "MD-L",

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from app.audit.models import AuditEvent
 from app.taxonomy.defaults import DEFAULT_CATEGORIES
 
-from .conftest import make_user, new_case
+from support.app import make_user, new_case
 from .differential_helpers import labelled_case
 
 ICSH = ["BLA", "PMO", "MYB", "MMZ", "NGB", "NGS", "EOS", "BAS", "MON", "LYT", "PLM", "EBO"]

@@ -16,7 +16,7 @@ from app.config import Settings
 from app.db import make_engine, make_sessionmaker, upgrade
 from app.processing.service import Processor, product_label
 
-from .conftest import image_bytes, make_user, new_case, upload
+from support.app import image_bytes, make_user, new_case, upload
 
 
 def _models(tmp_path, random_checkpoint):

@@ -114,3 +114,23 @@ def test_case_list_and_formula_safe_csv(client, auth):
     assert r.status_code == 201 and r.json()["specimen"] == "peripheral blood"
     assert client.post("/api/cases", json={}, headers=auth).status_code == 422
     assert client.get("/api/cases/999", headers=auth).status_code == 404
+
+
+CELL_KEYS = {"id", "filename", "status", "predicted", "probability", "top3", "label", "label_source", "version",
+             "quality_flags", "quality", "model_version", "unidentified"}
+
+
+def test_cell_json_keys_are_the_api_schemas(client, auth, processed_case):
+    """The cells service's view also carries what the review page reads; the API answers its schema only."""
+    cell = _cells(client, auth, processed_case)[0]
+    assert set(cell) == CELL_KEYS
+    assert set(client.get(f"/api/cells/{cell['id']}", headers=auth).json()) == CELL_KEYS
+    r = client.patch(f"/api/cells/{cell['id']}", json={"label": "PMO", "version": cell["version"]}, headers=auth)
+    assert set(r.json()) == CELL_KEYS
+
+
+def test_ids_past_int64_are_not_found(client, auth):
+    """A request may send any integer; ids the database cannot hold are simply not there."""
+    for path in (f"/api/cases/{2**63}", f"/api/cells/{2**63}", f"/api/uploads/{2**63}", "/api/uploads/0"):
+        r = client.get(path, headers=auth)
+        assert r.status_code == 404, (path, r.status_code, r.text)

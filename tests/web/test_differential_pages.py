@@ -6,8 +6,9 @@ from __future__ import annotations
 import re
 
 from server.differential_helpers import labelled_case
+from support.app import make_user
 
-from .conftest import csrf_of, log_in, make_user
+from .conftest import csrf_of, log_in
 
 
 def test_review_page_keys_unidentified_first_and_panel(client, auth, sessions, page):

@@ -1,0 +1,88 @@
+"""The default 13-class marrow model: its card, both labs' held-out cells, the fast path, and
+images that are not cells."""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.ml import pipeline
+from app.ml.card import MARROW_MODEL, SHIPPED_MODEL
+from app.ml.predictor import Predictor
+from app.ml.unidentified import UNK
+
+NOT_COUNTED = {"NIF", "PLT", UNK}
+
+
+@pytest.fixture(scope="module")
+def card() -> dict:
+    return json.loads((MARROW_MODEL / "model_card.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor(MARROW_MODEL)
+
+
+def test_it_is_the_default_and_its_card_names_the_marrow_and_its_rule(card):
+    assert SHIPPED_MODEL == MARROW_MODEL
+    codes = [c["code"] for c in card["classes"]]
+    assert codes == ["BLA", "PMO", "MYB", "MMZ", "NGB", "NGS", "EOS", "BAS", "MON", "LYT", "EBO", "NIF", "PLT"]
+    assert [c["code"] for c in card["classes"] if not c["counted"]] == ["NIF", "PLT"]
+    assert card["framing"]["side_per_nucleus"] > 0
+    rule = card["unidentified"]
+    assert 0 < rule["min_confidence"] < 1 and rule["calibration"]["rejected_correct"] <= 0.05
+    assert set(card["metrics"]["validation"]["per_source"]) == {"bone-marrow-7", "pbc"}
+    assert set(card["data"]["sources"]) == {"bone-marrow-7", "pbc"}
+
+
+def _held_out(card: dict, roots: dict[str, Path], per_class: int) -> list[tuple[Path, str]]:
+    """A few validation cells (held out from training) of every class of every source."""
+    chosen: dict[str, list] = defaultdict(list)
+    for rel in card["training"]["split"]["val_files"]:
+        source, code, name = rel.split("/")
+        if len(chosen[f"{source}/{code}"]) < per_class:
+            chosen[f"{source}/{code}"].append((roots[source] / code / name, code))
+    return [cell for cells in chosen.values() for cell in cells]
+
+
+def test_it_names_held_out_cells_of_both_labs_far_above_chance(card, predictor, real_cells_dir, pbc_cells_dir):
+    cells = _held_out(card, {"bone-marrow-7": real_cells_dir, "pbc": pbc_cells_dir}, per_class=3)
+    assert len(cells) == 3 * 18
+    results = list(pipeline.run([(str(p), None) for p, _ in cells], predictor, with_cam=False))
+    top1 = np.mean([r.prediction.code == code for r, (_, code) in zip(results, cells)])
+    counted = [(r, code) for r, (_, code) in zip(results, cells) if r.prediction.label != UNK]
+    assert top1 > 0.6  # chance is 1/13
+    assert len(counted) >= 0.7 * len(cells)
+    assert np.mean([r.prediction.label == code for r, code in counted]) > 0.7
+
+
+def test_the_fast_path_agrees_with_pytorch_on_framed_cells(predictor, real_cells_dir, pbc_cells_dir):
+    """ONNX Runtime on the channel-padded export vs PyTorch eager, heatmaps in the image's frame."""
+    files = [next((real_cells_dir / "BLA").glob("*.jpg")), next((pbc_cells_dir / "EBO").glob("*.jpg")),
+             next((pbc_cells_dir / "MYB").glob("*.jpg"))]
+    eager = Predictor(MARROW_MODEL, backend="torch")
+    items = [(str(f), None) for f in files]
+    fast, slow = list(pipeline.run(items, predictor)), list(pipeline.run(items, eager))
+    for f, a, b in zip(files, fast, slow):
+        assert np.abs(a.prediction.probs - b.prediction.probs).max() < 1e-4, f
+        assert a.prediction.label == b.prediction.label
+        assert a.prediction.cam.shape == a.image.shape[:2]  # placed back in the whole image
+        assert np.abs(a.prediction.cam - b.prediction.cam).max() < 1e-3
+
+
+def test_photos_that_are_not_cells_are_not_counted(predictor):
+    """scikit-image's bundled photos and textures (a cat, coffee, a rocket, gravel, text, an
+    immunohistochemistry slide, ...): at least 90 % NIF, PLT or UNK."""
+    skimage_data = pytest.importorskip("skimage.data")
+    folder = Path(skimage_data.__file__).parent
+    photos = sorted(p for p in folder.iterdir() if p.suffix in {".png", ".jpg"})
+    assert len(photos) >= 20
+    results = list(pipeline.run([(str(p), None) for p in photos], predictor, with_cam=False))
+    named = [(Path(r.name).name, r.prediction.label) for r in results
+             if r.prediction is not None and r.prediction.label not in NOT_COUNTED]
+    readable = sum(r.prediction is not None for r in results)
+    assert len(named) <= 0.1 * readable, named
