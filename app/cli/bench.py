@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=64, help="real cells to classify (default 64)")
     p.add_argument("--json", type=Path, metavar="OUT", help="also write the JSON here")
     p.add_argument("--model", type=Path, default=None, metavar="DIR",
-                   help="checkpoint directory (default: the shipped model models/rexnet150-bm7; "
+                   help="checkpoint directory (default: the shipped model models/rexnet150-marrow13; "
                         "while it is absent, random weights: speed does not depend on them)")
     p.add_argument("--data", type=Path, default=None, metavar="DIR",
                    help="real cells, one sub-folder per class (default ../shared/data/bone-marrow-7 "

@@ -20,7 +20,7 @@ DEFAULT_ARCH = "rexnet_150"
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 BM7_MODEL = MODELS_DIR / "rexnet150-bm7"  # the seven bone-marrow classes only (2026-11)
 MARROW_MODEL = MODELS_DIR / "rexnet150-marrow13"  # 11 counted marrow classes + NIF, PLT; two labs
-SHIPPED_MODEL = BM7_MODEL  # the default of classify, evaluate and the web app
+SHIPPED_MODEL = MARROW_MODEL  # the default of classify, evaluate and the web app
 
 
 @dataclass(frozen=True)

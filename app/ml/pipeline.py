@@ -33,7 +33,8 @@ class CellResult:
     quality: QualityRecord
     prediction: Prediction | None  # None when the image could not be decoded
     image: np.ndarray | None  # the decoded (unrepaired) RGB cell, for thumbnails and overlays
-    framing: framing.Framing | None = None  # where the model looked (None: the whole image)
+    framing: framing.Framing | None = None  # where the central nucleus is (the model is given
+    # that crop when its card says `framing`)
 
     @property
     def error(self) -> str | None:
@@ -53,21 +54,23 @@ class _Checked:
     record: QualityRecord
     rgb: np.ndarray | None
     model_input: np.ndarray | None  # None: not decodable
-    framing: framing.Framing | None
+    framing: framing.Framing | None  # None: not decodable
 
 
 def _check(item: Item, thresholds: Thresholds, repair: bool, frame: bool) -> _Checked:
     name, load = item
     decoded = decode_path(name) if load is None else decode_bytes(load())
     record, model_input = assess(name, decoded, thresholds, repair)
-    where = framing.locate(model_input) if frame and model_input is not None else None
-    if where is not None:
+    # the nucleus is looked for on every model (the count-or-UNK rule needs it); only models
+    # trained on framed cells are given the crop
+    where = framing.locate(model_input) if model_input is not None else None
+    if frame and where is not None:
         model_input = framing.frame(model_input, where)
     return _Checked(record, decoded.rgb, model_input, where)
 
 
 def _predict(chunk: list[Item], checked: list[_Checked], predictor: Predictor, with_cam: bool,
-             threads: int | None = None) -> list[CellResult]:
+             frame: bool, threads: int | None = None) -> list[CellResult]:
     """One network call for a checked batch, then each cell's count-or-UNK decision."""
     good = [i for i, c in enumerate(checked) if c.model_input is not None]
     preds = predictor.predict([checked[i].model_input for i in good], with_cam=with_cam, threads=threads)
@@ -77,9 +80,8 @@ def _predict(chunk: list[Item], checked: list[_Checked], predictor: Predictor, w
     for i, ((name, _), c) in enumerate(zip(chunk, checked)):
         p = by_index.get(i)
         if p is not None:
-            found = c.framing.found if c.framing is not None else True
-            p.unidentified = decide(p.probability, p.energy, c.record.flags, found, rule)
-            if p.cam is not None and c.framing is not None:
+            p.unidentified = decide(p.probability, p.energy, c.record.flags, c.framing.found, rule)
+            if p.cam is not None and frame:
                 p.cam = framing.paste_heatmap(p.cam, c.framing, c.rgb.shape)
         out.append(CellResult(name, c.record, p, c.rgb, c.framing))
     return out
@@ -108,16 +110,16 @@ def run(items: Iterable[Item], predictor: Predictor, thresholds: Thresholds | No
         for chunk in batches(items, batch_size):
             futures = [pool.submit(_check, item, thresholds, repair, frame) for item in chunk]
             if pending is not None:
-                yield from _predict(pending[0], [f.result() for f in pending[1]], predictor, with_cam)
+                yield from _predict(pending[0], [f.result() for f in pending[1]], predictor, with_cam, frame)
             pending = (chunk, futures)
         if pending is not None:
-            yield from _predict(pending[0], [f.result() for f in pending[1]], predictor, with_cam)
+            yield from _predict(pending[0], [f.result() for f in pending[1]], predictor, with_cam, frame)
 
 
 def _whole_batch(chunk: list[Item], predictor: Predictor, thresholds: Thresholds, repair: bool,
                  frame: bool, with_cam: bool, threads: int) -> list[CellResult]:
     checked = [_check(item, thresholds, repair, frame) for item in chunk]
-    return _predict(chunk, checked, predictor, with_cam, threads)
+    return _predict(chunk, checked, predictor, with_cam, frame, threads)
 
 
 def _run_parallel(items, predictor, thresholds, repair, frame, with_cam, batch_size, workers):

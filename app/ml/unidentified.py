@@ -1,8 +1,10 @@
 """The product's decision per cell: count it under the network's top class, or send it to UNK.
 
 A cell is unidentified (`UNK`) when
-- it is not a stained cell: QC found no MGG stain or a grayscale image, or no stained nucleus
-  was found to frame (see `framing`), whatever the network says;
+- it is not a stained cell: a grayscale image, or no stained nucleus found at the centre (see
+  `framing`; QC's `no_stain` flag alone is not enough: it counts stained pixels over the whole
+  frame, and a small PBC lymphocyte on a wide beige field is a stained cell that QC flags),
+  whatever the network says;
 - the network is unsure: its calibrated top-1 probability is below `min_confidence`;
 - the cell is unlike the training cells: its energy score (-T·logsumexp(logits/T), low for
   familiar inputs; Liu et al. 2020, "Energy-based out-of-distribution detection") is above
@@ -18,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 UNK = "UNK"
-NOT_A_CELL_FLAGS = ("no_stain", "grayscale")
+NOT_A_CELL_FLAGS = ("grayscale",)
 NO_NUCLEUS = "not a stained cell: no nucleus found"
 LOW_CONFIDENCE = "low confidence"
 OUT_OF_DISTRIBUTION = "unlike the training cells"
@@ -62,7 +64,7 @@ def decide(confidence: float, energy_score: float, flags: list[str], nucleus_fou
     if not_a_cell:
         return "not a stained cell: " + ", ".join(f.replace("_", " ") for f in not_a_cell)
     if not nucleus_found:
-        return NO_NUCLEUS
+        return "not a stained cell: no stain" if "no_stain" in flags else NO_NUCLEUS
     if confidence < rule.min_confidence:
         return LOW_CONFIDENCE
     if energy_score > rule.max_energy:

@@ -101,7 +101,7 @@ def test_environment_matches_the_integration_test(compose):
             env_of(services["web"], {k: v for k, v in DOTENV.items() if k != var})
     assert db.password == DOTENV["POSTGRES_PASSWORD"] == postgres_env["POSTGRES_PASSWORD"]
     # The shipped model, where the Dockerfile puts the checkout (/app).
-    assert web["MARROW_MODEL_DIR"] == "/app/models/rexnet150-bm7"
+    assert web["MARROW_MODEL_DIR"] == "/app/models/rexnet150-marrow13"
 
 
 def test_every_variable_is_read_by_the_app(compose):

@@ -9,7 +9,7 @@ import numpy as np
 from app.ml.decode import decode_path
 from app.ml.gradcam import overlay_png
 from support.oracles import deletion_drops
-from app.ml.card import SHIPPED_MODEL
+from app.ml.card import BM7_MODEL
 from app.ml.predictor import Predictor
 from app.ml.preprocess import square_resize
 
@@ -26,10 +26,10 @@ def test_overlay_png_has_the_cells_own_size_even_when_not_square():
 
 
 def test_deleting_the_top_gradcam_pixels_hurts_more_than_deleting_random_ones(real_cells_dir):
-    card = json.loads((SHIPPED_MODEL / "model_card.json").read_text())
+    card = json.loads((BM7_MODEL / "model_card.json").read_text())
     files = card["training"]["split"]["val_files"][::40]  # 24 validation cells, all classes
     images = [square_resize(decode_path(real_cells_dir / f).rgb, 224) for f in files]
-    top, rand = deletion_drops(Predictor(SHIPPED_MODEL), images, fraction=0.2)
+    top, rand = deletion_drops(Predictor(BM7_MODEL), images, fraction=0.2)
     margin = float(top.mean() - rand.mean())
     print(f"probability drop: top-20% Grad-CAM {top.mean():.3f}, random 20% {rand.mean():.3f}, "
           f"margin {margin:.3f} over {len(images)} cells")

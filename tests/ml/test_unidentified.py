@@ -15,7 +15,9 @@ from app.ml.unidentified import UNK, Rule, calibrate, decide
 def test_each_reason_for_unidentified():
     rule = Rule(min_confidence=0.5, max_energy=-2.0)
     assert decide(0.9, -5.0, [], True, rule) is None
-    assert decide(0.9, -5.0, ["no_stain"], True, rule) == "not a stained cell: no stain"
+    assert decide(0.9, -5.0, ["no_stain"], False, rule) == "not a stained cell: no stain"
+    # a small cell on a wide field has few stained pixels (QC flags it) but a nucleus: counted
+    assert decide(0.9, -5.0, ["no_stain"], True, rule) is None
     assert decide(0.9, -5.0, ["blurry", "grayscale"], True, rule) == "not a stained cell: grayscale"
     assert decide(0.9, -5.0, ["blurry"], False, rule) == unidentified.NO_NUCLEUS
     assert decide(0.4, -5.0, [], True, rule) == unidentified.LOW_CONFIDENCE
