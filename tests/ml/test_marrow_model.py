@@ -60,13 +60,14 @@ def test_it_names_held_out_cells_of_both_labs_far_above_chance(card, predictor, 
     assert np.mean([r.prediction.label == code for r, code in counted]) > 0.7
 
 
-def test_the_fast_path_agrees_with_pytorch_on_framed_cells(predictor, real_cells_dir, pbc_cells_dir):
+def test_the_fast_path_agrees_with_pytorch_on_framed_cells(real_cells_dir, pbc_cells_dir):
     """ONNX Runtime on the channel-padded export vs PyTorch eager, heatmaps in the image's frame."""
     files = [next((real_cells_dir / "BLA").glob("*.jpg")), next((pbc_cells_dir / "EBO").glob("*.jpg")),
              next((pbc_cells_dir / "MYB").glob("*.jpg"))]
     eager = Predictor(MARROW_MODEL, backend="torch")
+    onnx = Predictor(MARROW_MODEL, backend="onnx")  # fp32: the bf16 backends have their own limits
     items = [(str(f), None) for f in files]
-    fast, slow = list(pipeline.run(items, predictor)), list(pipeline.run(items, eager))
+    fast, slow = list(pipeline.run(items, onnx)), list(pipeline.run(items, eager))
     for f, a, b in zip(files, fast, slow):
         assert np.abs(a.prediction.probs - b.prediction.probs).max() < 1e-4, f
         assert a.prediction.label == b.prediction.label
