@@ -12,10 +12,12 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.ml.card import SHIPPED_MODEL
-
 DEFAULT_SECRET = "dev-insecure-change-me"
 MiB = 1024 * 1024
+# The shipped default model (= app.ml.card.SHIPPED_MODEL, which the ML side and the `marrow`
+# commands use; spelled out here so this core module does not reach into app/ml; a test keeps
+# the two equal).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "rexnet150-marrow13"
 
 
 class Settings(BaseSettings):
@@ -32,7 +34,7 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(None, validation_alias=AliasChoices("BROKER_URL", "MARROW_BROKER_URL"))
     storage_dir: Path | None = None  # images, thumbnails, overlays; default <data_dir>/storage
 
-    model_dir: Path = SHIPPED_MODEL
+    model_dir: Path = DEFAULT_MODEL_DIR
     model_cache_dir: Path | None = None  # the exported graph of the weights; default <data_dir>/model-cache
     device: Literal["cpu", "cuda"] = "cpu"
     # MARROW_BACKEND: "auto" picks the fastest the CPU supports and verifies it at load (falls

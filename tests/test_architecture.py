@@ -18,6 +18,7 @@ PACKAGES = ("app", "worker")
 FORBIDDEN_IN_ML = ("fastapi", "starlette", "sqlalchemy", "alembic", "celery", "kombu", "redis", "limits")
 DOMAIN = ("app.users", "app.cases", "app.cells", "app.audit", "app.exports", "app.processing", "app.auth")
 ABOVE_DOMAIN = ("app.web", "worker", "app.cli", "app.bench", "app.main")
+CORE = ("app.config", "app.db", "app.errors", "app.storage", "app.queue")  # below the domain, beside app.ml
 
 
 def _module_name(path: Path) -> str:
@@ -122,7 +123,16 @@ def test_layers_point_one_way():
                 bad.append(f"{name} imports the worker package ({d})")
             if _within(d, ("app.bench",)) and not _within(name, ("app.bench", "app.cli")):
                 bad.append(f"{name} imports the bench package ({d})")
+            if _within(name, CORE) and _within(d, ("app.ml",)):
+                bad.append(f"{name} (core) reaches into app/ml ({d})")
     assert bad == []
+
+
+def test_the_settings_default_model_is_the_shipped_one():
+    from app.config import DEFAULT_MODEL_DIR
+    from app.ml.card import SHIPPED_MODEL
+
+    assert DEFAULT_MODEL_DIR == SHIPPED_MODEL
 
 
 def test_the_web_app_does_not_load_torch():
