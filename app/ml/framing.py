@@ -12,8 +12,8 @@ every image, in training and in the product, goes through `frame()`:
    than `MIN_FRACTION` of the frame (a platelet is not blown up to a cell's size) nor larger
    than the frame (no invented border), moved inside the frame where it would cross an edge.
 
-`SIDE_PER_NUCLEUS` = 2.0 leaves a full-frame Matek crop as it is (its median frame is 1.6 nuclei
-wide) and brings a PBC crop (3.2 nuclei wide) to the same framing. An image in which no stained
+`SIDE_PER_NUCLEUS` = 2.0 leaves a full-frame Matek crop (about as wide as two nuclei) as it is
+and zooms a PBC crop in to the same framing (tests/ml/test_framing.py checks both on real crops). An image in which no stained
 nucleus is found is returned whole and reported as `found = False`, which the unidentified
 rule treats as "not a nucleated cell".
 """
