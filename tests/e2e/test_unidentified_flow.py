@@ -5,13 +5,12 @@ plasma cell), signs, downloads the PDF (text checked) and the FHIR bundle (valid
 from __future__ import annotations
 
 import io
-import re
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .test_review_flow import PROCESS_TIMEOUT_MS, artifacts, browser, server  # noqa: F401 - fixtures
+from .conftest import PROCESS_TIMEOUT_MS, open_new_case
 
 N_REAL = 8
 
@@ -24,7 +23,7 @@ def _not_stained(tmp_path: Path, real: Path) -> list[Path]:
     return [grey, photo]
 
 
-def test_unidentified_cells_block_sign_off_until_classified(server, browser, artifacts, real_cells_dir, tmp_path):  # noqa: F811
+def test_unidentified_cells_block_sign_off_until_classified(server, browser, artifacts, real_cells_dir, tmp_path):
     from fhir.resources.R4B.bundle import Bundle
     from pypdf import PdfReader
 
@@ -36,16 +35,7 @@ def test_unidentified_cells_block_sign_off_until_classified(server, browser, art
     page = context.new_page()
     page.on("dialog", lambda dialog: dialog.accept())
 
-    page.goto(server)
-    page.fill("input[name=name]", "ada")
-    page.fill("input[name=password]", "a long password")
-    page.fill("input[name=password2]", "a long password")
-    page.click("button:has-text('Create administrator')")
-    page.wait_for_url("**/cases")
-    page.fill("input[name=accession]", "E2E-UNK")
-    page.click("button:has-text('Create case')")
-    page.wait_for_url(re.compile(r".*/cases/\d+$"))
-    case_url = page.url
+    case_url = open_new_case(page, server, "E2E-UNK")
     page.set_input_files("#files", [*cells, *odd])
     page.click("#upload-form button:has-text('Upload')")
     page.wait_for_selector("#progress[data-state=done]", timeout=PROCESS_TIMEOUT_MS)
