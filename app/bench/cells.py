@@ -6,10 +6,12 @@ import statistics
 from pathlib import Path
 
 from app.ml.dataset import IMAGE_SUFFIXES
+from app.taxonomy.defaults import DEFAULT_CATEGORIES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "bone-marrow-7"
 DATA_ENV = "MARROW_TEST_DATA"
+_RELABEL_CODES = tuple(c.code for c in DEFAULT_CATEGORIES)
 
 
 def default_data_dir() -> Path:
@@ -63,3 +65,10 @@ def percentile_ms(seconds: list[float], q: int, digits: int = 1) -> float:
     if len(seconds) < 2:
         return round(1000 * seconds[0], digits) if seconds else 0.0
     return round(1000 * statistics.quantiles(seconds, n=100, method="inclusive")[int(q) - 1], digits)
+
+
+def another_label(label: str | None) -> str:
+    """A reviewer's correction for a benchmark: the next code of the default category list
+    (a new case's list), whatever the model said (a class, or UNK)."""
+    i = _RELABEL_CODES.index(label) if label in _RELABEL_CODES else -1
+    return _RELABEL_CODES[(i + 1) % len(_RELABEL_CODES)]

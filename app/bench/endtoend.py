@@ -20,10 +20,9 @@ from pathlib import Path
 
 import httpx
 
-from app.bench.cells import default_data_dir, percentile_ms, pick_cells
+from app.bench.cells import another_label, default_data_dir, percentile_ms, pick_cells
 from app.cli import marrow_command
 from app.config import get_settings
-from app.ml.card import CODES
 
 WARMUP_CELLS = 16
 LIST_REQUESTS = 40
@@ -78,10 +77,14 @@ def _upload_and_wait(api: httpx.Client, accession: str, cells: list[Path]) -> tu
         raise RuntimeError(f"cells rejected: {body['rejected'][:3]}")
     print(f"{accession}: upload answered in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
     deadline = t0 + PROCESS_TIMEOUT_S
-    while time.perf_counter() < deadline:
-        case = api.get(f"/api/cases/{case_id}").raise_for_status().json()
-        if case["cells_total"] == len(cells) and case["cells_processed"] == case["cells_total"]:
-            return case_id, time.perf_counter() - t0
+    while time.perf_counter() < deadline:  # the upload's progress, as the upload page polls it
+        upload = api.get(f"/api/uploads/{body['upload_id']}").raise_for_status().json()
+        if upload["cells_total"] == len(cells) and upload["cells_done"] == len(cells):
+            seconds = time.perf_counter() - t0
+            case = api.get(f"/api/cases/{case_id}").raise_for_status().json()
+            if case["cells_processed"] != len(cells):
+                raise RuntimeError(f"{accession}: upload done but {case['cells_processed']} cells processed")
+            return case_id, seconds
         time.sleep(0.2)
     raise TimeoutError(f"{accession}: not processed after {PROCESS_TIMEOUT_S} s")
 
@@ -104,7 +107,7 @@ def measure_app(url: str, token: str, cells: list[Path], warmup: list[Path]) -> 
 
         def relabel(i: int) -> httpx.Response:  # a different cell each time, with its version
             cell = rows[i % len(rows)]
-            label = CODES[(CODES.index(cell["label"]) + 1) % len(CODES)]
+            label = another_label(cell["label"])
             return api.patch(f"/api/cells/{cell['id']}", json={"label": label, "version": cell["version"]})
 
         relabels = _timed(relabel, min(RELABEL_REQUESTS, len(rows)))

@@ -32,10 +32,9 @@ from typing import Self
 import httpx
 import psutil
 
-from app.bench.cells import default_data_dir, percentile_ms, pick_cells
+from app.bench.cells import another_label, default_data_dir, percentile_ms, pick_cells
 from app.cli import marrow_command
 from app.config import get_settings
-from app.ml.card import CODES
 
 PROCESS_TIMEOUT_S = 1800
 THINK_S = 0.2  # a reviewer's pause between rounds (a person reads the screen)
@@ -151,7 +150,7 @@ def _review(url: str, name: str, password: str, token: str, rec: Recorder, done:
                 rec.call("partial: cell detail", client.get, f"/cells/{cell['id']}/detail", headers=htmx)
                 for c in rng.sample(cells, min(4, len(cells))):
                     rec.call("thumbnail", client.get, f"/api/cells/{c['id']}/thumbnail")
-                label = CODES[(CODES.index(cell["label"]) + 1) % len(CODES)]
+                label = another_label(cell["label"])
                 rec.call("relabel (page form)", client.post, f"/cases/{case_id}/relabel", headers=htmx,
                          data={"items": f"{cell['id']}:{cell['version']}:{label}"}, conflict_ok=True)
             time.sleep(THINK_S)
