@@ -66,26 +66,28 @@ def nucleus_mask(rgb: np.ndarray) -> np.ndarray:
 def _central_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     """Bounding box (x0, y0, x1, y1) of the nucleus nearest the centre, with its lobes."""
     n, labels, stats, centres = cv2.connectedComponentsWithStats(mask.astype(np.uint8), 8)
-    h, w = mask.shape
-    centre, diag = np.array([w / 2, h / 2]), float(np.hypot(w, h))
-    best, best_score = 0, 0.0
-    for i in range(1, n):
-        area = stats[i, cv2.CC_STAT_AREA]
-        if area < MIN_NUCLEUS_AREA * h * w:
-            continue
-        d = float(np.hypot(*(centres[i] - centre))) / diag
-        score = area * np.exp(-(d / CENTRE_SIGMA) ** 2)
-        if score > best_score:
-            best, best_score = i, score
-    if not best:
+    if n < 2:
         return None
+    h, w = mask.shape
+    min_area = MIN_NUCLEUS_AREA * h * w
+    area = stats[1:, cv2.CC_STAT_AREA]
+    d = np.hypot(*(centres[1:] - np.array([w / 2, h / 2])).T) / float(np.hypot(w, h))
+    score = np.where(area >= min_area, area * np.exp(-(d / CENTRE_SIGMA) ** 2), 0.0)
+    if not score.max() > 0:
+        return None
+    best = int(np.argmax(score)) + 1
+    # the lobes: regions the chosen one reaches when grown by r (dilated only around it)
     r = max(3, int(LOBE_GAP * max(h, w)))
-    grown = cv2.dilate((labels == best).astype(np.uint8),
+    bx, by, bw, bh = stats[best, :4]
+    x0, y0, x1, y1 = max(bx - r, 0), max(by - r, 0), min(bx + bw + r, w), min(by + bh + r, h)
+    roi = labels[y0:y1, x0:x1]
+    grown = cv2.dilate((roi == best).astype(np.uint8),
                        cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
-    lobes = [i for i in np.unique(labels[(grown > 0) & (labels > 0)])
-             if stats[i, cv2.CC_STAT_AREA] >= MIN_NUCLEUS_AREA * h * w or i == best]
-    ys, xs = np.nonzero(np.isin(labels, lobes))
-    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+    lobes = [i for i in np.unique(roi[(grown > 0) & (roi > 0)]) if stats[i, cv2.CC_STAT_AREA] >= min_area or i == best]
+    left, top = stats[lobes, cv2.CC_STAT_LEFT], stats[lobes, cv2.CC_STAT_TOP]
+    right = left + stats[lobes, cv2.CC_STAT_WIDTH] - 1
+    bottom = top + stats[lobes, cv2.CC_STAT_HEIGHT] - 1
+    return int(left.min()), int(top.min()), int(right.max()), int(bottom.max())
 
 
 def locate(rgb: np.ndarray) -> Framing:
