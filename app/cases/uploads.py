@@ -154,7 +154,7 @@ def _check(item: tuple[str, bytes | None, str | None]) -> Checked:
     name, data, reason = item
     if reason:
         return Checked(name, None, reason)
-    decoded = decode_bytes(data)
+    decoded = decode_bytes(data, reduced=True)
     if decoded.error:
         return Checked(name, None, decoded.error)
     return Checked(name, data, None, sha256(data), decoded.format, decoded.width, decoded.height)
