@@ -32,7 +32,7 @@ class Storage:
         return f"overlays/{digest[:2]}/{digest}.{sha256(model_version.encode())[:12]}.jpg"
 
     def path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
+        path = Path(os.path.normpath(self.root / key))  # ".." folded without touching the disk
         if not path.is_relative_to(self.root):  # keys are ours, but refuse to leave the root anyway
             raise ValueError(f"storage key outside the storage dir: {key!r}")
         return path
@@ -42,8 +42,11 @@ class Storage:
         path = self.path(key)
         if path.exists():
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        except FileNotFoundError:  # the first file of its folder
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)

@@ -93,13 +93,14 @@ class Processor:
             if pending is not None:
                 pending.result()
         if not cells:
-            self._refresh_upload(upload_id)
+            with self.sessions() as session:
+                _refresh_upload(session, upload_id)
+                session.commit()
         return len(cells)
 
     def _record(self, upload_id: int, batch: list, context: _CaseContext) -> None:
         files = [self._write_files(c.sha256, r, context.predictor) for c, r in batch]
-        self._save([(c.id, r) for c, r in batch], files, context)
-        self._refresh_upload(upload_id)
+        self._save(upload_id, [(c.id, r) for c, r in batch], files, context)
 
     def _write_files(self, digest: str, r: CellResult, predictor: Predictor) -> tuple[str | None, str | None]:
         if r.prediction is None:
@@ -110,15 +111,18 @@ class Processor:
         self.storage.put(overlay, overlay_jpeg(r.image, r.prediction.cam))
         return thumb, overlay
 
-    def _save(self, batch: list[tuple[int, CellResult]], files: list[tuple[str | None, str | None]],
-              context: _CaseContext) -> None:
-        """One transaction per batch; a unique-constraint race with another worker retries once,
-        then finds the prediction present and only completes the cell."""
+    def _save(self, upload_id: int, batch: list[tuple[int, CellResult]],
+              files: list[tuple[str | None, str | None]], context: _CaseContext) -> None:
+        """One transaction per batch, with the upload's progress; a unique-constraint race with
+        another worker retries once, then finds the prediction present and only completes the cell."""
         for attempt in (1, 2):
             with self.sessions() as session:
                 try:
+                    ids = [cell_id for cell_id, _ in batch]
+                    known = _Known.read(session, ids, context.predictor.version)
                     for (cell_id, r), (thumb, overlay) in zip(batch, files):
-                        self._save_one(session, cell_id, r, thumb, overlay, context)
+                        self._save_one(session, cell_id, r, thumb, overlay, context, known)
+                    _refresh_upload(session, upload_id)
                     session.commit()
                     return
                 except IntegrityError:
@@ -127,7 +131,7 @@ class Processor:
                         raise
 
     def _save_one(self, session: Session, cell_id: int, r: CellResult, thumb: str | None,
-                  overlay: str | None, context: _CaseContext) -> None:
+                  overlay: str | None, context: _CaseContext, known: _Known) -> None:
         quality = {k: v for k, v in r.quality.as_dict().items()
                    if k in ("brightness", "stain_fraction", "blur_variance", "color_type", "repaired")}
         done = {"quality": quality, "quality_flags": list(r.quality.flags)}
@@ -139,10 +143,9 @@ class Processor:
         predictor = context.predictor
         version = predictor.version
         label, unidentified = product_label(p, context.codes)
-        exists = session.scalar(select(Prediction.id).where(Prediction.cell_id == cell_id,
-                                                            Prediction.model_version == version))
-        newest = session.scalar(select(func.max(Prediction.id)).where(Prediction.cell_id == cell_id))
-        if exists is not None and exists != newest:  # a re-run back to an earlier model: it is the newest again
+        exists = known.this_version.get(cell_id)
+        if exists is not None and exists != known.newest.get(cell_id):
+            # a re-run back to an earlier model: it is the newest again
             session.execute(delete(Prediction).where(Prediction.id == exists))
             exists = None
         if exists is None:
@@ -155,25 +158,43 @@ class Processor:
                         .values(status=CellStatus.DONE, error=None, thumbnail_path=thumb, overlay_path=overlay, **done))
         # The model's label where no label exists or the model set it (a re-run); a reviewer's
         # label is never overwritten. A model label replaced by a re-run is audited.
-        previous = session.execute(select(Cell.label, Cell.label_source).where(Cell.id == cell_id)).one()
         changed = session.execute(
             update(Cell).where(Cell.id == cell_id, or_(Cell.label.is_(None),
                                                        and_(Cell.label_source == LabelSource.MODEL, Cell.label != label)))
             .values(label=label, label_source=LabelSource.MODEL, label_at=utcnow(), version=Cell.version + 1)
             .execution_options(synchronize_session=False)).rowcount
-        if changed and previous.label is not None and context.case_id is not None:
+        previous = known.labels.get(cell_id)
+        if changed and previous is not None and context.case_id is not None:
             record(session, case_id=context.case_id, cell_id=cell_id, user_id=None, action=AuditAction.MODEL_LABEL,
-                   from_value=previous.label, to_value=label,
+                   from_value=previous, to_value=label,
                    detail={"model_version": version, "unidentified": unidentified})
 
-    def _refresh_upload(self, upload_id: int) -> None:
-        """Progress is a recount (not an increment), so redone work never double-counts."""
-        with self.sessions() as session:
-            done = session.scalar(select(func.count()).where(Cell.upload_id == upload_id, Cell.status != CellStatus.PENDING))
-            total = session.scalar(select(func.count()).where(Cell.upload_id == upload_id))
-            session.execute(update(Upload).where(Upload.id == upload_id).values(
-                cells_done=done, status=UploadStatus.DONE if done >= total else UploadStatus.PROCESSING))
-            session.commit()
+def _refresh_upload(session: Session, upload_id: int) -> None:
+    """Progress is a recount (not an increment), so redone work never double-counts."""
+    done = session.scalar(select(func.count()).where(Cell.upload_id == upload_id, Cell.status != CellStatus.PENDING))
+    total = session.scalar(select(func.count()).where(Cell.upload_id == upload_id))
+    session.execute(update(Upload).where(Upload.id == upload_id).values(
+        cells_done=done, status=UploadStatus.DONE if done >= total else UploadStatus.PROCESSING))
+
+
+class _Known:
+    """What a batch's cells already have, read in two queries at the start of its transaction:
+    each cell's prediction id for this model version, its newest prediction id, its label."""
+
+    def __init__(self, this_version: dict[int, int], newest: dict[int, int], labels: dict[int, str | None]):
+        self.this_version, self.newest, self.labels = this_version, newest, labels
+
+    @classmethod
+    def read(cls, session: Session, cell_ids: list[int], version: str) -> _Known:
+        this_version, newest = {}, {}
+        for cell_id, pred_id, model_version in session.execute(
+                select(Prediction.cell_id, Prediction.id, Prediction.model_version)
+                .where(Prediction.cell_id.in_(cell_ids)).order_by(Prediction.id)):
+            newest[cell_id] = pred_id
+            if model_version == version:
+                this_version[cell_id] = pred_id
+        labels = dict(session.execute(select(Cell.id, Cell.label).where(Cell.id.in_(cell_ids))).all())
+        return cls(this_version, newest, labels)
 
 
 class _CaseContext:
