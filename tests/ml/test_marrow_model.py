@@ -87,3 +87,24 @@ def test_photos_that_are_not_cells_are_not_counted(predictor):
              if r.prediction is not None and r.prediction.label not in NOT_COUNTED]
     readable = sum(r.prediction is not None for r in results)
     assert len(named) <= 0.1 * readable, named
+
+
+def test_cells_as_400px_rgba_tiffs_are_named_as_their_jpegs(card, predictor, pbc_cells_dir, tmp_path):
+    """The third lab's scanner writes 400 × 400 RGBA TIFFs: the same held-out cells, resampled
+    to that size and saved so, are framed and named as their JPEGs are."""
+    from PIL import Image
+
+    cells = _held_out(card, {"bone-marrow-7": pbc_cells_dir.parent / "bone-marrow-7", "pbc": pbc_cells_dir},
+                      per_class=2)
+    cells = [(p, code) for p, code in cells if p.is_relative_to(pbc_cells_dir)]
+    tiffs = []
+    for p, _ in cells:
+        out = tmp_path / f"{p.stem}.tif"
+        Image.open(p).convert("RGBA").resize((400, 400), Image.BICUBIC).save(out)
+        tiffs.append(out)
+    as_jpeg = list(pipeline.run([(str(p), None) for p, _ in cells], predictor, with_cam=False))
+    as_tiff = list(pipeline.run([(str(p), None) for p in tiffs], predictor, with_cam=False))
+    assert all(r.quality.format == "TIFF" and r.prediction is not None for r in as_tiff)
+    assert all(r.framing.found for r in as_tiff)
+    same = np.mean([a.prediction.label == b.prediction.label for a, b in zip(as_jpeg, as_tiff)])
+    assert len(cells) == 2 * 11 and same >= 0.9, (len(cells), same)
