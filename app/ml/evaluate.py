@@ -171,14 +171,20 @@ def _gallery(predictor: Predictor, classes: list[str], samples: list[Sample], ba
             for s, r in zip(samples, results)]
 
 
+def _with_ci(m: dict, key: str, fmt: str = ".4f") -> str:
+    """`0.8531 (0.82-0.88)`: a figure with its 95 % interval where the metrics have one."""
+    ci = m.get(f"{key}_ci95")
+    return f"{m[key]:{fmt}}" + (f" ({ci[0]:{fmt}}-{ci[1]:{fmt}})" if ci else "")
+
+
 def format_table(metrics: dict) -> str:
     """The metrics as a plain-text table (summary, per class, confusion matrix)."""
     classes = metrics["classes"]
     lines = [f"model {metrics['model_version']}  images {metrics['n_images']}  "
              f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
              f"ECE {metrics['ece'] or 0:.4f}",
-             f"product: {metrics['unk_rate']:.1%} sent to UNK; over the cells it counts accuracy "
-             f"{metrics['accuracy_counted']:.4f}  macro-F1 {metrics['macro_f1_counted']:.4f}", "",
+             f"product: {_with_ci(metrics, 'unk_rate', '.1%')} sent to UNK; over the cells it counts accuracy "
+             f"{_with_ci(metrics, 'accuracy_counted')}  macro-F1 {_with_ci(metrics, 'macro_f1_counted')}", "",
              f"{'class':<6}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}"]
     for code in classes:
         m = metrics["per_class"][code]
@@ -190,8 +196,8 @@ def format_table(metrics: dict) -> str:
         lines.append(f"{code:<6}" + "".join(f"{v:>{width}d}" for v in row))
     for source, m in metrics.get("per_source", {}).items():
         lines.append(f"source {source}: {m['n_images']} images  accuracy {m['accuracy']:.4f}  "
-                     f"macro-F1 {m['macro_f1']:.4f}  UNK {m['unk_rate']:.1%}  counted: accuracy "
-                     f"{m['accuracy_counted']:.4f}  macro-F1 {m['macro_f1_counted']:.4f}")
+                     f"macro-F1 {m['macro_f1']:.4f}  UNK {_with_ci(m, 'unk_rate', '.1%')}  counted: accuracy "
+                     f"{_with_ci(m, 'accuracy_counted')}  macro-F1 {_with_ci(m, 'macro_f1_counted')}")
     if metrics.get("shifts"):
         lines += ["", "under scanner/stain shifts (same cells)",
                   f"{'shift':<16}{'accuracy':>10}{'macro-F1':>10}{'ECE':>8}{'same top-1':>12}",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy.stats import binomtest, bootstrap
 from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
 from sklearn.metrics import precision_recall_fscore_support
 
@@ -47,12 +48,45 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[
 
 
 def counted_report(y_true: np.ndarray, y_pred: np.ndarray, unk: np.ndarray, classes: list[str]) -> dict:
-    """The product's view: the share sent to UNK, and accuracy / macro-F1 over the cells it counts."""
-    kept = ~np.asarray(unk, bool)
-    report = classification_report(np.asarray(y_true)[kept], np.asarray(y_pred)[kept], classes) \
+    """The product's view: the share sent to UNK, and accuracy / macro-F1 over the cells it
+    counts, each with a 95 % interval (exact binomial for the shares, a percentile bootstrap
+    over cells for macro-F1), so a figure from a few hundred cells is read with its spread."""
+    y_true, y_pred, kept = np.asarray(y_true), np.asarray(y_pred), ~np.asarray(unk, bool)
+    report = classification_report(y_true[kept], y_pred[kept], classes) \
         if kept.any() else {"accuracy": 0.0, "macro_f1": 0.0}
-    return {"unk_rate": float(1 - kept.mean()) if len(kept) else 0.0, "n_counted": int(kept.sum()),
-            "accuracy_counted": report["accuracy"], "macro_f1_counted": report["macro_f1"]}
+    n_kept, n = int(kept.sum()), len(kept)
+    return {"unk_rate": float(1 - kept.mean()) if n else 0.0,
+            "unk_rate_ci95": _exact_interval(n - n_kept, n), "n_counted": n_kept,
+            "accuracy_counted": report["accuracy"],
+            "accuracy_counted_ci95": _exact_interval(int((y_true[kept] == y_pred[kept]).sum()), n_kept),
+            "macro_f1_counted": report["macro_f1"],
+            "macro_f1_counted_ci95": macro_f1_interval(y_true[kept], y_pred[kept], len(classes))}
+
+
+def _exact_interval(k: int, n: int) -> list[float] | None:
+    if not n:
+        return None
+    ci = binomtest(k, n).proportion_ci(0.95, method="exact")
+    return [round(float(ci.low), 4), round(float(ci.high), 4)]
+
+
+def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    """Macro-F1 over the classes present, as `classification_report` (from counts, for speed)."""
+    cm = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    tp, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
+    f1 = np.divide(2 * tp, support + predicted, out=np.zeros(n_classes), where=(support + predicted) > 0)
+    return float(f1[support > 0].mean()) if (support > 0).any() else 0.0
+
+
+def macro_f1_interval(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int,
+                      resamples: int = 2000, seed: int = 0) -> list[float] | None:
+    """95 % percentile-bootstrap interval of macro-F1, cells resampled with replacement."""
+    if len(y_true) < 2:
+        return None
+    y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
+    res = bootstrap((np.arange(len(y_true)),), lambda i: _macro_f1(y_true[i], y_pred[i], n_classes),
+                    vectorized=False, n_resamples=resamples, method="percentile", random_state=seed)
+    return [round(float(res.confidence_interval.low), 4), round(float(res.confidence_interval.high), 4)]
 
 
 def coverage_curve(probs: np.ndarray, labels: np.ndarray,

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.ml.metrics import classification_report, confusion_matrix, expected_calibration_error, fit_temperature
+from app.ml.metrics import (classification_report, confusion_matrix, counted_report, expected_calibration_error,
+                            fit_temperature)
 from app.ml.predictor import softmax
 
 CLASSES = ["A", "B", "C", "D"]  # D never occurs in the data (support 0)
@@ -63,3 +64,25 @@ def test_temperature_scaling_lowers_ece_of_overconfident_logits():
     after = expected_calibration_error(softmax(overconfident / t), labels)
     assert before > 0.1
     assert after < before / 3
+
+
+def test_counted_report_gives_each_figure_with_an_interval_that_narrows_with_more_cells():
+    rng = np.random.default_rng(0)
+    classes = [f"C{i}" for i in range(11)]
+
+    def report(n: int) -> dict:
+        truth = rng.integers(0, 11, n)
+        pred = np.where(rng.random(n) < 0.85, truth, rng.integers(0, 11, n))
+        return counted_report(truth, pred, rng.random(n) < 0.08, classes)
+
+    small, large = report(300), report(3000)
+    for r in (small, large):
+        for key in ("unk_rate", "accuracy_counted", "macro_f1_counted"):
+            lo, hi = r[f"{key}_ci95"]
+            assert lo <= r[key] <= hi
+    width = lambda r, key: r[f"{key}_ci95"][1] - r[f"{key}_ci95"][0]  # noqa: E731
+    assert width(large, "macro_f1_counted") < width(small, "macro_f1_counted") / 2
+    assert 0.05 < width(small, "macro_f1_counted") < 0.2
+    # resampling cells of a perfect classifier gives macro-F1 1 every time
+    truth = rng.integers(0, 11, 500)
+    assert counted_report(truth, truth, np.zeros(500, bool), classes)["macro_f1_counted_ci95"] == [1.0, 1.0]
