@@ -5,7 +5,10 @@ request, and measures: seconds from the upload request to every cell processed, 
 that gives, the raw batched model throughput (Predictor.predict with Grad-CAM, same batch size,
 measured in this process before the app starts and after it stops, so the two never share the
 CPU; the faster of the two counts, so load from elsewhere cannot flatter the ratio), response
-times of the 500-cell list and of a relabel round trip.
+times of the 500-cell list and of a relabel round trip. Where it started the app it also
+reports the CPU milliseconds per cell the web process and the worker spent on the timed upload
+against the model's own: on a machine whose cores the network fills, every other millisecond
+lowers the ratio, and the shares say where they go, less distorted by other load than seconds.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 
 from app.bench.cells import another_label, default_data_dir, percentile_ms, pick_cells
 from app.cli import marrow_command
@@ -33,8 +37,8 @@ PROCESS_TIMEOUT_S = 1800
 
 
 @contextlib.contextmanager
-def started_app(data_dir: Path) -> Iterator[tuple[str, str]]:
-    """`marrow run` on a free port with everything under data_dir; yields (url, token)."""
+def started_app(data_dir: Path) -> Iterator[tuple[str, str, int]]:
+    """`marrow run` on a free port with everything under data_dir; yields (url, token, its pid)."""
     import socket
 
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL", "MARROW_STORAGE_DIR")}
@@ -58,7 +62,7 @@ def started_app(data_dir: Path) -> Iterator[tuple[str, str]]:
                 if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
                     break
             time.sleep(0.5)
-        yield url, token
+        yield url, token, proc.pid
     finally:
         proc.send_signal(2)  # SIGINT, as Ctrl-C
         try:
@@ -98,10 +102,20 @@ def _timed(call, n: int) -> list[float]:
     return out
 
 
-def measure_app(url: str, token: str, cells: list[Path], warmup: list[Path]) -> dict:
+def _cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of the app process (web) and its children (worker)."""
+    web = psutil.Process(pid)
+    seconds = lambda p: sum(p.cpu_times()[:2])  # noqa: E731
+    return {"web": seconds(web), "worker": sum(seconds(c) for c in web.children(recursive=True))}
+
+
+def measure_app(url: str, token: str, cells: list[Path], warmup: list[Path], pid: int | None = None) -> dict:
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=600) as api:
         _upload_and_wait(api, "bench-warmup", warmup)  # the worker has its model loaded after this
+        cpu_before = _cpu_seconds(pid) if pid else None
         case_id, seconds = _upload_and_wait(api, f"bench-{int(time.time())}", cells)
+        cpu = {k: round(1000 * (v - cpu_before[k]) / len(cells), 2) for k, v in _cpu_seconds(pid).items()} \
+            if pid else {}
         rows = api.get(f"/api/cases/{case_id}/cells").json()  # untimed: the first read warms caches
         listing = _timed(lambda _: api.get(f"/api/cases/{case_id}/cells"), LIST_REQUESTS)
 
@@ -116,11 +130,12 @@ def measure_app(url: str, token: str, cells: list[Path], warmup: list[Path]) -> 
             "cells_list_ms_p50": percentile_ms(listing, 50, 2), "cells_list_ms_p95": percentile_ms(listing, 95, 2),
             "relabel_ms_p50": percentile_ms(relabels, 50, 2), "relabel_ms_p95": percentile_ms(relabels, 95, 2),
             "worker_backend": workers[0].get("backend") if workers else None,
-            "worker_precision": workers[0].get("precision") if workers else None}
+            "worker_precision": workers[0].get("precision") if workers else None, "cpu_ms_per_cell": cpu}
 
 
 def model_throughput(cells: list[Path], cache_dir: Path | None) -> tuple[float, dict]:
-    """Cells/s of Predictor.predict (with Grad-CAM) over decoded cells, batch by batch."""
+    """Cells/s of Predictor.predict (with Grad-CAM) over decoded cells, batch by batch, and the
+    CPU milliseconds per cell it took."""
     from app.ml.decode import decode_path
     from app.ml.pipeline import DEFAULT_BATCH_SIZE
     from app.ml.predictor import Predictor
@@ -131,13 +146,13 @@ def model_throughput(cells: list[Path], cache_dir: Path | None) -> tuple[float, 
     images = [decode_path(p).rgb for p in cells[:MODEL_CELLS]]
     b = settings.batch_size or DEFAULT_BATCH_SIZE[settings.device]  # the worker's
     predictor.predict(images[:b], with_cam=True)  # warm-up
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     for i in range(0, len(images), b):
         predictor.predict(images[i:i + b], with_cam=True)
     rate = len(images) / (time.perf_counter() - t)
     info = predictor.describe()
     return rate, {"backend": info["backend"], "precision": info["precision"], "cpu_flags": info["cpu_flags"],
-                  "check": info["check"]}
+                  "check": info["check"], "cpu_ms_per_cell": round(1000 * (time.process_time() - cpu) / len(images), 2)}
 
 
 def run_benchmark(url: str | None, token: str | None, n_cells: int, data_dir: Path | None) -> dict:
@@ -153,12 +168,13 @@ def run_benchmark(url: str | None, token: str | None, n_cells: int, data_dir: Pa
         with tempfile.TemporaryDirectory(prefix="marrow-bench-") as tmp:
             cache = Path(tmp) / "model-cache"  # exported once, then the app's worker reuses it
             before, info = model_throughput(cells, cache)
-            with started_app(Path(tmp)) as (app_url, app_token):
-                app = measure_app(app_url, app_token, cells, warmup)
+            with started_app(Path(tmp)) as (app_url, app_token, pid):
+                app = measure_app(app_url, app_token, cells, warmup, pid)
             model = max(before, model_throughput(cells, cache)[0])
     return {"seconds_to_processed": app["seconds_to_processed"], "cells_per_s": app["cells_per_s"],
             "model_cells_per_s": round(model, 2), "pipeline_ratio": round(app["cells_per_s"] / model, 3),
             **{k: v for k, v in app.items() if k.endswith("_ms_p50") or k.endswith("_ms_p95")},
             "model_backend": info["backend"], "model_precision": info["precision"],
             "worker_backend": app["worker_backend"], "worker_precision": app["worker_precision"],
+            "cpu_ms_per_cell": {"model": info["cpu_ms_per_cell"], **app["cpu_ms_per_cell"]},
             "cpu_flags": info["cpu_flags"], "backend_check": info["check"]}
