@@ -14,7 +14,7 @@ from functools import partial
 
 import cv2
 import numpy as np
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -118,10 +118,7 @@ class Processor:
         for attempt in (1, 2):
             with self.sessions() as session:
                 try:
-                    ids = [cell_id for cell_id, _ in batch]
-                    known = _Known.read(session, ids, context.predictor.version)
-                    for (cell_id, r), (thumb, overlay) in zip(batch, files):
-                        self._save_one(session, cell_id, r, thumb, overlay, context, known)
+                    _save_batch(session, batch, files, context)
                     _refresh_upload(session, upload_id)
                     session.commit()
                     return
@@ -130,18 +127,24 @@ class Processor:
                     if attempt == 2:
                         raise
 
-    def _save_one(self, session: Session, cell_id: int, r: CellResult, thumb: str | None,
-                  overlay: str | None, context: _CaseContext, known: _Known) -> None:
-        quality = {k: v for k, v in r.quality.as_dict().items()
-                   if k in ("brightness", "stain_fraction", "blur_variance", "color_type", "repaired")}
-        done = {"quality": quality, "quality_flags": list(r.quality.flags)}
+
+def _save_batch(session: Session, batch: list[tuple[int, CellResult]],
+                files: list[tuple[str | None, str | None]], context: _CaseContext) -> None:
+    """A batch's results in a few statements each run over all its cells (executemany): what
+    the cells already have, their new predictions, their status, their first model labels."""
+    predictor = context.predictor
+    version, codes = predictor.version, [c.code for c in predictor.classes]
+    known = _Known.read(session, [cell_id for cell_id, _ in batch], version)
+    failed, done, predictions, first_labels, relabels = [], [], [], [], []
+    for (cell_id, r), (thumb, overlay) in zip(batch, files):
+        row = {"id": cell_id, "quality_flags": list(r.quality.flags),
+               "quality": {k: v for k, v in r.quality.as_dict().items()
+                           if k in ("brightness", "stain_fraction", "blur_variance", "color_type", "repaired")}}
         p = r.prediction
         if p is None:
-            session.execute(update(Cell).where(Cell.id == cell_id)
-                            .values(status=CellStatus.FAILED, error=r.error, **done))
-            return
-        predictor = context.predictor
-        version = predictor.version
+            failed.append({**row, "status": CellStatus.FAILED, "error": r.error})
+            continue
+        done.append({**row, "status": CellStatus.DONE, "error": None, "thumbnail_path": thumb, "overlay_path": overlay})
         label, unidentified = product_label(p, context.codes)
         exists = known.this_version.get(cell_id)
         if exists is not None and exists != known.newest.get(cell_id):
@@ -149,25 +152,41 @@ class Processor:
             session.execute(delete(Prediction).where(Prediction.id == exists))
             exists = None
         if exists is None:
-            codes = [c.code for c in predictor.classes]
-            session.add(Prediction(cell_id=cell_id, model_version=version, predicted=p.code,
-                                   probability=p.probability, unidentified=unidentified,
-                                   probs={c: round(float(q), 6) for c, q in zip(codes, p.probs)},
-                                   top3=[{"code": c, "name": name, "p": round(q, 6)} for c, name, q in p.top3]))
-        session.execute(update(Cell).where(Cell.id == cell_id)
-                        .values(status=CellStatus.DONE, error=None, thumbnail_path=thumb, overlay_path=overlay, **done))
-        # The model's label where no label exists or the model set it (a re-run); a reviewer's
-        # label is never overwritten. A model label replaced by a re-run is audited.
-        changed = session.execute(
-            update(Cell).where(Cell.id == cell_id, or_(Cell.label.is_(None),
-                                                       and_(Cell.label_source == LabelSource.MODEL, Cell.label != label)))
-            .values(label=label, label_source=LabelSource.MODEL, label_at=utcnow(), version=Cell.version + 1)
-            .execution_options(synchronize_session=False)).rowcount
-        previous = known.labels.get(cell_id)
-        if changed and previous is not None and context.case_id is not None:
-            record(session, case_id=context.case_id, cell_id=cell_id, user_id=None, action=AuditAction.MODEL_LABEL,
-                   from_value=previous, to_value=label,
-                   detail={"model_version": version, "unidentified": unidentified})
+            predictions.append({"cell_id": cell_id, "model_version": version, "predicted": p.code,
+                                "probability": p.probability, "unidentified": unidentified,
+                                "probs": {c: round(float(q), 6) for c, q in zip(codes, p.probs)},
+                                "top3": [{"code": c, "name": name, "p": round(q, 6)} for c, name, q in p.top3]})
+        labelled = {"b_id": cell_id, "b_label": label, "b_at": utcnow()}
+        if known.labels.get(cell_id) is None:
+            first_labels.append(labelled)
+        else:
+            relabels.append((labelled, unidentified))
+    if predictions:
+        session.execute(insert(Prediction), predictions)
+    for rows in (failed, done):
+        if rows:
+            session.execute(update(Cell), rows)  # by primary key, one executemany
+    if first_labels:
+        session.execute(_MODEL_LABEL, first_labels)
+    for labelled, unidentified in relabels:  # re-runs: audited one by one
+        if session.execute(_MODEL_LABEL, labelled).rowcount and context.case_id is not None:
+            record(session, case_id=context.case_id, cell_id=labelled["b_id"], user_id=None,
+                   action=AuditAction.MODEL_LABEL, from_value=known.labels[labelled["b_id"]],
+                   to_value=labelled["b_label"], detail={"model_version": version, "unidentified": unidentified})
+
+
+# The model's label where no label exists or the model set it (a re-run); a reviewer's label is
+# never overwritten. The condition is in the statement, so a reviewer who labelled the cell
+# since the batch was read still wins.
+_cells = Cell.__table__
+_MODEL_LABEL = (
+    update(_cells)
+    .where(_cells.c.id == bindparam("b_id"),
+           or_(_cells.c.label.is_(None),
+               and_(_cells.c.label_source == LabelSource.MODEL, _cells.c.label != bindparam("b_label"))))
+    .values(label=bindparam("b_label"), label_source=LabelSource.MODEL, label_at=bindparam("b_at"), version=_cells.c.version + 1)
+)
+
 
 def _refresh_upload(session: Session, upload_id: int) -> None:
     """Progress is a recount (not an increment), so redone work never double-counts."""
