@@ -113,9 +113,10 @@ def test_bf16_backend_agrees_with_pytorch_eager_within_its_limits(cache, cells):
 
 
 @pytest.fixture(scope="module")
-def int8_cache(real_cells_dir, tmp_path_factory) -> Path:
-    """A cache with the shipped model quantised on 32 of its training cells (a quick calibration:
-    the shipping measurement is `marrow quantize`), its report marked as shipping."""
+def int8_cache(real_cells_dir, pbc_cells_dir, tmp_path_factory) -> Path:
+    """A cache with the shipped model quantised on 32 of its training cells from both labs it
+    was trained on (a quick calibration: the shipping measurement is `marrow quantize`), its
+    report marked as shipping."""
     nncf = pytest.importorskip("nncf", reason="nncf is not installed (pip install '.[quantize]')")
     import openvino as ov
 
@@ -126,7 +127,7 @@ def int8_cache(real_cells_dir, tmp_path_factory) -> Path:
     from app.ml.card import CARD_FILE, ModelCard
 
     card = ModelCard.load(SHIPPED_MODEL / CARD_FILE)
-    train, _ = split_samples([real_cells_dir], card)
+    train, _ = split_samples([real_cells_dir, pbc_cells_dir], card)
     batch, _ = _prepared([s.path for s in train[::max(1, len(train) // 32)][:32]], card)
     q = nncf.quantize(ov.Core().read_model(str(paths.onnx)), nncf.Dataset([batch[i:i + 1] for i in range(len(batch))]),
                       subset_size=len(batch), fast_bias_correction=True)
