@@ -3,12 +3,13 @@ central cell (models trained with it) -> batched prediction with Grad-CAM -> cou
 top class or unidentified (`UNK`, see `unidentified`). Used by `marrow classify`, `evaluate`,
 `bench` and the background workers.
 
-On CPU (ONNX Runtime) each of `workers` threads takes whole batches through decode, checks and
-the network, the network with `threads // workers` intra-op threads: on a 2-core CPU two
-1-thread runs side by side beat one 2-thread run (no thread hand-offs inside the network, and
-one worker's decoding fills the gaps of the other's), see docs/bench-ml.md. On CUDA decoding
-and checks of the next batch run in a thread pool while the current batch is on the GPU.
-OpenCV, PIL and ONNX Runtime release the GIL.
+On CPU (ONNX Runtime, OpenVINO) each of `workers` threads takes whole batches through decode,
+checks and the network, the network with `threads // workers` threads (one OpenVINO stream):
+on a 2-core CPU two 1-thread runs side by side beat one 2-thread run (no thread hand-offs inside
+the network, and one worker's decoding fills the gaps of the other's), see docs/bench-ml.md and
+README "Inference backends". On CUDA, and for PyTorch eager, decoding and checks of the next
+batch run in a thread pool while the current batch is in the network. OpenCV, PIL, ONNX Runtime
+and OpenVINO release the GIL.
 """
 from __future__ import annotations
 
@@ -100,7 +101,7 @@ def run(items: Iterable[Item], predictor: Predictor, thresholds: Thresholds | No
     """Results in input order; a bad file yields a result with its reason, never an exception."""
     thresholds = thresholds or Thresholds.load()
     frame = bool(predictor.card.framing)
-    if getattr(predictor, "backend", None) == "onnx" and min(workers, predictor.threads) > 1:
+    if getattr(predictor, "backend", "").startswith(("onnx", "openvino")) and min(workers, predictor.threads) > 1:
         # never more parallel network runs than the predictor's thread budget
         yield from _run_parallel(items, predictor, thresholds, repair, frame, with_cam, batch_size,
                                  min(workers, predictor.threads))
