@@ -105,8 +105,12 @@ def _timed(call, n: int) -> list[float]:
 def _cpu_seconds(pid: int) -> dict[str, float]:
     """CPU seconds (user + system) so far of the app process (web) and its children (worker)."""
     web = psutil.Process(pid)
-    seconds = lambda p: sum(p.cpu_times()[:2])  # noqa: E731
-    return {"web": seconds(web), "worker": sum(seconds(c) for c in web.children(recursive=True))}
+    return {"web": _busy(web), "worker": sum(_busy(c) for c in web.children(recursive=True))}
+
+
+def _busy(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 def measure_app(url: str, token: str, cells: list[Path], warmup: list[Path], pid: int | None = None) -> dict:

@@ -3,7 +3,7 @@
 - percent of a category = its cells / counted cells (cells of categories marked counted;
   UNK and the not-counted categories NIF, PLT, ART are in no denominator);
 - 95 % interval of a percent: exact (Clopper-Pearson) binomial interval of k of n, what Rümke's
-  table tabulates for differential counts (scipy.stats.binomtest(...).proportion_ci("exact"));
+  table tabulates for differential counts (`app.ml.intervals`);
 - an index over lineages: the lineage sums of the case's list (an administrator sets a
   category's lineage), see INDICES.
 """
@@ -12,22 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import isfinite
 
-from scipy.stats import binomtest
-
+from app.ml.intervals import interval
 from app.taxonomy.defaults import UNK, Category
 
-CONFIDENCE = 0.95
 BLAST_CODE = "BLA"
 BLAST_MARKS = (5, 20)  # percent: the marks a blast count is read against (5 % normal limit, 20 % AML)
 TARGETS = (200, 300, 500)  # cells: ICSH asks for 300-500; 200 is the common minimum
-
-
-def interval(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
-    """Exact binomial interval of k of n, as fractions (None when n is 0)."""
-    if n <= 0:
-        return None
-    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
-    return float(ci.low), float(ci.high)
 
 
 @dataclass(frozen=True)

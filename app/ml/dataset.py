@@ -100,6 +100,18 @@ def stratified_split(samples: list[Sample], val_fraction: float = 0.2,
     return sorted(train, key=lambda s: s.rel), sorted(val, key=lambda s: s.rel)
 
 
+def recorded_split(samples: list[Sample], card_training: dict) -> tuple[list[Sample], list[Sample]]:
+    """(train, validation) as the model card recorded them (`training.split.val_files`, paths
+    `source/CLASS/file`, or `CLASS/file` for single-source models); ValueError when it lists none."""
+    listed = set(card_training.get("split", {}).get("val_files", []))
+    if not listed:
+        raise ValueError("the model card lists no validation files (training.split.val_files)")
+
+    def is_val(s: Sample) -> bool:
+        return s.rel in listed or f"{s.path.parent.name}/{s.path.name}" in listed
+    return [s for s in samples if not is_val(s)], [s for s in samples if is_val(s)]
+
+
 def kfold_splits(samples: list[Sample], k: int, seed: int = 0):
     labels = np.array([s.stratum for s in samples])
     skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)

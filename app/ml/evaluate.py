@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from app.ml import pipeline, shifts as scanner_shifts
 from app.ml.decode import decode_path
-from app.ml.dataset import KNOWN_CODES, Sample, class_folders, load_sources
+from app.ml.dataset import KNOWN_CODES, Sample, class_folders, load_sources, recorded_split
 from app.ml.metrics import classification_report, counted_report, coverage_curve, expected_calibration_error
 from app.ml.predictor import Predictor
 
@@ -57,13 +57,6 @@ class Evaluation:
     temperature: float  # the card's, already applied to probs
 
 
-def _validation_only(samples: list[Sample], card_training: dict) -> list[Sample]:
-    listed = set(card_training.get("split", {}).get("val_files", []))
-    if not listed:
-        raise ValueError("the model card lists no validation files (--only-validation)")
-    return [s for s in samples if s.rel in listed or f"{s.path.parent.name}/{s.path.name}" in listed]
-
-
 def evaluate(sources: str | Path | list[str | Path], model_dir: str | Path, device: str = "cpu",
              batch_size: int = 16, top_wrong: int = 0, progress: bool = True,
              shifts: list[str] | None = None, only_validation: bool = False) -> Evaluation:
@@ -77,7 +70,7 @@ def evaluate(sources: str | Path | list[str | Path], model_dir: str | Path, devi
     classes = model_codes + [c for c in class_folders(roots) if c not in model_codes and c in KNOWN_CODES]
     samples = load_sources(roots, tuple(classes))
     if only_validation:
-        samples = _validation_only(samples, predictor.card.training)
+        samples = recorded_split(samples, predictor.card.training)[1]
     root_of = {r.resolve().name: r for r in roots}
 
     def shown(s: Sample) -> str:  # a file's name in the report: CLASS/file, with its source if several

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.stats import binomtest, bootstrap
+from scipy.stats import bootstrap
 from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
 from sklearn.metrics import precision_recall_fscore_support
+
+from app.ml.intervals import interval
 
 if TYPE_CHECKING:
     import torch
@@ -64,10 +66,8 @@ def counted_report(y_true: np.ndarray, y_pred: np.ndarray, unk: np.ndarray, clas
 
 
 def _exact_interval(k: int, n: int) -> list[float] | None:
-    if not n:
-        return None
-    ci = binomtest(k, n).proportion_ci(0.95, method="exact")
-    return [round(float(ci.low), 4), round(float(ci.high), 4)]
+    ci = interval(k, n)
+    return [round(ci[0], 4), round(ci[1], 4)] if ci else None
 
 
 def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:

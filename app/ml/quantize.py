@@ -29,7 +29,7 @@ import numpy as np
 
 from app.ml import backends, pipeline, preprocess
 from app.ml.card import CARD_FILE, ModelCard
-from app.ml.dataset import KNOWN_CODES, class_folders, load_sources
+from app.ml.dataset import KNOWN_CODES, class_folders, load_sources, recorded_split
 from app.ml.metrics import classification_report
 from app.ml.quality import Thresholds
 
@@ -62,17 +62,12 @@ def _top1(backend, batch: np.ndarray) -> tuple[np.ndarray, float]:
     return np.concatenate(out), len(batch) / (time.perf_counter() - t)
 
 
-def split_samples(sources: list[Path], card: ModelCard):
+def split_samples(sources: list[Path], card: ModelCard) -> tuple[list, list]:
+    """The sources' cells of the model's classes, split as its card recorded (train, validation)."""
     codes = card.codes
     classes = tuple(codes + [c for c in class_folders(sources) if c not in codes and c in KNOWN_CODES])
     samples = [s for s in load_sources(sources, classes) if s.label < len(codes)]
-    listed = set(card.training.get("split", {}).get("val_files", []))
-    if not listed:
-        raise ValueError("the model card lists no validation files (training.split.val_files)")
-
-    def is_val(s) -> bool:
-        return s.rel in listed or f"{s.path.parent.name}/{s.path.name}" in listed
-    return [s for s in samples if not is_val(s)], [s for s in samples if is_val(s)]
+    return recorded_split(samples, card.training)
 
 
 def _with_accuracy_control(nncf, model, dataset, train, calib, card, paths, threads, n, seed, common, log):

@@ -9,6 +9,7 @@ workers racing on the same cells, therefore leave exactly one cell and one predi
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
@@ -196,12 +197,14 @@ def _refresh_upload(session: Session, upload_id: int) -> None:
         cells_done=done, status=UploadStatus.DONE if done >= total else UploadStatus.PROCESSING))
 
 
+@dataclass(frozen=True)
 class _Known:
     """What a batch's cells already have, read in two queries at the start of its transaction:
     each cell's prediction id for this model version, its newest prediction id, its label."""
 
-    def __init__(self, this_version: dict[int, int], newest: dict[int, int], labels: dict[int, str | None]):
-        self.this_version, self.newest, self.labels = this_version, newest, labels
+    this_version: dict[int, int]
+    newest: dict[int, int]
+    labels: dict[int, str | None]
 
     @classmethod
     def read(cls, session: Session, cell_ids: list[int], version: str) -> _Known:
