@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from scipy.special import softmax
 
 from app.ml import preprocess, probe
 from app.ml.cache import GraphPaths, graph_paths
@@ -243,12 +244,6 @@ def classifier_weight(model_dir: Path, paths: GraphPaths) -> np.ndarray:
 
 # --- verification -------------------------------------------------------------------------------
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def _scaled(cams: np.ndarray) -> np.ndarray:
     lo = cams.min(axis=(1, 2), keepdims=True)
     hi = cams.max(axis=(1, 2), keepdims=True)
@@ -261,7 +256,8 @@ def compare(reference: dict[str, np.ndarray], logits: np.ndarray, features: np.n
     ref_logits = reference["logits"]
     top_ref = ref_logits.argmax(1)
     agreement = float((logits.argmax(1) == top_ref).mean())
-    prob_diff = float(np.abs(_softmax(logits / temperature) - _softmax(ref_logits / temperature)).max())
+    probs, ref_probs = (softmax(z / temperature, axis=1) for z in (logits, ref_logits))
+    prob_diff = float(np.abs(probs - ref_probs).max())
     cams = np.maximum(np.einsum("nk,nkhw->nhw", fc_weight[top_ref], features.astype(np.float32)), 0)
     cam_diff = float(np.abs(_scaled(cams) - _scaled(reference["cams"])).max())
     passed = (agreement >= limits.min_top1_agreement and prob_diff <= limits.max_prob_diff
@@ -374,7 +370,7 @@ def select(requested: str, paths: GraphPaths, card, fc_weight: np.ndarray, threa
     last = record["checks"][-1]
     if not last["passed"]:
         log.warning("backend %s is used but failed its check on the probe cells: %s", chosen.name, last)
-    failed = [c for c in record["checks"][:-1]]
+    failed = record["checks"][:-1]
     record.update(backend=chosen.name, precision=chosen.precision, check=last,
                   fallback_reason="; ".join(f"{c['backend']}: " + (c.get("error") or "failed its check")
                                             for c in failed) or None)

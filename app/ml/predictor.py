@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from scipy.special import softmax
 
 from app.ml import backends, preprocess
 from app.ml.backends import BACKENDS, Backend, OnnxBackend, OpenVinoBackend, TorchBackend  # noqa: F401
@@ -60,12 +61,6 @@ class Prediction:
     @property
     def probability(self) -> float:
         return self.top3[0][2]
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 class Predictor:
@@ -161,7 +156,7 @@ class Predictor:
         if not images:
             return []
         logits, feats = self.forward(self.prepare(images), threads)
-        probs = softmax(logits / self.card.temperature)
+        probs = softmax(logits / self.card.temperature, axis=1)
         energies = energy(logits, self.card.temperature)
         cams = None
         if with_cam:

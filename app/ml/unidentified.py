@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.special import logsumexp
 
 UNK = "UNK"
 NOT_A_CELL_FLAGS = ("grayscale",)
@@ -52,9 +53,7 @@ class Rule:
 
 def energy(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """-T·logsumexp(logits / T) per row (N×C -> N)."""
-    z = logits / temperature
-    m = z.max(axis=1)
-    return -temperature * (m + np.log(np.exp(z - m[:, None]).sum(axis=1)))
+    return -temperature * logsumexp(logits / temperature, axis=1)
 
 
 def decide(confidence: float, energy_score: float, flags: list[str], nucleus_found: bool,
