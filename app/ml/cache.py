@@ -27,11 +27,8 @@ class GraphPaths:
 
 
 def weights_digest(weights: Path) -> str:
-    h = hashlib.sha256()
     with open(weights, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
 
 
 def graph_paths(weights: Path, cache_dir: Path) -> GraphPaths:
