@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shifts", nargs="*", metavar="NAME",
                    help="also evaluate the same cells under scanner/stain shifts (all when no NAME is "
                         "given): " + ", ".join(SHIFTS))
+    p.add_argument("--non-cells", action="store_true",
+                   help="also turn each cell into a synthetic non-cell (shuffled, smeared, a corner, "
+                        "a cut edge) and report how many the product does not count")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -51,7 +54,7 @@ def cmd_evaluate(args) -> int:
     shifts = None if args.shifts is None else (args.shifts or list(SHIFTS))
     ev = evaluate(args.sources, args.model, device=args.device, batch_size=args.batch_size,
                   top_wrong=args.top_wrong if args.report else 0, shifts=shifts,
-                  only_validation=args.only_validation)
+                  only_validation=args.only_validation, non_cells=args.non_cells)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(ev.metrics, indent=2) + "\n")
     print(format_table(ev.metrics))

@@ -14,7 +14,9 @@ of confidently wrong cells only the top-k file names are kept and their Grad-CAM
 at the end. Files that cannot be decoded are listed under `unreadable` and left out of the
 metrics (the key is written only when there are such files). With `shifts`, the readable
 images are evaluated again under each named scanner/stain shift (`shifts.py`), and
-`metrics["shifts"]` says how accuracy holds up.
+`metrics["shifts"]` says how accuracy holds up. With `non_cells`, each readable image is turned
+into one synthetic non-cell (`non_cells.py`; the kinds in turn) and `metrics["non_cells"]` says
+how many of them the product does not count (UNK, or a class that is not counted).
 """
 from __future__ import annotations
 
@@ -26,9 +28,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from app.ml import pipeline, shifts as scanner_shifts
+from app.ml import encode, non_cells as synthetic, pipeline, shifts as scanner_shifts
 from app.ml.decode import decode_path
 from app.ml.dataset import KNOWN_CODES, Sample, class_folders, load_sources, recorded_split
+from app.ml.intervals import interval
 from app.ml.metrics import classification_report, counted_report, coverage_curve, expected_calibration_error
 from app.ml.predictor import Predictor
 
@@ -59,7 +62,8 @@ class Evaluation:
 
 def evaluate(sources: str | Path | list[str | Path], model_dir: str | Path, device: str = "cpu",
              batch_size: int = 16, top_wrong: int = 0, progress: bool = True,
-             shifts: list[str] | None = None, only_validation: bool = False) -> Evaluation:
+             shifts: list[str] | None = None, only_validation: bool = False,
+             non_cells: bool = False) -> Evaluation:
     """Run the product over every image of the sources; folders that are not class codes are an error."""
     unknown = sorted(set(shifts or ()) - set(scanner_shifts.SHIFTS))
     if unknown:
@@ -121,6 +125,8 @@ def evaluate(sources: str | Path | list[str | Path], model_dir: str | Path, devi
     if shifts:
         metrics["shifts"] = {name: _under_shift(predictor, readable, probs_arr, name, batch_size, progress)
                              for name in shifts}
+    if non_cells:
+        metrics["non_cells"] = _non_cells(predictor, readable, batch_size, progress)
     wrong = _gallery(predictor, classes, [s for *_, s in sorted(heap, reverse=True)], batch_size, shown)
     return Evaluation(metrics, probs_arr, labels_arr, unk_arr, wrong, ", ".join(map(str, roots)),
                       predictor.card.temperature)
@@ -151,6 +157,36 @@ def _under_shift(predictor: Predictor, samples: list[Sample], unshifted: np.ndar
     return {"description": scanner_shifts.describe()[name], "accuracy": report["accuracy"],
             "macro_f1": report["macro_f1"], "ece": expected_calibration_error(probs, labels),
             "same_top1": float((probs.argmax(1) == unshifted.argmax(1)).mean())}
+
+
+def _non_cells(predictor: Predictor, samples: list[Sample], batch_size: int, progress: bool) -> dict:
+    """How many synthetic non-cells (one per cell, the kinds in turn, seeded by position) the
+    product does not count."""
+    kinds = list(synthetic.KINDS)
+    counted = {c.code for c in predictor.card.cell_classes if c.counted}
+
+    def made(i: int, s: Sample) -> bytes:
+        return encode.png(synthetic.make(decode_path(s.path).rgb, kinds[i % len(kinds)], np.random.default_rng(i)))
+    items = [(f"{kinds[i % len(kinds)]}:{s.path}", lambda i=i, s=s: made(i, s)) for i, s in enumerate(samples)]
+    labels: dict[str, dict[str, int]] = {k: {} for k in kinds}
+    for i, r in enumerate(tqdm(pipeline.run(items, predictor, with_cam=False, batch_size=batch_size),
+                               total=len(items), unit="img", desc="non-cells", file=sys.stderr,
+                               disable=not progress)):
+        label = r.prediction.label if r.prediction is not None else "unreadable"
+        tally = labels[kinds[i % len(kinds)]]
+        tally[label] = tally.get(label, 0) + 1
+
+    def summary(tally: dict[str, int]) -> dict:
+        n = sum(tally.values())
+        kept_out = n - sum(v for k, v in tally.items() if k in counted)
+        return {"n_images": n, "not_counted": kept_out / n if n else None,
+                "not_counted_ci95": interval(kept_out, n)}
+    total: dict[str, int] = {}
+    for tally in labels.values():
+        for k, v in tally.items():
+            total[k] = total.get(k, 0) + v
+    return {**summary(total), "per_kind": {k: {**summary(t), "labels": dict(sorted(t.items()))}
+                                           for k, t in labels.items()}}
 
 
 def _gallery(predictor: Predictor, classes: list[str], samples: list[Sample], batch_size: int,
@@ -199,6 +235,12 @@ def format_table(metrics: dict) -> str:
         for name, m in metrics["shifts"].items():
             lines.append(f"{name:<16}{m['accuracy']:>10.4f}{m['macro_f1']:>10.4f}{m['ece']:>8.4f}"
                          f"{m['same_top1']:>12.3f}")
+    if metrics.get("non_cells"):
+        m = metrics["non_cells"]
+        lines += ["", f"synthetic non-cells not counted: {_with_ci(m, 'not_counted', '.1%')} of {m['n_images']}"]
+        lines += [f"  {kind:<10}{k['not_counted']:>7.1%} of {k['n_images']}  "
+                  + " ".join(f"{label}:{n}" for label, n in k["labels"].items())
+                  for kind, k in m["per_kind"].items() if k["n_images"]]
     if metrics.get("unreadable"):
         lines += ["", f"{len(metrics['unreadable'])} unreadable file(s) left out of the metrics:"]
         lines += [f"  {f}" for f in metrics["unreadable"]]
