@@ -63,6 +63,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="bf16 autocast on CPU: auto = only where the CPU has AMX (default)")
     p.add_argument("--unk-budget", type=float, default=d.unk_budget,
                    help="share of correctly classified validation cells the UNK rule may reject")
+    p.add_argument("--non-cells", type=float, default=d.non_cells, metavar="SHARE",
+                   help="add this share of each batch as synthetic non-cells made from its cells "
+                        "(app.ml.non_cells), trained towards a uniform answer so the UNK rule rejects them")
+    p.add_argument("--non-cell-weight", type=float, default=d.non_cell_weight,
+                   help="weight of the non-cells' loss (default %(default)s)")
     p.set_defaults(func=cmd_train)
     register_runtime(sub)
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from timm.scheduler import CosineLRScheduler
 from tqdm import tqdm
 
-from app.ml import framing, preprocess, unidentified
+from app.ml import framing, non_cells, preprocess, unidentified
 from app.ml.augment import augment, normalize
 from app.ml.card import MARROW_CLASSES, ModelCard, is_checkpoint
 from app.ml.checkpoint import build_model, load_checkpoint, save_checkpoint
@@ -80,8 +80,14 @@ def load_images(samples: list[Sample], size: int, desc: str, frame: bool) -> Loa
                   [r[1] for _, r in kept], [r[2] for _, r in kept])
 
 
-def class_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """total / (classes × count); a class absent from training gets weight 0."""
+def class_weights(labels: torch.Tensor, n_classes: int, balance: str) -> torch.Tensor:
+    """The loss's class weights. With `source-class` draws every (source, class) is already
+    drawn equally often, so every class weighs 1: weighting by class counts on top made a class
+    both labs have (NGS: 704 training cells) count half as much per lab as one only PBC has
+    (NGB: 400), and PBC's segmented neutrophils were called bands. Without balanced draws:
+    total / (classes × count); a class absent from training gets weight 0."""
+    if balance == "source-class":
+        return torch.ones(n_classes)
     counts = torch.bincount(labels, minlength=n_classes).float()
     w = labels.numel() / (n_classes * counts.clamp(min=1))
     return torch.where(counts > 0, w, torch.zeros_like(w))
@@ -235,7 +241,7 @@ def prepare(sources: list[Path], cfg: TrainConfig) -> Run:
                      version=cfg.version or f"{cfg.arch}-{datetime.now(timezone.utc):%Y%m%d-%H%M}",
                      framing={"method": framing.DESCRIPTION, "side_per_nucleus": framing.SIDE_PER_NUCLEUS,
                               "min_fraction": framing.MIN_FRACTION} if cfg.framing else {})
-    return Run(cfg, codes, train, val, model, card, class_weights(train.y, len(codes)),
+    return Run(cfg, codes, train, val, model, card, class_weights(train.y, len(codes), cfg.balance),
                sampling_weights(train.samples, cfg.balance), use_bf16(cfg), copied)
 
 
@@ -298,19 +304,27 @@ def fit(run: Run, out: Path, resume: bool) -> list[dict]:
         order = torch.multinomial(draw, steps_per_epoch * cfg.batch_size, replacement=True, generator=gen) \
             if cfg.balance != "none" else torch.randperm(len(xt), generator=gen, device=device)
         run_loss, run_correct, seen = 0.0, 0, 0
+        n_non_cells = round(cfg.batch_size * cfg.non_cells)
+        non_cell_rng = np.random.default_rng([cfg.seed, epoch])  # per epoch, so --resume repeats it
         for i in range(steps_per_epoch):
             idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            xb = augment(xt[idx], cfg.input_size, run.card.mean, run.card.std, aug_cfg, gen)
+            batch = xt[idx]
+            if n_non_cells:
+                batch = torch.cat([batch, _non_cell_batch(batch[:n_non_cells], non_cell_rng)])
+            xb = augment(batch, cfg.input_size, run.card.mean, run.card.std, aug_cfg, gen)
             yb = yt[idx]
             if cfg.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=run.bf16):
-                logits = model(xb).float()
+                scores = model(xb).float()
+                logits = scores[:len(idx)]
                 loss = F.cross_entropy(logits, yb, weight=run.weights.to(device),
                                        label_smoothing=cfg.label_smoothing)
+                if n_non_cells:
+                    loss = loss + cfg.non_cell_weight * _uniform_target_loss(scores[len(idx):])
                 if teacher is not None:
                     loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * _distillation(
-                        teacher, tcard, xb, logits, cfg)
+                        teacher, tcard, xb[:len(idx)], logits, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -354,6 +368,19 @@ def fit(run: Run, out: Path, resume: bool) -> list[dict]:
         epoch += 1
     bar.close()
     return history
+
+
+def _non_cell_batch(cells_u8: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """One synthetic non-cell of a random kind per N×3×H×W uint8 cell (`non_cells`)."""
+    kinds = list(non_cells.KINDS)
+    hwc = cells_u8.permute(0, 2, 3, 1).cpu().numpy()
+    made = np.stack([non_cells.make(img, kinds[int(rng.integers(len(kinds)))], rng) for img in hwc])
+    return torch.from_numpy(made).permute(0, 3, 1, 2).to(cells_u8.device)
+
+
+def _uniform_target_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy to the uniform distribution (outlier exposure): low confidence on non-cells."""
+    return (torch.logsumexp(logits, 1) - logits.mean(1)).mean()
 
 
 def _distillation(teacher, tcard: ModelCard, xb: torch.Tensor, logits: torch.Tensor,

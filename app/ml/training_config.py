@@ -60,4 +60,6 @@ class TrainConfig:
     channels_last: bool = True  # faster on CPU (the issue measured 6.9 vs 4.8 img/s)
     bf16: str = "auto"  # bf16 autocast on CPU: "auto" = where AMX is present, "on", "off"
     unk_budget: float = 0.05  # share of correct validation cells the UNK rule may send to UNK
+    non_cells: float = 0.0  # synthetic non-cells added per batch, as a share of it (app.ml.non_cells)
+    non_cell_weight: float = 0.5  # weight of their uniform-target loss (outlier exposure)
     augment: dict = field(default_factory=lambda: asdict(AugmentConfig()))

@@ -19,7 +19,7 @@ def trained(real_cells_dir, tmp_path_factory):
     assert main(["train", str(real_cells_dir), "--out", str(teacher), "--arch", "efficientnet_lite0",
                  "--init-weights", "efficientnet-lite0", "--freeze-epochs", "1", *TINY]) == 0
     assert main(["train", str(real_cells_dir), "--out", str(student), "--teacher", str(teacher),
-                 "--zoom", "0.6", "1.45", *TINY]) == 0
+                 "--zoom", "0.6", "1.45", "--non-cells", "0.25", *TINY]) == 0
     return teacher, student
 
 
@@ -29,6 +29,7 @@ def test_training_writes_a_loadable_checkpoint_with_a_complete_card(trained):
     assert card["architecture"] == "rexnet_150" and card["input_size"] == 64
     cfg = card["training"]["config"]
     assert cfg["teacher"] and cfg["seed"] == 0 and cfg["epochs"] == 2
+    assert cfg["non_cells"] == 0.25 and cfg["non_cell_weight"] == 0.5  # with synthetic non-cells
     assert cfg["augment"]["scale"] == [0.6, 1.45] and cfg["augment"]["shift"] == 0.06  # --zoom, rest default
     teacher_cfg = json.loads((trained[0] / "model_card.json").read_text())["training"]["config"]
     assert teacher_cfg["augment"]["scale"] == [0.85, 1.15]
@@ -98,3 +99,15 @@ def test_a_two_lab_split_is_stratified_by_source_and_class_and_reproducible(real
     for stratum, n in everyone.items():  # every lab's share of every class is held out alike
         assert abs(held[stratum] / n - 0.2) < 0.02, stratum
     assert not {s.rel for s in train} & {s.rel for s in val}
+
+
+def test_balanced_draws_are_not_weighted_again_by_class_counts():
+    """With every (source, class) drawn equally often, a class both labs have must not weigh
+    less per lab than a class only one lab has; without balanced draws rare classes weigh more."""
+    import torch
+
+    from app.ml.train import class_weights
+
+    labels = torch.tensor([0] * 6 + [1] * 2 + [2] * 4)
+    assert class_weights(labels, 4, "source-class").tolist() == [1.0] * 4
+    assert class_weights(labels, 4, "none").tolist() == [12 / 24, 12 / 8, 12 / 16, 0.0]
