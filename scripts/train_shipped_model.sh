@@ -47,5 +47,9 @@ marrow13=(--epoch-size 4000 --batch-size 32 --zoom 0.7 1.35 --augment hue=0.08 s
 $MARROW train "$DATA" "$PBC" --out "$RUNS/rexnet150-marrow13-a" --init-weights "$RUNS/rexnet150-bm7" \
   --freeze-epochs 1 --epochs 14 --lr 5e-4 --warmup-epochs 1 --max-minutes 115 "${marrow13[@]}"
 # then a second cosine cycle from those weights (31 minutes on the same CPU, a quieter machine)
-$MARROW train "$DATA" "$PBC" --out "$RUNS/rexnet150-marrow13" --init-weights "$RUNS/rexnet150-marrow13-a" \
+$MARROW train "$DATA" "$PBC" --out "$RUNS/rexnet150-marrow13-b" --init-weights "$RUNS/rexnet150-marrow13-a" \
   --epochs 5 --lr 3e-4 --warmup-epochs 0.25 "${marrow13[@]}"
+# then a third with synthetic non-cells in every batch, trained towards a uniform answer
+# (app/ml/non_cells.py), so that crops that are not cells go to UNK
+$MARROW train "$DATA" "$PBC" --out "$RUNS/rexnet150-marrow13" --init-weights "$RUNS/rexnet150-marrow13-b" \
+  --epochs 6 --lr 2e-4 --warmup-epochs 0.25 --non-cells 0.125 --non-cell-weight 0.3 "${marrow13[@]}"

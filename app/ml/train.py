@@ -80,14 +80,12 @@ def load_images(samples: list[Sample], size: int, desc: str, frame: bool) -> Loa
                   [r[1] for _, r in kept], [r[2] for _, r in kept])
 
 
-def class_weights(labels: torch.Tensor, n_classes: int, balance: str) -> torch.Tensor:
-    """The loss's class weights. With `source-class` draws every (source, class) is already
-    drawn equally often, so every class weighs 1: weighting by class counts on top made a class
-    both labs have (NGS: 704 training cells) count half as much per lab as one only PBC has
-    (NGB: 400), and PBC's segmented neutrophils were called bands. Without balanced draws:
-    total / (classes × count); a class absent from training gets weight 0."""
-    if balance == "source-class":
-        return torch.ones(n_classes)
+def class_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """total / (classes × count); a class absent from training gets weight 0.
+
+    Kept with `source-class` draws too: unweighted, a class both labs have is drawn twice as
+    often as one only PBC has, and on the validation split PBC's bands and myelocytes were then
+    called segmented neutrophils and promyelocytes (README, marrow13 notes)."""
     counts = torch.bincount(labels, minlength=n_classes).float()
     w = labels.numel() / (n_classes * counts.clamp(min=1))
     return torch.where(counts > 0, w, torch.zeros_like(w))
@@ -241,7 +239,7 @@ def prepare(sources: list[Path], cfg: TrainConfig) -> Run:
                      version=cfg.version or f"{cfg.arch}-{datetime.now(timezone.utc):%Y%m%d-%H%M}",
                      framing={"method": framing.DESCRIPTION, "side_per_nucleus": framing.SIDE_PER_NUCLEUS,
                               "min_fraction": framing.MIN_FRACTION} if cfg.framing else {})
-    return Run(cfg, codes, train, val, model, card, class_weights(train.y, len(codes), cfg.balance),
+    return Run(cfg, codes, train, val, model, card, class_weights(train.y, len(codes)),
                sampling_weights(train.samples, cfg.balance), use_bf16(cfg), copied)
 
 

@@ -99,15 +99,3 @@ def test_a_two_lab_split_is_stratified_by_source_and_class_and_reproducible(real
     for stratum, n in everyone.items():  # every lab's share of every class is held out alike
         assert abs(held[stratum] / n - 0.2) < 0.02, stratum
     assert not {s.rel for s in train} & {s.rel for s in val}
-
-
-def test_balanced_draws_are_not_weighted_again_by_class_counts():
-    """With every (source, class) drawn equally often, a class both labs have must not weigh
-    less per lab than a class only one lab has; without balanced draws rare classes weigh more."""
-    import torch
-
-    from app.ml.train import class_weights
-
-    labels = torch.tensor([0] * 6 + [1] * 2 + [2] * 4)
-    assert class_weights(labels, 4, "source-class").tolist() == [1.0] * 4
-    assert class_weights(labels, 4, "none").tolist() == [12 / 24, 12 / 8, 12 / 16, 0.0]
