@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,25 +169,19 @@ def _non_cells(predictor: Predictor, samples: list[Sample], batch_size: int, pro
     def made(i: int, s: Sample) -> bytes:
         return encode.png(synthetic.make(decode_path(s.path).rgb, kinds[i % len(kinds)], np.random.default_rng(i)))
     items = [(f"{kinds[i % len(kinds)]}:{s.path}", lambda i=i, s=s: made(i, s)) for i, s in enumerate(samples)]
-    labels: dict[str, dict[str, int]] = {k: {} for k in kinds}
+    labels: dict[str, Counter] = {k: Counter() for k in kinds}
     for i, r in enumerate(tqdm(pipeline.run(items, predictor, with_cam=False, batch_size=batch_size),
                                total=len(items), unit="img", desc="non-cells", file=sys.stderr,
                                disable=not progress)):
-        label = r.prediction.label if r.prediction is not None else "unreadable"
-        tally = labels[kinds[i % len(kinds)]]
-        tally[label] = tally.get(label, 0) + 1
+        labels[kinds[i % len(kinds)]][r.prediction.label if r.prediction is not None else "unreadable"] += 1
 
-    def summary(tally: dict[str, int]) -> dict:
-        n = sum(tally.values())
+    def summary(tally: Counter) -> dict:
+        n = tally.total()
         kept_out = n - sum(v for k, v in tally.items() if k in counted)
         return {"n_images": n, "not_counted": kept_out / n if n else None,
                 "not_counted_ci95": interval(kept_out, n)}
-    total: dict[str, int] = {}
-    for tally in labels.values():
-        for k, v in tally.items():
-            total[k] = total.get(k, 0) + v
-    return {**summary(total), "per_kind": {k: {**summary(t), "labels": dict(sorted(t.items()))}
-                                           for k, t in labels.items()}}
+    return {**summary(sum(labels.values(), Counter())),
+            "per_kind": {k: {**summary(t), "labels": dict(sorted(t.items()))} for k, t in labels.items()}}
 
 
 def _gallery(predictor: Predictor, classes: list[str], samples: list[Sample], batch_size: int,

@@ -5,7 +5,9 @@ passed through the product's own quality checks, unsharp repair and framing of t
 (the model trains on what it will be shown), stored as uint8 tensors on the training device and
 augmented there in batches (`augment.py`), so a GPU is never starved by JPEG decoding and a
 2-core CPU decodes each image only once. Each epoch draws every (source, class) equally often
-by default, so that "which lab" does not predict the class. After training, the temperature and
+by default, so that "which lab" does not predict the class. With `non_cells`, each batch also
+carries synthetic non-cells made from its cells (`non_cells.py`), trained towards a uniform
+answer so that the UNK rule rejects such crops. After training, the temperature and
 the unidentified rule are calibrated on the validation split and stored in the card.
 """
 from __future__ import annotations
