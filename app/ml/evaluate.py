@@ -150,14 +150,15 @@ def _under_shift(predictor: Predictor, samples: list[Sample], unshifted: np.ndar
     their unshifted top-1 class."""
     items = [(str(s.path), lambda s=s: scanner_shifts.shifted_png(decode_path(s.path).rgb, name))
              for s in samples]
-    results = pipeline.run(items, predictor, with_cam=False, batch_size=batch_size)
-    probs = np.stack([r.prediction.probs for r in tqdm(results, total=len(items), unit="img",
-                                                         desc=name, file=sys.stderr, disable=not progress)])
+    results = list(tqdm(pipeline.run(items, predictor, with_cam=False, batch_size=batch_size),
+                        total=len(items), unit="img", desc=name, file=sys.stderr, disable=not progress))
+    probs = np.stack([r.prediction.probs for r in results])
     labels = np.asarray([s.label for s in samples])
     report = classification_report(labels, probs.argmax(1), predictor.card.codes)
     return {"description": scanner_shifts.describe()[name], "accuracy": report["accuracy"],
             "macro_f1": report["macro_f1"], "ece": expected_calibration_error(probs, labels),
-            "same_top1": float((probs.argmax(1) == unshifted.argmax(1)).mean())}
+            "same_top1": float((probs.argmax(1) == unshifted.argmax(1)).mean()),
+            "unk_rate": float(np.mean([r.prediction.unidentified is not None for r in results]))}
 
 
 def _non_cells(predictor: Predictor, samples: list[Sample], batch_size: int, progress: bool) -> dict:
@@ -224,12 +225,12 @@ def format_table(metrics: dict) -> str:
                      f"{_with_ci(m, 'accuracy_counted')}  macro-F1 {_with_ci(m, 'macro_f1_counted')}")
     if metrics.get("shifts"):
         lines += ["", "under scanner/stain shifts (same cells)",
-                  f"{'shift':<16}{'accuracy':>10}{'macro-F1':>10}{'ECE':>8}{'same top-1':>12}",
+                  f"{'shift':<16}{'accuracy':>10}{'macro-F1':>10}{'ECE':>8}{'same top-1':>12}{'UNK':>8}",
                   f"{'(none)':<16}{metrics['accuracy']:>10.4f}{metrics['macro_f1']:>10.4f}{metrics['ece'] or 0:>8.4f}"
-                  f"{1.0:>12.3f}"]
+                  f"{1.0:>12.3f}{metrics['unk_rate']:>8.1%}"]
         for name, m in metrics["shifts"].items():
             lines.append(f"{name:<16}{m['accuracy']:>10.4f}{m['macro_f1']:>10.4f}{m['ece']:>8.4f}"
-                         f"{m['same_top1']:>12.3f}")
+                         f"{m['same_top1']:>12.3f}{m['unk_rate']:>8.1%}")
     if metrics.get("non_cells"):
         m = metrics["non_cells"]
         lines += ["", f"synthetic non-cells not counted: {_with_ci(m, 'not_counted', '.1%')} of {m['n_images']}"]

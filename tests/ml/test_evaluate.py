@@ -98,8 +98,9 @@ def test_shifts_evaluate_the_same_cells_again(small_dataset, random_checkpoint, 
     m = json.loads(out.read_text())
     assert KEYS | {"shifts"} <= set(m) and list(m["shifts"]) == ["wider_field", "paler_stain"]
     for s in m["shifts"].values():
-        assert set(s) == {"description", "accuracy", "macro_f1", "ece", "same_top1"} and s["description"]
+        assert set(s) == {"description", "accuracy", "macro_f1", "ece", "same_top1", "unk_rate"} and s["description"]
         assert 0.0 <= s["accuracy"] <= 1.0 and s["same_top1"] in (0.0, 1 / 3, 2 / 3, 1.0)
+        assert s["unk_rate"] in (0.0, 1 / 3, 2 / 3, 1.0)  # the share of the 3 shifted cells sent to UNK
     assert "under scanner/stain shifts" in capsys.readouterr().out
 
     assert main(["evaluate", str(data), "--model", str(random_checkpoint), "--json", str(out), "--shifts"]) == 0
