@@ -164,17 +164,15 @@ def _under_shift(predictor: Predictor, samples: list[Sample], unshifted: np.ndar
 def _non_cells(predictor: Predictor, samples: list[Sample], batch_size: int, progress: bool) -> dict:
     """How many synthetic non-cells (one per cell, the kinds in turn, seeded by position) the
     product does not count."""
-    kinds = list(synthetic.KINDS)
     counted = {c.code for c in predictor.card.cell_classes if c.counted}
-
-    def made(i: int, s: Sample) -> bytes:
-        return encode.png(synthetic.make(decode_path(s.path).rgb, kinds[i % len(kinds)], np.random.default_rng(i)))
-    items = [(f"{kinds[i % len(kinds)]}:{s.path}", lambda i=i, s=s: made(i, s)) for i, s in enumerate(samples)]
-    labels: dict[str, Counter] = {k: Counter() for k in kinds}
+    items = [(f"{synthetic.kind_in_turn(i)}:{s.path}",
+              lambda i=i, s=s: encode.png(synthetic.make_in_turn(decode_path(s.path).rgb, i)))
+             for i, s in enumerate(samples)]
+    labels: dict[str, Counter] = {k: Counter() for k in synthetic.KINDS}
     for i, r in enumerate(tqdm(pipeline.run(items, predictor, with_cam=False, batch_size=batch_size),
                                total=len(items), unit="img", desc="non-cells", file=sys.stderr,
                                disable=not progress)):
-        labels[kinds[i % len(kinds)]][r.prediction.label if r.prediction is not None else "unreadable"] += 1
+        labels[synthetic.kind_in_turn(i)][r.prediction.label if r.prediction is not None else "unreadable"] += 1
 
     def summary(tally: Counter) -> dict:
         n = tally.total()

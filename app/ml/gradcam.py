@@ -8,8 +8,8 @@ same forward pass that gave the probabilities. The tests check it against the ma
 `grad-cam` package (one forward and one backward per batch). The scaling is that package's
 `scale_cam_image`, copied line for line (importing it imports torch, torchvision and matplotlib,
 ~700 MB a worker does not need); the coloured overlay is its `show_cam_on_image` redone in two
-OpenCV passes on uint8 (8x faster, within one grey level of the package's in
-`tests/ml/test_gradcam.py`: the worker draws one per cell).
+OpenCV passes on uint8 instead of float arrays (the worker draws one per cell), within one grey
+level of the package's in `tests/ml/test_gradcam.py`.
 """
 from __future__ import annotations
 

@@ -75,3 +75,13 @@ def make(rgb: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     """A non-cell of `kind` made from one H×W×3 uint8 cell image (same size and dtype)."""
     return KINDS[kind](rgb, rng)
 
+
+def kind_in_turn(i: int) -> str:
+    """The kind the i-th cell of an evaluation is turned into (the kinds in turn)."""
+    return list(KINDS)[i % len(KINDS)]
+
+
+def make_in_turn(rgb: np.ndarray, i: int) -> np.ndarray:
+    """The i-th cell's non-cell, of `kind_in_turn(i)` and seeded by i, so a report is repeatable."""
+    return make(rgb, kind_in_turn(i), np.random.default_rng(i))
+
