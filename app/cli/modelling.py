@@ -69,6 +69,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--non-cell-weight", type=float, default=d.non_cell_weight,
                    help="weight of the non-cells' loss (default %(default)s)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("calibrate", help="fit a checkpoint's temperature and UNK rule again on its recorded "
+                                         "validation split, with another --unk-budget (no training)")
+    p.add_argument("sources", type=Path, nargs="+", metavar="SRC", help="the datasets the checkpoint was trained on")
+    p.add_argument("--model", type=Path, required=True, metavar="DIR", help="checkpoint whose card is rewritten")
+    p.add_argument("--unk-budget", type=float, default=d.unk_budget,
+                   help="share of correctly classified validation cells the UNK rule may reject (default %(default)s)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("average", help="average the weights of checkpoints of one lineage (a model soup), "
+                                       "then measure and calibrate the average on its validation split")
+    p.add_argument("sources", type=Path, nargs="+", metavar="SRC", help="the datasets the checkpoints were trained on")
+    p.add_argument("--models", type=Path, nargs="+", required=True, metavar="DIR", help="two or more checkpoints")
+    p.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR")
+    p.add_argument("--version", required=True, help="model version recorded in the card")
+    p.add_argument("--unk-budget", type=float, default=d.unk_budget)
+    p.set_defaults(func=cmd_average)
     register_runtime(sub)
 
 
@@ -94,6 +112,22 @@ def cmd_train(args) -> int:
     metrics = train(args.sources, args.out, cfg, resume=args.resume)
     print(json.dumps({k: metrics[k] for k in ("accuracy", "macro_f1", "best_epoch", "per_source",
                                               "ece_before_temperature", "ece_after_temperature")}, indent=2))
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from app.ml.recalibrate import recalibrate
+    print(json.dumps(recalibrate(args.model, args.sources, args.unk_budget, args.device), indent=2))
+    return 0
+
+
+def cmd_average(args) -> int:
+    from app.ml.average import average
+    card = average(args.models, args.sources, args.out, args.version, args.unk_budget)
+    print(json.dumps({"version": card["version"], "temperature": card["temperature"],
+                      "unidentified": card["unidentified"],
+                      "validation": {k: card["metrics"]["validation"][k] for k in ("accuracy", "macro_f1", "per_source")}},
+                     indent=2))
     return 0
 
 

@@ -401,21 +401,15 @@ def finish(run: Run, sources: list[Path], out: Path, history: list[dict], second
         best_model = best_model.to(memory_format=torch.channels_last)
     vlog = predict_logits(best_model, run.val.x, card, cfg.device, run.bf16, cfg.channels_last)
     yv = run.val.y.numpy()
-    temperature = fit_temperature(vlog.numpy(), yv)
-    probs_before = torch.softmax(vlog, 1).numpy()
-    probs = torch.softmax(vlog / temperature, 1).numpy()
-    energies = unidentified.energy(vlog.numpy(), temperature)
-    rule = unidentified.calibrate(probs, energies, yv, cfg.unk_budget)
+    temperature, rule, ece = calibrate_logits(vlog.numpy(), yv, cfg.unk_budget)
     write_history(history, out)
     report = classification_report(yv, vlog.argmax(1).numpy(), run.codes)
     best_epoch = max(history, key=lambda h: h["val_macro_f1"])["epoch"] if history else 0
-    card.temperature = round(float(temperature), 4)
+    card.temperature = temperature
     card.unidentified = rule.as_dict()
     card.metrics = {
         "validation": {**report, "best_epoch": best_epoch, "n_images": len(run.val.samples),
-                       "per_source": source_metrics(vlog, run.val.y, run.val.samples, run.codes),
-                       "ece_before_temperature": round(expected_calibration_error(probs_before, yv), 4),
-                       "ece_after_temperature": round(expected_calibration_error(probs, yv), 4)},
+                       "per_source": source_metrics(vlog, run.val.y, run.val.samples, run.codes), **ece},
     }
     card.training = {
         "config": asdict(cfg), "epochs_run": len(history), "seconds": seconds,
@@ -434,6 +428,18 @@ def finish(run: Run, sources: list[Path], out: Path, history: list[dict], second
     card.save(out / "model_card.json")
     (out / STATE_FILE).unlink(missing_ok=True)
     return card.metrics["validation"]
+
+
+def calibrate_logits(logits: np.ndarray, labels: np.ndarray,
+                     unk_budget: float) -> tuple[float, unidentified.Rule, dict]:
+    """Temperature, UNK rule and expected calibration error before/after, from validation logits."""
+    temperature = fit_temperature(logits, labels)
+    z = torch.from_numpy(logits)
+    probs_before, probs = torch.softmax(z, 1).numpy(), torch.softmax(z / temperature, 1).numpy()
+    rule = unidentified.calibrate(probs, unidentified.energy(logits, temperature), labels, unk_budget)
+    return round(float(temperature), 4), rule, {
+        "ece_before_temperature": round(expected_calibration_error(probs_before, labels), 4),
+        "ece_after_temperature": round(expected_calibration_error(probs, labels), 4)}
 
 
 def hardware(device: str) -> str:
