@@ -99,3 +99,56 @@ def test_a_two_lab_split_is_stratified_by_source_and_class_and_reproducible(real
     for stratum, n in everyone.items():  # every lab's share of every class is held out alike
         assert abs(held[stratum] / n - 0.2) < 0.02, stratum
     assert not {s.rel for s in train} & {s.rel for s in val}
+
+
+def _card(model_dir) -> dict:
+    return json.loads((model_dir / "model_card.json").read_text())
+
+
+def test_calibrate_re_chooses_the_unk_budget_and_keeps_the_rest_of_the_card(trained, real_cells_dir, tmp_path):
+    import shutil
+
+    model = tmp_path / "student"
+    shutil.copytree(trained[1], model)
+    before = _card(model)
+    assert main(["calibrate", str(real_cells_dir), "--model", str(model), "--unk-budget", "0"]) == 0
+    strict = _card(model)
+    assert strict["unidentified"]["max_rejected_correct"] == 0
+    assert strict["unidentified"]["calibration"]["rejected_correct"] == 0  # no right answer sent to UNK
+    assert strict["training"] == before["training"] and strict["version"] == before["version"]
+    assert strict["temperature"] == pytest.approx(before["temperature"], rel=0.05)  # same weights, same cells
+    assert strict["metrics"]["validation"]["per_source"].keys() == before["metrics"]["validation"]["per_source"].keys()
+
+    assert main(["calibrate", str(real_cells_dir), "--model", str(model), "--unk-budget", "0.5"]) == 0
+    loose = _card(model)["unidentified"]
+    assert loose["max_rejected_correct"] == 0.5 and loose["calibration"]["rejected_correct"] <= 0.5
+    assert loose["calibration"]["unk_rate"] >= strict["unidentified"]["calibration"]["unk_rate"]
+
+
+def test_calibrate_refuses_sources_the_model_was_not_trained_on(trained, real_cells_dir, tmp_path, capsys):
+    import shutil
+
+    other = tmp_path / "other-lab" / "BLA"
+    other.mkdir(parents=True)
+    shutil.copy(next((real_cells_dir / "BLA").iterdir()), other / "cell.jpg")
+    assert main(["calibrate", str(other.parent), "--model", str(trained[1])]) == 2
+    assert "of the card's validation files are not in" in capsys.readouterr().err
+
+
+def test_average_of_a_checkpoint_with_itself_is_that_checkpoint_and_other_lineages_are_refused(
+        trained, real_cells_dir, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    teacher, student = trained
+    out = tmp_path / "avg"
+    assert main(["average", str(real_cells_dir), "--models", str(student), str(student), "--out", str(out),
+                 "--version", "avg-1"]) == 0
+    mine, theirs = load_file(out / "model.safetensors"), load_file(student / "model.safetensors")
+    assert mine.keys() == theirs.keys() and all((mine[k] == theirs[k]).all() for k in mine)
+    card = _card(out)
+    assert card["version"] == "avg-1" and [a["version"] for a in card["averaged_from"]] == [_card(student)["version"]] * 2
+    assert card["unidentified"]["calibration"]["n_cells"] == card["training"]["split"]["n_val"]
+
+    assert main(["average", str(real_cells_dir), "--models", str(student), str(teacher), "--out",
+                 str(tmp_path / "mixed"), "--version", "x"]) == 2
+    assert "architecture differs" in capsys.readouterr().err
