@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--split-seed", type=int, default=None, help="seed of the validation split (default: --seed); keep it to train several seeds on one split")
     p.add_argument("--folds", type=int, default=0, help="k>1: stratified k-fold; train on --fold")
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--init-weights", help="local weights file/checkpoint dir, or a packaged name "

@@ -197,8 +197,12 @@ def source_metrics(logits: torch.Tensor, labels: torch.Tensor, samples: list[Sam
 
 def split_samples(cfg: TrainConfig, samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
     if cfg.folds > 1:
-        return list(kfold_splits(samples, cfg.folds, cfg.seed))[cfg.fold]
-    return stratified_split(samples, cfg.val_fraction, cfg.seed)
+        return list(kfold_splits(samples, cfg.folds, split_seed(cfg)))[cfg.fold]
+    return stratified_split(samples, cfg.val_fraction, split_seed(cfg))
+
+
+def split_seed(cfg: TrainConfig) -> int:
+    return cfg.seed if cfg.split_seed is None else cfg.split_seed
 
 
 @dataclass
@@ -226,7 +230,7 @@ def prepare(sources: list[Path], cfg: TrainConfig) -> Run:
                          f"(known: {', '.join(NAMES)})")
     samples = load_sources(sources, tuple(codes))
     if cfg.max_per_class:
-        samples = subsample_per_class(samples, cfg.max_per_class, cfg.seed)
+        samples = subsample_per_class(samples, cfg.max_per_class, split_seed(cfg))
     train_s, val_s = split_samples(cfg, samples)
     base = round(cfg.input_size * 256 / 224)
     train = load_images(train_s, base, "loading train", cfg.framing)
@@ -417,7 +421,7 @@ def finish(run: Run, sources: list[Path], out: Path, history: list[dict], second
         "torch": torch.__version__, "head_rows_copied": run.head_copied,
         "split": {"method": (f"stratified by source and class, {cfg.folds}-fold, fold {cfg.fold}" if cfg.folds > 1
                              else f"stratified by source and class {1 - cfg.val_fraction:.0%}/{cfg.val_fraction:.0%}"),
-                  "seed": cfg.seed, "n_train": len(run.train.samples), "n_val": len(run.val.samples),
+                  "seed": split_seed(cfg), "n_train": len(run.train.samples), "n_val": len(run.val.samples),
                   "val_files": [s.rel for s in run.val.samples]},
         "history": history,
     }

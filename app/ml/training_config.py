@@ -39,6 +39,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     val_fraction: float = 0.2
     seed: int = 0
+    split_seed: int | None = None  # the validation split's seed; None: `seed` (a spread over training
+    # seeds keeps one split by passing the same split_seed)
     folds: int = 0  # k > 1: train on fold `fold` of a stratified k-fold instead of the split
     fold: int = 0
     init_weights: str | None = None

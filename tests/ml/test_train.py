@@ -152,3 +152,16 @@ def test_average_of_a_checkpoint_with_itself_is_that_checkpoint_and_other_lineag
     assert main(["average", str(real_cells_dir), "--models", str(student), str(teacher), "--out",
                  str(tmp_path / "mixed"), "--version", "x"]) == 2
     assert "architecture differs" in capsys.readouterr().err
+
+
+def test_another_training_seed_keeps_the_validation_split_of_split_seed(real_cells_dir):
+    from app.ml.dataset import class_folders, load_sources
+    from app.ml.train import split_samples
+    from app.ml.training_config import TrainConfig
+
+    samples = load_sources([real_cells_dir], class_folders([real_cells_dir]))
+
+    def held_out(**kw) -> list[str]:
+        return [s.rel for s in split_samples(TrainConfig(**kw), samples)[1]]
+    assert held_out(seed=1, split_seed=0) == held_out(seed=0)
+    assert held_out(seed=1) != held_out(seed=0)
