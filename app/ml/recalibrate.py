@@ -3,7 +3,7 @@
 How many cells go to UNK is a lab's trade: a larger budget sends more of the network's mistakes
 to the reviewer and more of its right answers too. `marrow train --unk-budget` fixes it once;
 this re-chooses it on the same validation split (the files the card records), through the same
-loading, framing and network code as training, in about a minute on a CPU. It also measures the
+loading, framing and network code as training (minutes on a 2-core CPU). It also measures the
 weights again (`metrics.validation`: top-1 report, per source, ECE), so that weights written by
 other means (`marrow average`) get a true card. Everything else in the card (training record,
 notes, lineage) is kept as written.
