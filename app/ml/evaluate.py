@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from app.ml import encode, non_cells as synthetic, pipeline, shifts as scanner_shifts
+from app.ml import non_cells as synthetic, pipeline, shifts as scanner_shifts
 from app.ml.decode import decode_path
 from app.ml.dataset import KNOWN_CODES, Sample, class_folders, load_sources, recorded_split
 from app.ml.intervals import interval
@@ -165,9 +165,7 @@ def _non_cells(predictor: Predictor, samples: list[Sample], batch_size: int, pro
     """How many synthetic non-cells (one per cell, the kinds in turn, seeded by position) the
     product does not count."""
     counted = {c.code for c in predictor.card.cell_classes if c.counted}
-    items = [(f"{synthetic.kind_in_turn(i)}:{s.path}",
-              lambda i=i, s=s: encode.png(synthetic.make_in_turn(decode_path(s.path).rgb, i)))
-             for i, s in enumerate(samples)]
+    items = synthetic.pipeline_items([s.path for s in samples])
     labels: dict[str, Counter] = {k: Counter() for k in synthetic.KINDS}
     for i, r in enumerate(tqdm(pipeline.run(items, predictor, with_cam=False, batch_size=batch_size),
                                total=len(items), unit="img", desc="non-cells", file=sys.stderr,

@@ -19,9 +19,13 @@ that learns them can still count a real artefact of another kind.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import cv2
 import numpy as np
+
+from app.ml import encode
+from app.ml.decode import decode_path
 
 GRID = 4
 SMEAR_FRACTION = 1 / 6
@@ -85,3 +89,9 @@ def make_in_turn(rgb: np.ndarray, i: int) -> np.ndarray:
     """The i-th cell's non-cell, of `kind_in_turn(i)` and seeded by i, so a report is repeatable."""
     return make(rgb, kind_in_turn(i), np.random.default_rng(i))
 
+
+def pipeline_items(paths: list[Path]) -> list[tuple[str, Callable[[], bytes]]]:
+    """Pipeline items (`pipeline.Item`) turning the i-th cell image into `make_in_turn(.., i)`,
+    made when the pipeline reads it; named "kind:path"."""
+    return [(f"{kind_in_turn(i)}:{path}", lambda i=i, path=path: encode.png(make_in_turn(decode_path(path).rgb, i)))
+            for i, path in enumerate(paths)]

@@ -94,14 +94,10 @@ def test_synthetic_non_cells_of_both_labs_are_not_counted(card, predictor, real_
     edge: app.ml.non_cells, the family the model was trained against): at least 90 % NIF, PLT
     or UNK (`marrow evaluate … --only-validation --non-cells`: 95.9 % of all 1,626 validation
     cells, 81.9 % with the weights before that training)."""
-    from app.ml import encode, non_cells
-    from app.ml.decode import decode_path
+    from app.ml import non_cells
 
     cells = _held_out(card, {"bone-marrow-7": real_cells_dir, "pbc": pbc_cells_dir}, per_class=3)
-    items = [(f"{non_cells.kind_in_turn(i)}:{p.name}",
-              lambda i=i, p=p: encode.png(non_cells.make_in_turn(decode_path(p).rgb, i)))
-             for i, (p, _) in enumerate(cells)]
-    results = list(pipeline.run(items, predictor, with_cam=False))
+    results = list(pipeline.run(non_cells.pipeline_items([p for p, _ in cells]), predictor, with_cam=False))
     named = [(r.name, r.prediction.label) for r in results if r.prediction.label not in NOT_COUNTED]
     assert len(named) <= 0.1 * len(results), named
 
