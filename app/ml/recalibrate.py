@@ -18,8 +18,7 @@ import torch
 from app.ml.card import CARD_FILE
 from app.ml.checkpoint import load_checkpoint
 from app.ml.dataset import load_sources, recorded_split
-from app.ml.metrics import classification_report
-from app.ml.train import calibrate_logits, load_images, predict_logits, source_metrics
+from app.ml.train import calibrated_validation, load_images, predict_logits
 
 
 def recalibrate(model_dir: str | Path, sources: list[str | Path], unk_budget: float,
@@ -38,10 +37,7 @@ def recalibrate(model_dir: str | Path, sources: list[str | Path], unk_budget: fl
     val = load_images(val_samples, card.input_size, "loading val", bool(card.framing))
     model = model.to(memory_format=torch.channels_last)
     logits = predict_logits(model, val.x, card, device, bf16=False, channels_last=True)
-    labels = val.y.numpy()
-    temperature, rule, ece = calibrate_logits(logits.numpy(), labels, unk_budget)
-    measured = {**classification_report(labels, logits.argmax(1).numpy(), card.codes),
-                "per_source": source_metrics(logits, val.y, val.samples, card.codes), **ece}
+    temperature, rule, measured = calibrated_validation(logits, val, card.codes, unk_budget)
 
     path = model_dir / CARD_FILE
     data = json.loads(path.read_text())  # raw, so that keys ModelCard does not model are kept

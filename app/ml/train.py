@@ -404,17 +404,12 @@ def finish(run: Run, sources: list[Path], out: Path, history: list[dict], second
     if cfg.channels_last:
         best_model = best_model.to(memory_format=torch.channels_last)
     vlog = predict_logits(best_model, run.val.x, card, cfg.device, run.bf16, cfg.channels_last)
-    yv = run.val.y.numpy()
-    temperature, rule, ece = calibrate_logits(vlog.numpy(), yv, cfg.unk_budget)
+    temperature, rule, measured = calibrated_validation(vlog, run.val, run.codes, cfg.unk_budget)
     write_history(history, out)
-    report = classification_report(yv, vlog.argmax(1).numpy(), run.codes)
     best_epoch = max(history, key=lambda h: h["val_macro_f1"])["epoch"] if history else 0
     card.temperature = temperature
     card.unidentified = rule.as_dict()
-    card.metrics = {
-        "validation": {**report, "best_epoch": best_epoch, "n_images": len(run.val.samples),
-                       "per_source": source_metrics(vlog, run.val.y, run.val.samples, run.codes), **ece},
-    }
+    card.metrics = {"validation": {**measured, "best_epoch": best_epoch, "n_images": len(run.val.samples)}}
     card.training = {
         "config": asdict(cfg), "epochs_run": len(history), "seconds": seconds,
         "hardware": hardware(cfg.device), "precision": "bf16 autocast" if run.bf16 else "fp32",
@@ -434,14 +429,17 @@ def finish(run: Run, sources: list[Path], out: Path, history: list[dict], second
     return card.metrics["validation"]
 
 
-def calibrate_logits(logits: np.ndarray, labels: np.ndarray,
-                     unk_budget: float) -> tuple[float, unidentified.Rule, dict]:
-    """Temperature, UNK rule and expected calibration error before/after, from validation logits."""
-    temperature = fit_temperature(logits, labels)
-    z = torch.from_numpy(logits)
+def calibrated_validation(logits: torch.Tensor, val: Loaded, codes: list[str],
+                          unk_budget: float) -> tuple[float, unidentified.Rule, dict]:
+    """From the validation split's logits: the temperature, the UNK rule, and the validation
+    metrics (top-1 report, per source, expected calibration error before/after the temperature)."""
+    z, labels = logits.float(), val.y.numpy()
+    temperature = fit_temperature(z, labels)
     probs_before, probs = torch.softmax(z, 1).numpy(), torch.softmax(z / temperature, 1).numpy()
-    rule = unidentified.calibrate(probs, unidentified.energy(logits, temperature), labels, unk_budget)
+    rule = unidentified.calibrate(probs, unidentified.energy(z.numpy(), temperature), labels, unk_budget)
     return round(float(temperature), 4), rule, {
+        **classification_report(labels, z.argmax(1).numpy(), codes),
+        "per_source": source_metrics(z, val.y, val.samples, codes),
         "ece_before_temperature": round(expected_calibration_error(probs_before, labels), 4),
         "ece_after_temperature": round(expected_calibration_error(probs, labels), 4)}
 
