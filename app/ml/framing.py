@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from app.ml.quality import STAIN_HUE_RANGE, STAIN_MIN_SATURATION
+from app.ml.quality import stain_mask
 
 WORK_SIDE = 256  # the nucleus is looked for at this size (long side)
 SIDE_PER_NUCLEUS = 2.0
@@ -48,24 +48,23 @@ class Framing:
 
 
 def nucleus_mask(rgb: np.ndarray) -> np.ndarray:
-    """Boolean mask of dark MGG-stained pixels (nuclei) at the image's own size / WORK_SIDE."""
+    """uint8 mask (255 = nucleus) of dark MGG-stained pixels, at the image's own size."""
     smooth = cv2.GaussianBlur(rgb, (0, 0), 1.5)
-    hsv = cv2.cvtColor(smooth, cv2.COLOR_RGB2HSV)
-    hue, sat = hsv[..., 0], hsv[..., 1]
-    stained = (hue >= STAIN_HUE_RANGE[0]) & (hue <= STAIN_HUE_RANGE[1]) & (sat >= STAIN_MIN_SATURATION)
-    if stained.sum() < 20:
-        return np.zeros(rgb.shape[:2], bool)
-    green = smooth[..., 1]
-    t, _ = cv2.threshold(green[stained].reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    mask = (stained & (green <= t)).astype(np.uint8)
+    stained = stain_mask(smooth, max_value=255)
+    if cv2.countNonZero(stained) < 20:
+        return np.zeros(rgb.shape[:2], np.uint8)
+    green = np.ascontiguousarray(smooth[..., 1])
+    t, _ = cv2.threshold(green[stained > 0].reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    _, dark = cv2.threshold(green, t, 255, cv2.THRESH_BINARY_INV)  # green <= t
+    mask = cv2.bitwise_and(stained, dark)
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
-    return mask.astype(bool)
+    return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
 
 
 def _central_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     """Bounding box (x0, y0, x1, y1) of the nucleus nearest the centre, with its lobes."""
-    n, labels, stats, centres = cv2.connectedComponentsWithStats(mask.astype(np.uint8), 8)
+    # 16-bit labels (a 256-px mask has far fewer than 65536 regions): about half the time of 32-bit
+    n, labels, stats, centres = cv2.connectedComponentsWithStatsWithAlgorithm(mask, 8, cv2.CV_16U, cv2.CCL_GRANA)
     if n < 2:
         return None
     h, w = mask.shape

@@ -74,8 +74,8 @@ def measure_view(rgb: np.ndarray) -> np.ndarray:
 
 def is_grayscale(rgb: np.ndarray, tolerance: float = 2.0) -> bool:
     """A 3-channel image whose channels are (nearly) equal is grayscale."""
-    c = rgb.astype(np.int16)
-    diff = (np.abs(c[..., 0] - c[..., 1]).mean() + np.abs(c[..., 1] - c[..., 2]).mean()) / 2
+    r, g, b = cv2.split(rgb)
+    diff = (cv2.mean(cv2.absdiff(r, g))[0] + cv2.mean(cv2.absdiff(g, b))[0]) / 2
     return bool(diff <= tolerance)
 
 
@@ -85,11 +85,13 @@ def brightness(rgb: np.ndarray) -> float:
 
 def stain_fraction(rgb: np.ndarray) -> float:
     """Fraction of pixels in the MGG purple window of HSV."""
-    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
-    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    return cv2.countNonZero(stain_mask(rgb)) / float(rgb.shape[0] * rgb.shape[1])
+
+
+def stain_mask(rgb: np.ndarray, max_value: int = STAIN_MAX_VALUE) -> np.ndarray:
+    """uint8 mask (255 = stained) of the pixels in the MGG purple window of HSV."""
     lo, hi = STAIN_HUE_RANGE
-    mask = (h >= lo) & (h <= hi) & (s >= STAIN_MIN_SATURATION) & (v <= STAIN_MAX_VALUE)
-    return float(mask.mean())
+    return cv2.inRange(cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV), (lo, STAIN_MIN_SATURATION, 0), (hi, 255, max_value))
 
 
 def laplacian_variance(rgb: np.ndarray) -> float:
@@ -109,9 +111,10 @@ def view_metrics(view: np.ndarray) -> dict[str, float]:
             "blur_variance": laplacian_variance(view)}
 
 
-def measure(rgb: np.ndarray, thresholds: Thresholds) -> dict:
-    """Metrics and flags of a decoded RGB image (measured at the model's scale)."""
-    view = measure_view(rgb)
+def measure(rgb: np.ndarray, thresholds: Thresholds, view: np.ndarray | None = None) -> dict:
+    """Metrics and flags of a decoded RGB image (measured at the model's scale: `view`, when the
+    caller has it already, is `measure_view(rgb)`)."""
+    view = measure_view(rgb) if view is None else view
     gray = is_grayscale(view, thresholds.gray_tolerance)
     metrics = {"color_type": "grayscale" if gray else "color", **view_metrics(view)}
     flags = []
@@ -129,15 +132,16 @@ def measure(rgb: np.ndarray, thresholds: Thresholds) -> dict:
     return metrics
 
 
-def assess(name: str, decoded: Decoded, thresholds: Thresholds,
-           repair: bool = True) -> tuple[QualityRecord, np.ndarray | None]:
-    """The quality record of a decoded image and the image to classify (repaired if blurry)."""
+def assess(name: str, decoded: Decoded, thresholds: Thresholds, repair: bool = True,
+           view: np.ndarray | None = None) -> tuple[QualityRecord, np.ndarray | None]:
+    """The quality record of a decoded image and the image to classify (repaired if blurry);
+    `view` as in `measure`."""
     rec = QualityRecord(file=name, error=decoded.error, format=decoded.format,
                         width=decoded.width, height=decoded.height)
     if decoded.rgb is None:
         rec.flags = ["unreadable"]
         return rec, None
-    m = measure(decoded.rgb, thresholds)
+    m = measure(decoded.rgb, thresholds, view)
     rec.color_type = m["color_type"]
     rec.brightness = round(m["brightness"], 3)
     rec.stain_fraction = round(m["stain_fraction"], 5)
