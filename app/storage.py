@@ -31,6 +31,11 @@ class Storage:
     def overlay_key(digest: str, model_version: str) -> str:
         return f"overlays/{digest[:2]}/{digest}.{sha256(model_version.encode())[:12]}.jpg"
 
+    @staticmethod
+    def heatmap_key(overlay_key: str) -> str:
+        """The Grad-CAM heatmap (grey PNG) an overlay is drawn from, stored beside it."""
+        return overlay_key.removesuffix(".jpg") + ".heatmap.png"
+
     def path(self, key: str) -> Path:
         path = Path(os.path.normpath(self.root / key))  # ".." folded without touching the disk
         if not path.is_relative_to(self.root):  # keys are ours, but refuse to leave the root anyway

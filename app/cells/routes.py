@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import io
-from pathlib import PurePosixPath
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import FileResponse, Response
 
 from app.cases.service import get_case
 from app.cells import service
+from app.cells.overlays import overlay_file
 from app.cells.schemas import CellOut, Relabel
 from app.deps import CurrentUser, SessionDep, StorageDep
 from app.errors import NotFound
@@ -80,27 +82,29 @@ def _not_modified(request: Request, headers: dict[str, str]) -> bool:
     return "*" in tags or headers["ETag"] in tags
 
 
-def _derived(cell_id: int, request: Request, session, storage, attr: str, what: str) -> Response:
+def _derived(key: str | None, request: Request, what: str, path: Callable[[], Path]) -> Response:
     """A thumbnail or overlay (JPEG); its storage key is named by content hash."""
-    key = getattr(service.get_cell(session, cell_id), attr)
     if key is None:
-        raise NotFound(f"cell {cell_id} has no {what} yet (still processing or unreadable)")
+        raise NotFound(f"{what} yet (still processing or unreadable)")
     headers = _cache_headers(PurePosixPath(key).name)
     if _not_modified(request, headers):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    return FileResponse(storage.path(key), media_type="image/jpeg", headers=headers)
+    return FileResponse(path(), media_type="image/jpeg", headers=headers)
 
 
 @router.get("/cells/{cell_id}/thumbnail", response_class=FileResponse,
             responses={200: {"content": {"image/jpeg": {}}}})
 def thumbnail(cell_id: int, request: Request, session: SessionDep, storage: StorageDep,
               _user: CurrentUser) -> Response:
-    return _derived(cell_id, request, session, storage, "thumbnail_path", "thumbnail")
+    key = service.get_cell(session, cell_id).thumbnail_path
+    return _derived(key, request, f"cell {cell_id} has no thumbnail", lambda: storage.path(key))
 
 
 @router.get("/cells/{cell_id}/gradcam", response_class=FileResponse,
             responses={200: {"content": {"image/jpeg": {}}}})
 def gradcam(cell_id: int, request: Request, session: SessionDep, storage: StorageDep,
             _user: CurrentUser) -> Response:
-    """The Grad-CAM heatmap of the predicted class over the cell (JPEG)."""
-    return _derived(cell_id, request, session, storage, "overlay_path", "Grad-CAM overlay")
+    """The Grad-CAM heatmap of the predicted class over the cell (JPEG), drawn on first request."""
+    cell = service.get_cell(session, cell_id)
+    return _derived(cell.overlay_path, request, f"cell {cell_id} has no Grad-CAM overlay",
+                    lambda: overlay_file(storage, cell))

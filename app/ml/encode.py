@@ -6,8 +6,8 @@ import numpy as np
 
 
 def encode(rgb: np.ndarray, ext: str, params: list[int] | None = None) -> bytes:
-    """`rgb` (H×W×3 uint8, RGB order) as `ext` (".png", ".jpg", ...) bytes; OpenCV `params`."""
-    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params or [])
+    """`rgb` (H×W×3 uint8, RGB order, or H×W grey) as `ext` (".png", ".jpg", ...) bytes; OpenCV `params`."""
+    ok, buf = cv2.imencode(ext, rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params or [])
     if not ok:
         raise RuntimeError(f"OpenCV could not encode a {rgb.shape} image as {ext}")
     return buf.tobytes()

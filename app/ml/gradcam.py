@@ -8,8 +8,9 @@ same forward pass that gave the probabilities. The tests check it against the ma
 `grad-cam` package (one forward and one backward per batch). The scaling is that package's
 `scale_cam_image`, copied line for line (importing it imports torch, torchvision and matplotlib,
 ~700 MB a worker does not need); the coloured overlay is its `show_cam_on_image` redone in two
-OpenCV passes on uint8 instead of float arrays (the worker draws one per cell), within one grey
-level of the package's in `tests/ml/test_gradcam.py`.
+OpenCV passes on uint8 instead of float arrays, within one grey level of the package's in
+`tests/ml/test_gradcam.py`. The worker stores each cell's heatmap as a small grey PNG
+(`heatmap_png`); the web app draws the overlay from it when a reviewer first opens the cell.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import cv2
 import numpy as np
 
 from app.ml import encode
+
+HEATMAP_SIDE = 96  # px, long side of a stored heatmap: it is a smooth 7×7 map upsampled
 
 
 def scale_cam_image(cam, target_size=None) -> np.ndarray:
@@ -57,18 +60,44 @@ def overlay(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray
 
 
 def overlay_cell(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """The overlay in the cell's own frame (RGB uint8).
+    """The overlay in the cell's own frame (RGB uint8)."""
+    return overlay(rgb, cam_in_frame(cam, rgb.shape), alpha)
 
-    A non-square cell was padded to a square for the model; the heatmap is cut back to the
-    cell's own frame so it lines up with the image.
-    """
-    h, w = rgb.shape[:2]
-    if h != w and cam.shape != (h, w):  # (a framed cell's heatmap is already in the image's frame)
-        side = max(h, w)
-        big = cv2.resize(cam.astype(np.float32), (side, side))
-        top, left = (side - h) // 2, (side - w) // 2
-        cam = big[top:top + h, left:left + w]
-    return overlay(rgb, cam, alpha)
+
+def cam_in_frame(cam: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The heatmap over the cell's own frame (same aspect as the image, any resolution).
+
+    A non-square cell was padded to a square for the model; its square heatmap is cut back to
+    the cell's frame. A framed cell's heatmap is already in the image's frame (see
+    `framing.paste_heatmap`), and so is a stored heatmap."""
+    h, w = shape[:2]
+    if h == w or cam.shape[0] != cam.shape[1] or cam.shape == (h, w):
+        return cam
+    side = cam.shape[0]
+    ch, cw = max(1, round(side * h / max(h, w))), max(1, round(side * w / max(h, w)))
+    top, left = (side - ch) // 2, (side - cw) // 2
+    return cam[top:top + ch, left:left + cw]
+
+
+def heatmap_png(cam: np.ndarray, shape: tuple[int, ...]) -> bytes:
+    """The heatmap in the cell's frame as an 8-bit grey PNG at most HEATMAP_SIDE px: what the
+    worker stores, so the coloured overlay is drawn only for the cells a reviewer opens."""
+    heat = cam_in_frame(cam, shape)
+    scale = HEATMAP_SIDE / max(heat.shape)
+    if scale < 1:
+        heat = cv2.resize(heat.astype(np.float32), (max(1, round(heat.shape[1] * scale)),
+                                                   max(1, round(heat.shape[0] * scale))),
+                          interpolation=cv2.INTER_LINEAR)
+    return encode.png(np.uint8(np.round(255 * np.clip(heat, 0, 1))))
+
+
+def heatmap_from_png(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    """A stored heatmap (`heatmap_png`) back as floats in [0, 1] at the image's size."""
+    heat = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if heat is None:
+        raise ValueError("the stored Grad-CAM heatmap is not a readable PNG")
+    h, w = shape[:2]
+    return cv2.resize(heat.astype(np.float32) / 255.0, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def overlay_png(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> bytes:

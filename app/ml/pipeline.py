@@ -24,7 +24,7 @@ import numpy as np
 from app.ml import framing
 from app.ml.decode import decode_bytes, decode_path
 from app.ml.predictor import Prediction, Predictor
-from app.ml.quality import QualityRecord, Thresholds, assess
+from app.ml.quality import QualityRecord, Thresholds, assess, measure_view
 from app.ml.unidentified import Rule, decide
 
 
@@ -33,9 +33,11 @@ class CellResult:
     name: str
     quality: QualityRecord
     prediction: Prediction | None  # None when the image could not be decoded
-    image: np.ndarray | None  # the decoded (unrepaired) RGB cell, for thumbnails and overlays
+    image: np.ndarray | None  # the decoded (unrepaired) RGB cell, the frame of its heatmap
     framing: framing.Framing | None = None  # where the central nucleus is (the model is given
     # that crop when its card says `framing`)
+    view: np.ndarray | None = None  # the decoded cell at the scale QC measured it (short side
+    # MEASURE_SIDE): the source of a thumbnail, already scaled
 
     @property
     def error(self) -> str | None:
@@ -56,18 +58,20 @@ class _Checked:
     rgb: np.ndarray | None
     model_input: np.ndarray | None  # None: not decodable
     framing: framing.Framing | None  # None: not decodable
+    view: np.ndarray | None  # None: not decodable
 
 
 def _check(item: Item, thresholds: Thresholds, repair: bool, frame: bool) -> _Checked:
     name, load = item
     decoded = decode_path(name) if load is None else decode_bytes(load())
-    record, model_input = assess(name, decoded, thresholds, repair)
+    view = measure_view(decoded.rgb) if decoded.rgb is not None else None
+    record, model_input = assess(name, decoded, thresholds, repair, view)
     # the nucleus is looked for on every model (the count-or-UNK rule needs it); only models
     # trained on framed cells are given the crop
     where = framing.locate(model_input) if model_input is not None else None
     if frame and where is not None:
         model_input = framing.frame(model_input, where)
-    return _Checked(record, decoded.rgb, model_input, where)
+    return _Checked(record, decoded.rgb, model_input, where, view)
 
 
 def _predict(chunk: list[Item], checked: list[_Checked], predictor: Predictor, with_cam: bool,
@@ -84,7 +88,7 @@ def _predict(chunk: list[Item], checked: list[_Checked], predictor: Predictor, w
             p.unidentified = decide(p.probability, p.energy, c.record.flags, c.framing.found, rule)
             if p.cam is not None and frame:
                 p.cam = framing.paste_heatmap(p.cam, c.framing, c.rgb.shape)
-        out.append(CellResult(name, c.record, p, c.rgb, c.framing))
+        out.append(CellResult(name, c.record, p, c.rgb, c.framing, c.view))
     return out
 
 

@@ -2,9 +2,10 @@
 
 Idempotent per cell: only cells still `pending` are processed; a prediction row is unique per
 (cell, model version) and written only if absent; the model's label is set only where no
-label exists (a reviewer's label is never overwritten); thumbnails and overlays are named by
-content hash, so rewriting one rewrites the same bytes. A task that runs twice, or two
-workers racing on the same cells, therefore leave exactly one cell and one prediction each.
+label exists (a reviewer's label is never overwritten); thumbnails and Grad-CAM heatmaps are
+named by content hash (the web app draws the overlay from the heatmap, app.cells.overlays), so
+rewriting one rewrites the same bytes. A task that runs twice, or two workers racing on the
+same cells, therefore leave exactly one cell and one prediction each.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from app.cells.models import Cell, CellStatus, LabelSource, Prediction
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker, utcnow
 from app.ml import encode
-from app.ml.gradcam import overlay_jpeg
+from app.ml.gradcam import heatmap_png
 from app.ml.pipeline import DEFAULT_BATCH_SIZE, CellResult, batches, run
 from app.ml.predictor import Prediction as PipelinePrediction
 from app.ml.predictor import Predictor
@@ -38,10 +39,11 @@ from app.taxonomy.defaults import UNK
 from app.taxonomy.service import of_case
 
 log = logging.getLogger(__name__)
-THUMBNAIL_SIDE = 128
+THUMBNAIL_SIDE = 112  # px: shown at 84 px; half of QC's 224-px view, a fast exact 2:1 reduction
 
 
 def thumbnail_jpeg(rgb: np.ndarray, side: int = THUMBNAIL_SIDE) -> bytes:
+    """A JPEG of `rgb` with its long side at most `side` (from the QC view: see CellResult.view)."""
     h, w = rgb.shape[:2]
     scale = side / max(h, w)
     if scale < 1:
@@ -107,9 +109,9 @@ class Processor:
         if r.prediction is None:
             return None, None
         thumb = self.storage.thumbnail_key(digest)
-        self.storage.put(thumb, thumbnail_jpeg(r.image))
-        overlay = self.storage.overlay_key(digest, predictor.version)
-        self.storage.put(overlay, overlay_jpeg(r.image, r.prediction.cam))
+        self.storage.put(thumb, thumbnail_jpeg(r.view))
+        overlay = self.storage.overlay_key(digest, predictor.version)  # drawn when first opened
+        self.storage.put(self.storage.heatmap_key(overlay), heatmap_png(r.prediction.cam, r.image.shape))
         return thumb, overlay
 
     def _save(self, upload_id: int, batch: list[tuple[int, CellResult]],

@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 
 from app.ml.decode import decode_path
-from app.ml.gradcam import overlay_png
+from app.ml import framing
+from app.ml.gradcam import heatmap_from_png, heatmap_png, overlay_cell, overlay_png
 from support.oracles import deletion_drops
 from app.ml.card import BM7_MODEL
 from app.ml.predictor import Predictor
@@ -23,6 +24,26 @@ def test_overlay_png_has_the_cells_own_size_even_when_not_square():
     redness = png[..., 2].astype(int) - png[..., 0]  # BGR: JET is red where the heat is
     hot = np.unravel_index(redness.argmax(), png.shape[:2])
     assert abs(hot[0] - 90) < 20 and abs(hot[1] - 130) < 20  # the hot spot lands on the centre
+
+
+def test_an_overlay_drawn_from_the_stored_heatmap_looks_like_one_drawn_at_once():
+    """The worker stores a small grey heatmap and the web app draws the overlay from it later:
+    for a padded non-square cell and for a framed cell (heatmap pasted back into its surroundings)
+    the two overlays differ by a few grey levels on average, and the hot spot is in the same place."""
+    rgb = np.random.default_rng(0).integers(60, 220, (180, 260, 3), np.uint8)
+    padded = np.zeros((224, 224), np.float32)
+    padded[90:134, 60:110] = 1.0
+    padded = cv2.GaussianBlur(padded, (0, 0), 12)
+    framed = framing.paste_heatmap(padded / padded.max(), framing.Framing(True, 70, 10, 160, 80.0), rgb.shape)
+    for cam in (padded / padded.max(), framed):
+        stored = heatmap_png(cam, rgb.shape)
+        assert len(stored) < 10_000
+        now = overlay_cell(rgb, cam).astype(int)
+        later = overlay_cell(rgb, heatmap_from_png(stored, rgb.shape)).astype(int)
+        assert later.shape == now.shape == (180, 260, 3)
+        assert np.abs(later - now).mean() < 2.0, np.abs(later - now).mean()
+        heat_now, heat_later = (np.unravel_index((o[..., 0] - o[..., 2]).argmax(), o.shape[:2]) for o in (now, later))
+        assert np.hypot(*np.subtract(heat_now, heat_later)) < 10
 
 
 def test_deleting_the_top_gradcam_pixels_hurts_more_than_deleting_random_ones(real_cells_dir):

@@ -9,6 +9,7 @@ from sqlalchemy import func, select, update
 from app.cases.models import Upload
 from app.cells.models import Cell, Prediction
 from app.processing.service import Processor
+from app.storage import Storage
 
 CODES = {"BLA", "EOS", "LYT", "MON", "NGS", "NIF", "PMO"}
 
@@ -101,3 +102,23 @@ def test_cell_files_are_cached_by_content_hash(client, auth, processed_case, ses
         assert client.get(url, headers={**auth, "If-None-Match": '"other"'}).status_code == 200
         anonymous = client.get(url, headers={"If-None-Match": etag})
         assert anonymous.status_code == 401 and "etag" not in anonymous.headers
+
+
+def test_the_gradcam_overlay_is_drawn_when_first_opened(client, auth, processed_case, settings, sessions):
+    """The worker stores only the heatmap; the first request draws the overlay beside it, later
+    requests serve that file; a heatmap lost from storage is a 404 that says so."""
+    cells = client.get(f"/api/cases/{processed_case}/cells", headers=auth).json()
+    with sessions() as session:
+        first, second = (session.get(Cell, c["id"]) for c in cells[:2])
+        overlay, lost = settings.storage_path / first.overlay_path, settings.storage_path / second.overlay_path
+    assert not overlay.exists() and Storage.heatmap_key(first.overlay_path).endswith(".heatmap.png")
+    assert (settings.storage_path / Storage.heatmap_key(first.overlay_path)).is_file()
+    r = client.get(f"/api/cells/{first.id}/gradcam", headers=auth)
+    assert r.status_code == 200 and overlay.read_bytes() == r.content
+    with Image.open(io.BytesIO(r.content)) as im:
+        assert im.format == "JPEG" and im.size == Image.open(settings.storage_path / first.image_path).size
+    assert client.get(f"/api/cells/{first.id}/gradcam", headers=auth).content == r.content
+
+    (settings.storage_path / Storage.heatmap_key(second.overlay_path)).unlink()
+    r = client.get(f"/api/cells/{second.id}/gradcam", headers=auth)
+    assert r.status_code == 404 and "heatmap.png is missing" in r.json()["detail"] and not lost.exists()
