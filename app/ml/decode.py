@@ -38,7 +38,8 @@ class Decoded:
 
 
 def _to_rgb8(img: Image.Image) -> np.ndarray:
-    """Any PIL mode to 8-bit RGB: 16-bit scaled by its range, alpha composited on white."""
+    """Any PIL mode to 8-bit RGB: 16-bit scaled by its range, alpha composited on white (an
+    alpha channel that is 0 everywhere is ignored: a writer left it empty, the colours are the cell)."""
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
@@ -51,6 +52,8 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
         return np.repeat(gray[:, :, None], 3, axis=2)
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
+        if rgba.getextrema()[3][1] == 0:
+            return np.asarray(rgba.convert("RGB"))
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
     if mode == "RGB":
@@ -66,7 +69,7 @@ def _sixteen_bit_rgb(data: bytes) -> np.ndarray | None:
     if arr is None or arr.dtype != np.uint16 or arr.ndim != 3:
         return None
     rgb = cv2.cvtColor(arr[:, :, :3], cv2.COLOR_BGR2RGB).astype(np.float64) / 257.0
-    if arr.shape[2] == 4:  # composite on white, as for 8-bit alpha
+    if arr.shape[2] == 4 and arr[:, :, 3].any():  # composite on white, as for 8-bit alpha
         alpha = arr[:, :, 3:4].astype(np.float64) / 65535.0
         rgb = rgb * alpha + 255.0 * (1.0 - alpha)
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)

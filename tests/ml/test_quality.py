@@ -77,6 +77,20 @@ def test_rgba_tiff_is_composited_and_decoded():
     rgba = np.dstack([synthetic_cell(), np.full((250, 250), 255, np.uint8)])
     dec = decode_bytes(encode(rgba, "TIFF"))
     assert dec.ok and dec.mode == "RGBA" and dec.rgb.shape == (250, 250, 3)
+    assert np.array_equal(dec.rgb, synthetic_cell())
+    half = rgba.copy()
+    half[..., 3] = 128  # half transparent: composited on white, paler
+    assert decode_bytes(encode(half, "TIFF")).rgb.mean() > synthetic_cell().mean() + 20
+
+
+def test_an_alpha_channel_left_empty_is_ignored():
+    """Some scanners write RGBA TIFFs whose alpha is 0 everywhere: the cell is in the colours,
+    not a blank white frame."""
+    empty = np.dstack([synthetic_cell(), np.zeros((250, 250), np.uint8)])
+    assert np.array_equal(decode_bytes(encode(empty, "TIFF")).rgb, synthetic_cell())
+    rgb16 = cv2.cvtColor(synthetic_cell(), cv2.COLOR_RGB2BGR).astype(np.uint16) * 257
+    ok, buf = cv2.imencode(".tiff", np.dstack([rgb16, np.zeros((250, 250), np.uint16)]))
+    assert np.abs(decode_bytes(buf.tobytes()).rgb.astype(int) - synthetic_cell()).max() <= 1
 
 
 def test_16_bit_tiffs_decode_to_8_bit():
