@@ -54,6 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--no-framing", dest="framing", action="store_false",
                    help="feed whole images instead of the framed central cell (app.ml.framing)")
+    p.add_argument("--framing-side", type=float, default=d.framing_side, metavar="X",
+                   help="crop side in nucleus extents (default: %(default)s); the card keeps it for the product")
     p.add_argument("--balance", choices=["source-class", "none"], default=d.balance,
                    help="draw every (source, class) equally often (default), or images as they come")
     p.add_argument("--epoch-size", type=int, default=d.epoch_size,

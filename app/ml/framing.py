@@ -32,8 +32,30 @@ MIN_FRACTION = 0.4
 MIN_NUCLEUS_AREA = 0.004  # of the frame: smaller stained specks are not a nucleus
 CENTRE_SIGMA = 0.18  # of the diagonal: how strongly a region near the centre is preferred
 LOBE_GAP = 0.04  # of the frame: regions this close to the chosen one belong to the same nucleus
-DESCRIPTION = (f"central nucleus (MGG stain window, Otsu on green), square crop "
-               f"{SIDE_PER_NUCLEUS}x its extent, {MIN_FRACTION:.0%}..100% of the frame's short side")
+
+
+@dataclass(frozen=True)
+class Crop:
+    """How a model's cells are cropped around the nucleus (stored in its card's `framing`)."""
+
+    side_per_nucleus: float = SIDE_PER_NUCLEUS
+    min_fraction: float = MIN_FRACTION
+
+    @classmethod
+    def from_card(cls, framing: dict | None) -> "Crop | None":
+        """The card's crop; None for a model fed whole images (an empty `framing`)."""
+        if not framing:
+            return None
+        return cls(float(framing.get("side_per_nucleus", SIDE_PER_NUCLEUS)),
+                   float(framing.get("min_fraction", MIN_FRACTION)))
+
+    def as_card(self) -> dict:
+        return {"method": f"central nucleus (MGG stain window, Otsu on green), square crop "
+                          f"{self.side_per_nucleus}x its extent, {self.min_fraction:.0%}..100% of the frame's short side",
+                "side_per_nucleus": self.side_per_nucleus, "min_fraction": self.min_fraction}
+
+
+DEFAULT_CROP = Crop()
 
 
 @dataclass(frozen=True)
@@ -89,7 +111,7 @@ def _central_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(left.min()), int(top.min()), int(right.max()), int(bottom.max())
 
 
-def locate(rgb: np.ndarray) -> Framing:
+def locate(rgb: np.ndarray, crop: Crop = DEFAULT_CROP) -> Framing:
     """Where to crop `rgb` (H×W×3 uint8) so the central cell is framed as in training."""
     h, w = rgb.shape[:2]
     short = min(h, w)
@@ -102,7 +124,7 @@ def locate(rgb: np.ndarray) -> Framing:
         return Framing(False, 0, 0, 0, 0.0)
     x0, y0, x1, y1 = (v / scale for v in box)
     extent = max(x1 - x0, y1 - y0) + 1 / scale
-    side = int(round(min(short, max(MIN_FRACTION * short, SIDE_PER_NUCLEUS * extent))))
+    side = int(round(min(short, max(crop.min_fraction * short, crop.side_per_nucleus * extent))))
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     x = int(round(min(max(cx - side / 2, 0), w - side)))
     y = int(round(min(max(cy - side / 2, 0), h - side)))

@@ -61,21 +61,21 @@ class _Checked:
     view: np.ndarray | None  # None: not decodable
 
 
-def _check(item: Item, thresholds: Thresholds, repair: bool, frame: bool) -> _Checked:
+def _check(item: Item, thresholds: Thresholds, repair: bool, crop: framing.Crop | None) -> _Checked:
     name, load = item
     decoded = decode_path(name) if load is None else decode_bytes(load())
     view = measure_view(decoded.rgb) if decoded.rgb is not None else None
     record, model_input = assess(name, decoded, thresholds, repair, view)
     # the nucleus is looked for on every model (the count-or-UNK rule needs it); only models
     # trained on framed cells are given the crop
-    where = framing.locate(model_input) if model_input is not None else None
-    if frame and where is not None:
+    where = framing.locate(model_input, crop or framing.DEFAULT_CROP) if model_input is not None else None
+    if crop is not None and where is not None:
         model_input = framing.frame(model_input, where)
     return _Checked(record, decoded.rgb, model_input, where, view)
 
 
 def _predict(chunk: list[Item], checked: list[_Checked], predictor: Predictor, with_cam: bool,
-             frame: bool, threads: int | None = None) -> list[CellResult]:
+             framed: bool, threads: int | None = None) -> list[CellResult]:
     """One network call for a checked batch, then each cell's count-or-UNK decision."""
     good = [i for i, c in enumerate(checked) if c.model_input is not None]
     preds = predictor.predict([checked[i].model_input for i in good], with_cam=with_cam, threads=threads)
@@ -86,7 +86,7 @@ def _predict(chunk: list[Item], checked: list[_Checked], predictor: Predictor, w
         p = by_index.get(i)
         if p is not None:
             p.unidentified = decide(p.probability, p.energy, c.record.flags, c.framing.found, rule)
-            if p.cam is not None and frame:
+            if p.cam is not None and framed:
                 p.cam = framing.paste_heatmap(p.cam, c.framing, c.rgb.shape)
         out.append(CellResult(name, c.record, p, c.rgb, c.framing, c.view))
     return out
@@ -104,36 +104,36 @@ def run(items: Iterable[Item], predictor: Predictor, thresholds: Thresholds | No
         workers: int = 2) -> Iterator[CellResult]:
     """Results in input order; a bad file yields a result with its reason, never an exception."""
     thresholds = thresholds or Thresholds.load()
-    frame = bool(predictor.card.framing)
+    crop = framing.Crop.from_card(predictor.card.framing)
     if getattr(predictor, "backend", "").startswith(("onnx", "openvino")) and min(workers, predictor.threads) > 1:
         # never more parallel network runs than the predictor's thread budget
-        yield from _run_parallel(items, predictor, thresholds, repair, frame, with_cam, batch_size,
+        yield from _run_parallel(items, predictor, thresholds, repair, crop, with_cam, batch_size,
                                  min(workers, predictor.threads))
         return
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending = None
         for chunk in batches(items, batch_size):
-            futures = [pool.submit(_check, item, thresholds, repair, frame) for item in chunk]
+            futures = [pool.submit(_check, item, thresholds, repair, crop) for item in chunk]
             if pending is not None:
-                yield from _predict(pending[0], [f.result() for f in pending[1]], predictor, with_cam, frame)
+                yield from _predict(pending[0], [f.result() for f in pending[1]], predictor, with_cam, crop is not None)
             pending = (chunk, futures)
         if pending is not None:
-            yield from _predict(pending[0], [f.result() for f in pending[1]], predictor, with_cam, frame)
+            yield from _predict(pending[0], [f.result() for f in pending[1]], predictor, with_cam, crop is not None)
 
 
 def _whole_batch(chunk: list[Item], predictor: Predictor, thresholds: Thresholds, repair: bool,
-                 frame: bool, with_cam: bool, threads: int) -> list[CellResult]:
-    checked = [_check(item, thresholds, repair, frame) for item in chunk]
-    return _predict(chunk, checked, predictor, with_cam, frame, threads)
+                 crop: framing.Crop | None, with_cam: bool, threads: int) -> list[CellResult]:
+    checked = [_check(item, thresholds, repair, crop) for item in chunk]
+    return _predict(chunk, checked, predictor, with_cam, crop is not None, threads)
 
 
-def _run_parallel(items, predictor, thresholds, repair, frame, with_cam, batch_size, workers):
+def _run_parallel(items, predictor, thresholds, repair, crop, with_cam, batch_size, workers):
     """`workers` batches in flight at once, each decoded, checked and predicted by one thread."""
     threads = max(1, predictor.threads // workers)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque = deque()
         for chunk in batches(items, batch_size):
-            pending.append(pool.submit(_whole_batch, chunk, predictor, thresholds, repair, frame,
+            pending.append(pool.submit(_whole_batch, chunk, predictor, thresholds, repair, crop,
                                        with_cam, threads))
             if len(pending) > workers:
                 yield from pending.popleft().result()

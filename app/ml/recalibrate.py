@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
+from app.ml import framing
 from app.ml.card import CARD_FILE
 from app.ml.checkpoint import load_checkpoint
 from app.ml.dataset import load_sources, recorded_split
-from app.ml.train import calibrated_validation, load_images, predict_logits
+from app.ml.train import calibrated_validation, load_images, predict_logits, validation_non_cells
 
 
 def recalibrate(model_dir: str | Path, sources: list[str | Path], unk_budget: float,
@@ -34,10 +35,12 @@ def recalibrate(model_dir: str | Path, sources: list[str | Path], unk_budget: fl
     if missing:
         raise ValueError(f"{missing} of the card's validation files are not in {', '.join(map(str, sources))}: "
                          f"pass the sources the model was trained on")
-    val = load_images(val_samples, card.input_size, "loading val", bool(card.framing))
+    val = load_images(val_samples, card.input_size, "loading val", framing.Crop.from_card(card.framing))
     model = model.to(memory_format=torch.channels_last)
     logits = predict_logits(model, val.x, card, device, bf16=False, channels_last=True)
-    temperature, rule, measured = calibrated_validation(logits, val, card.codes, unk_budget)
+    made = validation_non_cells(val, card)
+    made_logits = predict_logits(model, made.x, card, device, bf16=False, channels_last=True)
+    temperature, rule, measured = calibrated_validation(logits, val, card.codes, unk_budget, (made_logits, made))
 
     path = model_dir / CARD_FILE
     data = json.loads(path.read_text())  # raw, so that keys ModelCard does not model are kept

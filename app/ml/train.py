@@ -18,7 +18,8 @@ import platform
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -60,21 +61,27 @@ class Loaded:
     found: list[bool]  # a nucleus was found to frame
 
 
-def _load_one(sample: Sample, size: int, thresholds: Thresholds, frame: bool):
-    record, image = assess(str(sample.path), decode_path(sample.path), thresholds, repair=True)
+def _load_one(sample: Sample, size: int, thresholds: Thresholds, crop: framing.Crop | None,
+              make: Callable[[np.ndarray, int], np.ndarray] | None = None, index: int = 0):
+    decoded = decode_path(sample.path)
+    if make is not None and decoded.rgb is not None:
+        decoded = replace(decoded, rgb=make(decoded.rgb, index))
+    record, image = assess(str(sample.path), decoded, thresholds, repair=True)
     if image is None:
         return None
-    where = framing.locate(image) if frame else None
+    where = framing.locate(image, crop) if crop is not None else None
     if where is not None:
         image = framing.frame(image, where)
     return preprocess.square_resize(image, size), record.flags, where is None or where.found
 
 
-def load_images(samples: list[Sample], size: int, desc: str, frame: bool) -> Loaded:
-    """Decode, quality-repair, frame and square-resize every sample (threads)."""
+def load_images(samples: list[Sample], size: int, desc: str, crop: framing.Crop | None,
+                make: Callable[[np.ndarray, int], np.ndarray] | None = None) -> Loaded:
+    """Decode, quality-repair, frame (`crop`; None: the whole image) and square-resize every sample
+    (threads); `make(rgb, i)` first turns the i-th decoded image into something else (a non-cell)."""
     thresholds = Thresholds.load()
     with ThreadPoolExecutor(max_workers=8) as pool:
-        loaded = list(tqdm(pool.map(lambda s: _load_one(s, size, thresholds, frame), samples),
+        loaded = list(tqdm(pool.map(lambda a: _load_one(a[1], size, thresholds, crop, make, a[0]), enumerate(samples)),
                            total=len(samples), desc=desc, unit="img"))
     kept = [(s, r) for s, r in zip(samples, loaded) if r is not None]
     x = torch.from_numpy(np.stack([r[0] for _, r in kept])).permute(0, 3, 1, 2).contiguous()
@@ -233,8 +240,9 @@ def prepare(sources: list[Path], cfg: TrainConfig) -> Run:
         samples = subsample_per_class(samples, cfg.max_per_class, split_seed(cfg))
     train_s, val_s = split_samples(cfg, samples)
     base = round(cfg.input_size * 256 / 224)
-    train = load_images(train_s, base, "loading train", cfg.framing)
-    val = load_images(val_s, cfg.input_size, "loading val", cfg.framing)
+    crop = framing.Crop(cfg.framing_side) if cfg.framing else None
+    train = load_images(train_s, base, "loading train", crop)
+    val = load_images(val_s, cfg.input_size, "loading val", crop)
     model = build_model(cfg.arch, len(codes), cfg.init_weights, cfg.hub)
     copied = transfer_head(model, cfg.init_weights, codes) if cfg.init_weights else []
     model = model.to(cfg.device)
@@ -243,8 +251,7 @@ def prepare(sources: list[Path], cfg: TrainConfig) -> Run:
     card = ModelCard(architecture=cfg.arch, input_size=cfg.input_size,
                      classes=[NAMES[c].as_dict() for c in codes],
                      version=cfg.version or f"{cfg.arch}-{datetime.now(timezone.utc):%Y%m%d-%H%M}",
-                     framing={"method": framing.DESCRIPTION, "side_per_nucleus": framing.SIDE_PER_NUCLEUS,
-                              "min_fraction": framing.MIN_FRACTION} if cfg.framing else {})
+                     framing=crop.as_card() if crop is not None else {})
     return Run(cfg, codes, train, val, model, card, class_weights(train.y, len(codes)),
                sampling_weights(train.samples, cfg.balance), use_bf16(cfg), copied)
 
@@ -404,7 +411,9 @@ def finish(run: Run, sources: list[Path], out: Path, history: list[dict], second
     if cfg.channels_last:
         best_model = best_model.to(memory_format=torch.channels_last)
     vlog = predict_logits(best_model, run.val.x, card, cfg.device, run.bf16, cfg.channels_last)
-    temperature, rule, measured = calibrated_validation(vlog, run.val, run.codes, cfg.unk_budget)
+    made = validation_non_cells(run.val, card)
+    nlog = predict_logits(best_model, made.x, card, cfg.device, run.bf16, cfg.channels_last)
+    temperature, rule, measured = calibrated_validation(vlog, run.val, run.codes, cfg.unk_budget, (nlog, made))
     write_history(history, out)
     best_epoch = max(history, key=lambda h: h["val_macro_f1"])["epoch"] if history else 0
     card.temperature = temperature
@@ -429,14 +438,32 @@ def finish(run: Run, sources: list[Path], out: Path, history: list[dict], second
     return card.metrics["validation"]
 
 
-def calibrated_validation(logits: torch.Tensor, val: Loaded, codes: list[str],
-                          unk_budget: float) -> tuple[float, unidentified.Rule, dict]:
+def validation_non_cells(val: Loaded, card: ModelCard) -> Loaded:
+    """The validation cells turned into synthetic non-cells (`non_cells.make_in_turn`, as
+    `marrow evaluate --non-cells` makes them), through the product's checks and framing."""
+    return load_images(val.samples, card.input_size, "loading non-cells", framing.Crop.from_card(card.framing),
+                       make=non_cells.make_in_turn)
+
+
+def calibrated_validation(logits: torch.Tensor, val: Loaded, codes: list[str], unk_budget: float,
+                          made: tuple[torch.Tensor, Loaded] | None = None) -> tuple[float, unidentified.Rule, dict]:
     """From the validation split's logits: the temperature, the UNK rule, and the validation
-    metrics (top-1 report, per source, expected calibration error before/after the temperature)."""
+    metrics (top-1 report, per source, expected calibration error before/after the temperature).
+    `made`: logits of the validation non-cells (`validation_non_cells`) and what was loaded; the
+    rule also catches those the product would otherwise count (a nucleus found, a counted class)."""
     z, labels = logits.float(), val.y.numpy()
     temperature = fit_temperature(z, labels)
     probs_before, probs = torch.softmax(z, 1).numpy(), torch.softmax(z / temperature, 1).numpy()
-    rule = unidentified.calibrate(probs, unidentified.energy(z.numpy(), temperature), labels, unk_budget)
+    non_cell_scores = None
+    if made is not None:
+        nz, loaded = made[0].float(), made[1]
+        counted = np.array([NAMES[c].counted for c in codes])
+        would_count = np.asarray(loaded.found) & counted[nz.argmax(1).numpy()]
+        nz = nz[torch.from_numpy(would_count)]
+        non_cell_scores = (torch.softmax(nz / temperature, 1).numpy().max(1),
+                           unidentified.energy(nz.numpy(), temperature))
+    rule = unidentified.calibrate(probs, unidentified.energy(z.numpy(), temperature), labels, unk_budget,
+                                  non_cell_scores)
     return round(float(temperature), 4), rule, {
         **classification_report(labels, z.argmax(1).numpy(), codes),
         "per_source": source_metrics(z, val.y, val.samples, codes),

@@ -57,6 +57,7 @@ class TrainConfig:
     max_minutes: float = 0  # >0: fit the number of epochs to this budget after timing epoch 1
     version: str = ""
     framing: bool = True  # crop to the central cell (app.ml.framing), in training and in the product
+    framing_side: float = 2.0  # the crop's side in nucleus extents (stored in the card, used by the product)
     balance: str = "source-class"  # "source-class": every (source, class) drawn equally often; "none"
     epoch_size: int = 0  # images drawn per epoch (0: the training set's size)
     channels_last: bool = True  # faster on CPU (the issue measured 6.9 vs 4.8 img/s)

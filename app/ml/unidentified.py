@@ -11,7 +11,9 @@ A cell is unidentified (`UNK`) when
   `max_energy`.
 Both thresholds are calibrated on the validation split (`calibrate`): at most a stated share of
 correctly classified validation cells may be sent to UNK, and within that budget the pair that
-catches the most misclassified validation cells is kept. The rule is stored in the model card.
+catches the most misclassified validation cells, plus the most synthetic non-cells made from
+them (`non_cells`, where given: the energy threshold's use), is kept. The rule is stored in the
+model card.
 """
 from __future__ import annotations
 
@@ -76,10 +78,18 @@ def rejected(confidence: np.ndarray, energies: np.ndarray, rule: Rule) -> np.nda
 
 
 def calibrate(probs: np.ndarray, energies: np.ndarray, labels: np.ndarray,
-              max_rejected_correct: float = 0.05) -> Rule:
-    """Thresholds from validation cells: calibrated probabilities N×C, energies N, true labels N."""
+              max_rejected_correct: float = 0.05,
+              non_cells: tuple[np.ndarray, np.ndarray] | None = None) -> Rule:
+    """Thresholds from validation cells: calibrated probabilities N×C, energies N, true labels N;
+    `non_cells`: (confidences, energies) of the synthetic non-cells the product would otherwise
+    count. The pair kept catches the largest share of misclassified cells plus share of those."""
     conf = probs.max(axis=1)
     correct = probs.argmax(axis=1) == labels
+    nc_conf, nc_energy = non_cells if non_cells is not None and len(non_cells[0]) else (None, None)
+
+    def caught_non_cells(rule: Rule) -> float:
+        return float(rejected(nc_conf, nc_energy, rule).mean()) if nc_conf is not None else 0.0
+
     if correct.sum() == 0 or correct.all():
         best = (0.0, float("inf"))
     else:
@@ -92,7 +102,7 @@ def calibrate(probs: np.ndarray, energies: np.ndarray, labels: np.ndarray,
                 out = rejected(conf, energies, rule)
                 if out[correct].mean() > max_rejected_correct:
                     continue
-                caught = out[~correct].mean()
+                caught = out[~correct].mean() + caught_non_cells(rule)
                 if caught > best_caught:
                     best, best_caught = (t_conf, t_energy), caught
     rule = Rule(best[0], best[1], max_rejected_correct)
@@ -104,4 +114,6 @@ def calibrate(probs: np.ndarray, energies: np.ndarray, labels: np.ndarray,
         "unk_rate": round(float(out.mean()), 4),
         "accuracy_all": round(float(correct.mean()), 4),
         "accuracy_counted": round(float(correct[~out].mean()) if (~out).any() else 0.0, 4),
+        **({"n_non_cells": int(len(nc_conf)), "rejected_non_cells": round(caught_non_cells(rule), 4)}
+           if nc_conf is not None else {}),
     })

@@ -86,3 +86,16 @@ def test_real_cells_of_both_labs_are_found_and_framed_alike(real_cells_dir, pbc_
         widths[name] = float(np.median(fractions))
     assert widths["matek"] > 0.85  # Matek crops stay (almost) whole
     assert widths["pbc"] < 0.75  # PBC crops are zoomed in on the cell
+
+
+def test_the_crop_side_is_the_models_own():
+    """A card's `framing.side_per_nucleus` sets the crop; a card without one frames at 2.0x and an
+    empty `framing` means whole images."""
+    img = synthetic_smear(360, (180, 180), 40)
+    crop = framing.Crop.from_card({"side_per_nucleus": 1.5, "min_fraction": 0.2})
+    wide, tight = framing.locate(img), framing.locate(img, crop)
+    assert tight.found and abs(tight.side - 1.5 * tight.nucleus_extent) <= 2
+    assert abs(wide.side / tight.side - 2.0 / 1.5) < 0.05
+    assert framing.Crop.from_card({"method": "old card"}) == framing.DEFAULT_CROP
+    assert framing.Crop.from_card({}) is None
+    assert framing.Crop.from_card(crop.as_card()) == crop

@@ -74,3 +74,25 @@ def test_the_pipeline_sends_non_cells_and_unsure_cells_to_unk(random_checkpoint,
 
 def card_codes(card: dict) -> list[str]:
     return [c["code"] for c in card["classes"]]
+
+
+def test_calibration_with_non_cells_keeps_an_energy_threshold_that_catches_them():
+    """Confidence alone separates right from wrong cells here, so without non-cells the search
+    keeps no energy threshold; confident non-cells of high energy make it keep one."""
+    rng = np.random.default_rng(0)
+    n = 400
+    labels = rng.integers(0, 4, n)
+    wrong = rng.random(n) < 0.15
+    top = np.where(wrong, (labels + 1) % 4, labels)
+    conf = np.where(wrong, rng.uniform(0.3, 0.6, n), rng.uniform(0.6, 1.0, n))
+    probs = np.full((n, 4), 0.0)
+    probs[np.arange(n), top] = conf
+    probs += (1 - conf[:, None]) / 4 * (probs == 0)
+    energies = rng.uniform(-8, -4, n)
+    non_cells = (rng.uniform(0.7, 1.0, 100), rng.uniform(-2, -1, 100))  # sure of a class, but unfamiliar
+
+    alone = calibrate(probs, energies, labels, 0.05)
+    assert alone.max_energy == float("inf")
+    with_nc = calibrate(probs, energies, labels, 0.05, non_cells)
+    assert with_nc.max_energy < -2 and with_nc.calibration["rejected_non_cells"] > 0.9
+    assert with_nc.calibration["rejected_correct"] <= 0.05
