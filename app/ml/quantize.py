@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.ml import backends, pipeline, preprocess
+from app.ml import backends, framing, pipeline, preprocess
 from app.ml.card import CARD_FILE, ModelCard
 from app.ml.dataset import KNOWN_CODES, class_folders, load_sources, recorded_split
 from app.ml.metrics import classification_report
@@ -42,10 +42,10 @@ BATCH = 8
 def _prepared(paths: list[Path], card: ModelCard, repair: bool = True) -> tuple[np.ndarray, list[int]]:
     """The network's inputs for the readable cells (N×3×S×S) and their indices."""
     thresholds = Thresholds.load()
-    frame = bool(card.framing)
+    crop = framing.Crop.from_card(card.framing)
     inputs, kept = [], []
     for i, p in enumerate(paths):
-        checked = pipeline._check((str(p), None), thresholds, repair, frame)
+        checked = pipeline._check((str(p), None), thresholds, repair, crop)
         if checked.model_input is not None:
             inputs.append(checked.model_input)
             kept.append(i)
