@@ -8,14 +8,16 @@ every image, in training and in the product, goes through `frame()`:
 1. find the nucleus of the cell nearest the centre: MGG-stained pixels (the QC stain window)
    darker in green than an Otsu threshold taken over the stained pixels, then the connected
    region nearest the centre, joined with nearby regions (the lobes of a segmented nucleus);
-2. crop a square centred on it, `SIDE_PER_NUCLEUS` times the nucleus's extent, never smaller
-   than `MIN_FRACTION` of the frame (a platelet is not blown up to a cell's size) nor larger
-   than the frame (no invented border), moved inside the frame where it would cross an edge.
+2. crop a square centred on it, the model's `Crop.side_per_nucleus` times the nucleus's extent
+   (its card's `framing`; 2.0 when a card does not say), never smaller than `min_fraction` of
+   the frame (a platelet is not blown up to a cell's size) nor larger than the frame (no
+   invented border), moved inside the frame where it would cross an edge.
 
-`SIDE_PER_NUCLEUS` = 2.0 leaves a full-frame Matek crop (about as wide as two nuclei) as it is
-and zooms a PBC crop in to the same framing (tests/ml/test_framing.py checks both on real crops). An image in which no stained
-nucleus is found is returned whole and reported as `found = False`, which the unidentified
-rule treats as "not a nucleated cell".
+A Matek crop is clipped by its own frame (70 % of them at a median 1.59x the nucleus) while a
+PBC crop is cut at the full side, which is why the shipped model frames at 1.8x (README,
+"Framing at 1.8x"; tests/ml/test_framing.py checks both labs on real crops). An image in which
+no stained nucleus is found is returned whole and reported as `found = False`, which the
+unidentified rule treats as "not a nucleated cell".
 """
 from __future__ import annotations
 
