@@ -23,6 +23,7 @@ import numpy as np
 
 from app.ml import framing
 from app.ml.decode import decode_bytes, decode_path
+from app.ml.gradcam import HEATMAP_SIDE
 from app.ml.predictor import Prediction, Predictor
 from app.ml.quality import QualityRecord, Thresholds, assess, measure_view
 from app.ml.unidentified import Rule, decide
@@ -87,7 +88,8 @@ def _predict(chunk: list[Item], checked: list[_Checked], predictor: Predictor, w
         if p is not None:
             p.unidentified = decide(p.probability, p.energy, c.record.flags, c.framing.found, rule)
             if p.cam is not None and framed:
-                p.cam = framing.paste_heatmap(p.cam, c.framing, c.rgb.shape)
+                # at the stored heatmap's size: what the worker keeps and the overlays are drawn from
+                p.cam = framing.paste_heatmap(p.cam, c.framing, c.rgb.shape, HEATMAP_SIDE)
         out.append(CellResult(name, c.record, p, c.rgb, c.framing, c.view))
     return out
 

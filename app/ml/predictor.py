@@ -43,8 +43,8 @@ def __getattr__(name: str):
 class Prediction:
     probs: np.ndarray  # calibrated probabilities, in card class order
     top3: list[tuple[str, str, float]]  # (code, name, probability)
-    cam: np.ndarray | None = None  # input_size × input_size heatmap in [0, 1] (the pipeline
-    # places it in the whole image's coordinates when the cell was framed)
+    cam: np.ndarray | None = None  # input_size × input_size heatmap in [0, 1] (the pipeline places
+    # it in the whole image's frame, scaled to gradcam.HEATMAP_SIDE, when the cell was framed)
     energy: float = 0.0  # out-of-distribution score, see app.ml.unidentified
     unidentified: str | None = None  # why the product will not name this cell (set by the pipeline)
 

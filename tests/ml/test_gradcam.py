@@ -8,7 +8,7 @@ import numpy as np
 
 from app.ml.decode import decode_path
 from app.ml import framing
-from app.ml.gradcam import heatmap_from_png, heatmap_png, overlay_cell, overlay_png
+from app.ml.gradcam import HEATMAP_SIDE, heatmap_from_png, heatmap_png, overlay_cell, overlay_png
 from support.oracles import deletion_drops
 from app.ml.card import BM7_MODEL
 from app.ml.predictor import Predictor
@@ -44,6 +44,12 @@ def test_an_overlay_drawn_from_the_stored_heatmap_looks_like_one_drawn_at_once()
         assert np.abs(later - now).mean() < 2.0, np.abs(later - now).mean()
         heat_now, heat_later = (np.unravel_index((o[..., 0] - o[..., 2]).argmax(), o.shape[:2]) for o in (now, later))
         assert np.hypot(*np.subtract(heat_now, heat_later)) < 10
+    # the pipeline pastes a framed cell's heatmap straight at the stored size: the same overlay
+    small = framing.paste_heatmap(padded / padded.max(), framing.Framing(True, 70, 10, 160, 80.0), rgb.shape,
+                                  HEATMAP_SIDE)
+    assert max(small.shape) == HEATMAP_SIDE
+    later = overlay_cell(rgb, heatmap_from_png(heatmap_png(small, rgb.shape), rgb.shape)).astype(int)
+    assert np.abs(later - overlay_cell(rgb, framed).astype(int)).mean() < 2.0
 
 
 def test_deleting_the_top_gradcam_pixels_hurts_more_than_deleting_random_ones(real_cells_dir):
