@@ -30,11 +30,19 @@ def square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
 
 
 def normalize(batch_u8: np.ndarray, mean, std) -> np.ndarray:
-    """N×H×W×3 uint8 -> N×3×H×W float32, normalised."""
-    x = batch_u8.astype(np.float32) * (1.0 / 255.0)
-    x -= np.asarray(mean, np.float32)
-    x /= np.asarray(std, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    """N×H×W×3 uint8 -> N×3×H×W float32, normalised.
+
+    Channel by channel into the output's planes: the same float32 operations in the same order as
+    on the whole N×H×W×3 array (bit for bit), a tenth of the time (numpy's broadcasting over a last
+    axis of 3, and the transposing copy after it, cost ~1 ms a cell)."""
+    n, h, w, channels = batch_u8.shape
+    out = np.empty((n, channels, h, w), np.float32)
+    for c in range(channels):
+        plane = out[:, c]
+        np.multiply(batch_u8[..., c], np.float32(1.0 / 255.0), out=plane)
+        plane -= np.float32(mean[c])
+        plane /= np.float32(std[c])
+    return out
 
 
 def to_batch(images: list[np.ndarray], size: int, mean, std) -> np.ndarray:

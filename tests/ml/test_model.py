@@ -12,6 +12,7 @@ from app.ml.card import ModelCard
 from app.ml.checkpoint import build_model, load_checkpoint, save_checkpoint
 
 from app.ml.predictor import Predictor
+from app.ml.preprocess import normalize
 from app.ml.card import CODES
 
 CARD_KEYS = {"architecture", "classes", "input_size", "mean", "std", "preprocessing", "version",
@@ -76,3 +77,17 @@ def test_hub_download_fails_with_a_clear_message_when_offline(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(RuntimeError, match="offline"):
         build_model(hub=True)
+
+
+def test_normalize_is_the_cards_transform_bit_for_bit():
+    """`normalize` works plane by plane for speed; it must give exactly (x / 255 - mean) / std in
+    float32, channels first, as the whole-array form the card describes does."""
+    rng = np.random.default_rng(3)
+    batch = rng.integers(0, 256, (3, 40, 56, 3), np.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    expected = batch.astype(np.float32) * (1.0 / 255.0)
+    expected -= np.asarray(mean, np.float32)
+    expected /= np.asarray(std, np.float32)
+    got = normalize(batch, mean, std)
+    assert got.shape == (3, 3, 40, 56) and got.dtype == np.float32 and got.flags.c_contiguous
+    assert np.array_equal(got, expected.transpose(0, 3, 1, 2))
