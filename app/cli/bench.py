@@ -1,4 +1,5 @@
-"""`marrow bench`: cells/s of the product's pipeline against the naive one-image demo loop."""
+"""`marrow bench`: cells/s of the product's pipeline against the naive one-image demo loop;
+`marrow bench-steps`: the CPU a cell costs in each step."""
 from __future__ import annotations
 
 import argparse
@@ -32,6 +33,34 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the product's backend (default auto: the fastest this CPU supports, verified; "
                         "ONNX Runtime fp32 is measured beside it as fp32_cells_per_s)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "bench-steps", help="CPU milliseconds a cell costs in each step of the web process and the worker",
+        description="Times, on one thread, each step a cell goes through (upload check, store, read, "
+                    "decode, QC view and checks, framing, prepare, network, Grad-CAM, heatmap, thumbnail, "
+                    "write) with the product's own functions: thread CPU ms per cell, median of --rounds "
+                    "passes. Prints the JSON.")
+    p.add_argument("--n", type=int, default=200, help="real cells (default 200)")
+    p.add_argument("--rounds", type=int, default=3, help="passes counted, after one warm-up pass (default 3)")
+    p.add_argument("--json", type=Path, metavar="OUT", help="also write the JSON here")
+    p.add_argument("--model", type=Path, default=None, metavar="DIR",
+                   help="checkpoint directory (default: the shipped model models/rexnet150-marrow13)")
+    p.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help="real cells, one sub-folder per class (default ../shared/data/bone-marrow-7)")
+    p.add_argument("--backend", default="auto", choices=["auto", "onnx", "openvino-fp32", "openvino-bf16",
+                                                         "openvino-int8", "torch"],
+                   help="the network's backend (default auto, as the worker chooses)")
+    p.set_defaults(func=cmd_bench_steps)
+
+
+def cmd_bench_steps(args) -> int:
+    from app.bench.cells import default_data_dir
+    from app.bench.steps import run_steps
+
+    if args.n < 1 or args.rounds < 1:
+        raise ValueError("--n and --rounds must be at least 1")
+    print_json(run_steps(args.data or default_data_dir(), args.n, args.rounds, args.model, args.backend), args.json)
+    return 0
 
 
 def cmd_bench(args) -> int:
