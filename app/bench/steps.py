@@ -103,8 +103,8 @@ def run_steps(data_dir: Path, n: int, rounds: int, model_dir: Path | None, backe
     batch_size = DEFAULT_BATCH_SIZE["cpu"]
     thresholds = Thresholds.load()
     passes = []
-    data_root = get_settings().data_dir  # where the product keeps its files (the system's temp
-    data_root.mkdir(parents=True, exist_ok=True)  # folder can differ: 4-10x slower here to create files in)
+    data_root = get_settings().data_dir  # scratch storage where the product keeps its files
+    data_root.mkdir(parents=True, exist_ok=True)
     for _ in range(rounds + 1):  # the first pass warms caches and the network; not counted
         with tempfile.TemporaryDirectory(prefix="marrow-steps-", dir=data_root) as tmp:
             passes.append(_one_pass(datas, predictor, thresholds, batch_size, _storage(Path(tmp))))

@@ -36,10 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "bench-steps", help="CPU milliseconds a cell costs in each step of the web process and the worker",
-        description="Times, on one thread, each step a cell goes through (upload check, store, read, "
-                    "decode, QC view and checks, framing, prepare, network, Grad-CAM, heatmap, thumbnail, "
-                    "write) with the product's own functions: thread CPU ms per cell, median of --rounds "
-                    "passes. Prints the JSON.")
+        description="Times each step a cell goes through (upload check, store, read, decode, QC view "
+                    "and checks, framing, prepare, network on one thread, Grad-CAM, heatmap, thumbnail, "
+                    "write), one step at a time with the product's own functions: CPU ms per cell, median "
+                    "of --rounds passes. Prints the JSON.")
     p.add_argument("--n", type=int, default=200, help="real cells (default 200)")
     p.add_argument("--rounds", type=int, default=3, help="passes counted, after one warm-up pass (default 3)")
     p.add_argument("--json", type=Path, metavar="OUT", help="also write the JSON here")
