@@ -11,6 +11,7 @@ import pytest
 
 from app.ml import pipeline
 from app.ml.card import MARROW_MODEL, SHIPPED_MODEL
+from app.ml.gradcam import HEATMAP_SIDE
 from app.ml.predictor import Predictor
 from app.ml.unidentified import UNK
 
@@ -71,7 +72,10 @@ def test_the_fast_path_agrees_with_pytorch_on_framed_cells(real_cells_dir, pbc_c
     for f, a, b in zip(files, fast, slow):
         assert np.abs(a.prediction.probs - b.prediction.probs).max() < 1e-4, f
         assert a.prediction.label == b.prediction.label
-        assert a.prediction.cam.shape == a.image.shape[:2]  # placed back in the whole image
+        # placed back in the whole image's frame, at the stored heatmap's size
+        h, w = a.image.shape[:2]
+        scale = HEATMAP_SIDE / max(h, w)
+        assert a.prediction.cam.shape == (round(h * scale), round(w * scale))
         assert np.abs(a.prediction.cam - b.prediction.cam).max() < 1e-3
 
 
