@@ -8,9 +8,8 @@ own functions in the order they call them, one step at a time: CPU time per cell
 of `rounds` passes over the same real cells. The network runs one batch at a time on one
 thread, as each of the worker's pipeline threads does. Not in it: the database writes, the
 queue and the HTTP layer (bench-app's `cpu_ms_per_cell` has the whole processes). `store` and
-`write` are mostly creating files, which on the project's VM cost 0.015 to 0.9 ms a file
-depending on the folder (the file system's state, not the product), so they vary between
-machines and days more than the other steps.
+`write` are mostly creating files, whose cost depends on the file system's state more than on
+the product, so they vary between machines and days more than the other steps.
 """
 from __future__ import annotations
 

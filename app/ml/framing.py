@@ -118,9 +118,9 @@ def _central_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
 def _regions_meeting(stats: np.ndarray, best: int, min_area: float, box: tuple[int, int, int, int]) -> bool:
     """Whether a nucleus-sized region other than `best` has a bounding box overlapping `box`
     (x0, y0, x1 exclusive, y1 exclusive): without one, growing `best` can reach no lobe, and the
-    dilation is skipped (same boxes, ~0.4 ms less for three cells in four)."""
+    dilation, the costliest part of the search, is skipped (the same boxes; most cells)."""
     x0, y0, x1, y1 = box
-    left, top, width, height, area = (stats[:, i] for i in range(5))
+    left, top, width, height, area = stats.T[:5]  # cv2.CC_STAT_LEFT ... CC_STAT_AREA
     meets = (left < x1) & (left + width > x0) & (top < y1) & (top + height > y0) & (area >= min_area)
     meets[[0, best]] = False
     return bool(meets.any())
