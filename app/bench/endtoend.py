@@ -9,6 +9,9 @@ times of the 500-cell list and of a relabel round trip. Where it started the app
 reports the CPU milliseconds per cell the web process and the worker spent on the timed upload
 against the model's own: on a machine whose cores the network fills, every other millisecond
 lowers the ratio, and the shares say where they go, less distorted by other load than seconds.
+`cpu_steal_share` is the share of the machine's CPU time the hypervisor took during each timed
+part (app.bench.machine): a run whose model and app parts were not disturbed alike is not
+comparable with others.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import httpx
 import psutil
 
 from app.bench.cells import another_label, default_data_dir, percentile_ms, pick_cells
+from app.bench.machine import StealMeter, steal_note
 from app.cli import marrow_command
 from app.config import get_settings
 
@@ -117,7 +121,9 @@ def measure_app(url: str, token: str, cells: list[Path], warmup: list[Path], pid
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=600) as api:
         _upload_and_wait(api, "bench-warmup", warmup)  # the worker has its model loaded after this
         cpu_before = _cpu_seconds(pid) if pid else None
+        meter = StealMeter()
         case_id, seconds = _upload_and_wait(api, f"bench-{int(time.time())}", cells)
+        steal = meter.share()
         cpu = {k: round(1000 * (v - cpu_before[k]) / len(cells), 2) for k, v in _cpu_seconds(pid).items()} \
             if pid else {}
         rows = api.get(f"/api/cases/{case_id}/cells").json()  # untimed: the first read warms caches
@@ -134,7 +140,8 @@ def measure_app(url: str, token: str, cells: list[Path], warmup: list[Path], pid
             "cells_list_ms_p50": percentile_ms(listing, 50, 2), "cells_list_ms_p95": percentile_ms(listing, 95, 2),
             "relabel_ms_p50": percentile_ms(relabels, 50, 2), "relabel_ms_p95": percentile_ms(relabels, 95, 2),
             "worker_backend": workers[0].get("backend") if workers else None,
-            "worker_precision": workers[0].get("precision") if workers else None, "cpu_ms_per_cell": cpu}
+            "worker_precision": workers[0].get("precision") if workers else None, "cpu_ms_per_cell": cpu,
+            "cpu_steal_share": steal}
 
 
 def model_throughput(cells: list[Path], cache_dir: Path | None) -> tuple[float, dict]:
@@ -150,13 +157,14 @@ def model_throughput(cells: list[Path], cache_dir: Path | None) -> tuple[float, 
     images = [decode_path(p).rgb for p in cells[:MODEL_CELLS]]
     b = settings.batch_size or DEFAULT_BATCH_SIZE[settings.device]  # the worker's
     predictor.predict(images[:b], with_cam=True)  # warm-up
-    t, cpu = time.perf_counter(), time.process_time()
+    t, cpu, meter = time.perf_counter(), time.process_time(), StealMeter()
     for i in range(0, len(images), b):
         predictor.predict(images[i:i + b], with_cam=True)
     rate = len(images) / (time.perf_counter() - t)
     info = predictor.describe()
     return rate, {"backend": info["backend"], "precision": info["precision"], "cpu_flags": info["cpu_flags"],
-                  "check": info["check"], "cpu_ms_per_cell": round(1000 * (time.process_time() - cpu) / len(images), 2)}
+                  "check": info["check"], "cpu_ms_per_cell": round(1000 * (time.process_time() - cpu) / len(images), 2),
+                  "cpu_steal_share": meter.share()}
 
 
 def run_benchmark(url: str | None, token: str | None, n_cells: int, data_dir: Path | None) -> dict:
@@ -167,18 +175,24 @@ def run_benchmark(url: str | None, token: str | None, n_cells: int, data_dir: Pa
             raise ValueError("--url needs --token")
         before, info = model_throughput(cells, None)
         app = measure_app(url.rstrip("/"), token, cells, warmup)
-        model = max(before, model_throughput(cells, None)[0])
+        after, after_info = model_throughput(cells, None)
     else:
         with tempfile.TemporaryDirectory(prefix="marrow-bench-") as tmp:
             cache = Path(tmp) / "model-cache"  # exported once, then the app's worker reuses it
             before, info = model_throughput(cells, cache)
             with started_app(Path(tmp)) as (app_url, app_token, pid):
                 app = measure_app(app_url, app_token, cells, warmup, pid)
-            model = max(before, model_throughput(cells, cache)[0])
+            after, after_info = model_throughput(cells, cache)
+    model = max(before, after)
+    steal = {"model_before": info["cpu_steal_share"], "app": app["cpu_steal_share"],
+             "model_after": after_info["cpu_steal_share"]}
+    for what, share in steal.items():
+        if note := steal_note(share, what.replace("_", " ")):
+            print(note, file=sys.stderr)
     return {"seconds_to_processed": app["seconds_to_processed"], "cells_per_s": app["cells_per_s"],
             "model_cells_per_s": round(model, 2), "pipeline_ratio": round(app["cells_per_s"] / model, 3),
             **{k: v for k, v in app.items() if k.endswith("_ms_p50") or k.endswith("_ms_p95")},
             "model_backend": info["backend"], "model_precision": info["precision"],
             "worker_backend": app["worker_backend"], "worker_precision": app["worker_precision"],
             "cpu_ms_per_cell": {"model": info["cpu_ms_per_cell"], **app["cpu_ms_per_cell"]},
-            "cpu_flags": info["cpu_flags"], "backend_check": info["check"]}
+            "cpu_flags": info["cpu_flags"], "backend_check": info["check"], "cpu_steal_share": steal}

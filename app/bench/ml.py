@@ -27,7 +27,6 @@ Pure ML code: no web or database imports.
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from app.bench.cells import DEFAULT_DATA_DIR, pick_cells
+from app.bench.machine import StealMeter, cpu_name, steal_note
 from app.ml.card import CARD_FILE, SHIPPED_MODEL, WEIGHTS_FILE
 
 REQUIRED_KEYS = ("naive_cells_per_s", "naive_gradcam_cells_per_s", "batched_cells_per_s",
@@ -215,6 +215,7 @@ def run_bench(data_dir: str | Path | None = None, n: int = 64, device: str = "cp
         step_cells = slice_cells or max(32, 4 * batch_size)
         slices = [paths[i:i + step_cells] for i in range(0, len(paths), step_cells)]
         step = 0
+        meter = StealMeter()
         for r in range(rounds):
             for cells in slices:
                 for name in names[step % len(names):] + names[:step % len(names)]:
@@ -226,6 +227,7 @@ def run_bench(data_dir: str | Path | None = None, n: int = 64, device: str = "cp
                 step += 1
             log("round %d: %s" % (r + 1, ", ".join(f"{k} {len(paths) / times[k][r]:.1f}/s" for k in names)))
 
+        steal = meter.share()  # over the timed rounds
         rate = {k: len(paths) * len(v) / sum(v) for k, v in times.items()}
         if fp32 is not None and "fp32" not in rate:
             rate["fp32"] = rate["batched"]  # (b) is ONNX Runtime fp32 itself
@@ -269,7 +271,8 @@ def run_bench(data_dir: str | Path | None = None, n: int = 64, device: str = "cp
             "torch_threads": torch.get_num_threads(),
             "ort_threads": fp32.threads if fp32 is not None else None,
             "predictor_threads": predictor.threads,
-            "cpu": _cpu_name(),
+            "cpu": cpu_name(),
+            "cpu_steal_share": steal,
             "cpu_count": os.cpu_count(),
             "loadavg_1min_start": None if load_start is None else round(load_start, 2),
             "loadavg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
@@ -278,17 +281,10 @@ def run_bench(data_dir: str | Path | None = None, n: int = 64, device: str = "cp
             log(f"note: the machine was busy (load average {load_start:.1f} -> {out['loadavg_1min']:.1f} on "
                 f"{os.cpu_count()} CPUs); PyTorch eager suffers more from contention than the pipeline, "
                 f"so the ratios are higher than on a quiet machine")
+        if note := steal_note(steal, "the timed rounds"):
+            log(note)
         return out
     finally:
         if tmp is not None:
             tmp.cleanup()
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()

@@ -1,0 +1,48 @@
+"""What the machine under a benchmark is, and what else took its CPU while it ran.
+
+On a virtual machine the hypervisor can run other guests on our cores: that time is "steal" in
+the kernel's CPU accounting. It lowers and scatters every cells/s figure (our processes simply
+do not run), while CPU-time figures (`cpu_ms_per_cell`, `marrow bench-steps`) stay put, because
+stolen time is charged to no process. The benches report the share so a run can be read with it.
+"""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import psutil
+
+BUSY_STEAL = 0.05  # a run with more stolen than this is noted as disturbed
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class StealMeter:
+    """The share of all CPU time (every core) the hypervisor took since the meter started."""
+
+    def __init__(self) -> None:
+        self._start = psutil.cpu_times()
+
+    def share(self) -> float | None:
+        """None where the system does not report steal (not Linux)."""
+        end = psutil.cpu_times()
+        if not hasattr(end, "steal"):
+            return None
+        total = sum(end) - sum(self._start)
+        return round((end.steal - self._start.steal) / total, 4) if total > 0 else 0.0
+
+
+def steal_note(share: float | None, what: str) -> str | None:
+    """A line for the log when `what` ran on a disturbed machine, else None."""
+    if share is None or share <= BUSY_STEAL:
+        return None
+    return (f"note: the hypervisor took {share:.0%} of the CPU during {what}: its cells/s are lower and "
+            f"noisier than on a quiet machine (CPU-time figures are not affected)")
