@@ -96,8 +96,8 @@ def test_photos_that_are_not_cells_are_not_counted(predictor):
 def test_synthetic_non_cells_of_both_labs_are_not_counted(card, predictor, real_cells_dir, pbc_cells_dir):
     """Held-out cells of both labs turned into non-cells (shuffled, smeared, a corner, a cut
     edge: app.ml.non_cells, the family the model was trained against): at least 90 % NIF, PLT
-    or UNK (`marrow evaluate … --only-validation --non-cells`: 95.6 % of all 1,626 validation
-    cells for …02d, 81.9 % with the weights before the non-cell training)."""
+    or UNK (`marrow evaluate … --only-validation --non-cells`: 95.4 % of all 1,626 validation
+    cells for …03b, 81.9 % with the weights before the non-cell training)."""
     from app.ml import non_cells
 
     cells = _held_out(card, {"bone-marrow-7": real_cells_dir, "pbc": pbc_cells_dir}, per_class=3)
