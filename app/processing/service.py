@@ -195,7 +195,12 @@ _MODEL_LABEL = (
 
 
 def _refresh_upload(session: Session, upload_id: int) -> None:
-    """Progress is a recount (not an increment), so redone work never double-counts."""
+    """Progress is a recount (not an increment), so redone work never double-counts. The
+    upload's row is locked before counting: two workers finishing its last cells at once then
+    count one after the other's commit, and the second writes the full count. Counted first,
+    each saw only its own cells and the upload stayed `processing` below its total
+    (PostgreSQL; SQLite lets one writer in at a time, and ignores the lock)."""
+    session.execute(select(Upload.id).where(Upload.id == upload_id).with_for_update())
     done = session.scalar(select(func.count()).where(Cell.upload_id == upload_id, Cell.status != CellStatus.PENDING))
     total = session.scalar(select(func.count()).where(Cell.upload_id == upload_id))
     session.execute(update(Upload).where(Upload.id == upload_id).values(

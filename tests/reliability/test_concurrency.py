@@ -1,8 +1,8 @@
 """Concurrency on the production database (PostgreSQL, real `marrow web`): two reviewers
 relabelling the same cells at the same instant, two uploads into one case at once. In-process,
-each on SQLite and on PostgreSQL: sign-off racing relabels, an upload racing a sign-off,
-first-run setups submitted at the same instant. Elsewhere: the page's answer to a stale relabel ("was changed by
-NAME at ...", 409) in tests/web/test_fragments.py::test_relabel_undo_conflict_and_lock; two
+each on SQLite and on PostgreSQL: sign-off racing relabels, an upload racing a sign-off, two
+workers saving the last cells of one upload at once, first-run setups submitted at the same
+instant. Elsewhere: the page's answer to a stale relabel ("was changed by NAME at ...", 409) in tests/web/test_fragments.py::test_relabel_undo_conflict_and_lock; two
 workers on one queue in test_crashes.py::test_worker_sigkilled_mid_upload_two_workers_one_queue."""
 from __future__ import annotations
 
@@ -201,3 +201,42 @@ def test_simultaneous_first_run_setups_make_one_administrator(backend, tmp_path,
     engine.dispose()
     assert sorted(outcome).count("refused") == 3, outcome
     assert accounts == [(next(o for o in outcome if o != "refused"), "admin")]
+
+
+def test_two_workers_finishing_one_upload_at_once_complete_it(in_process):
+    """The last cells of one upload saved by two workers at the same moment (one transaction
+    still open while the other counts): the upload ends `done` with every cell counted, not
+    `processing` one batch short, which kept the progress bar running for good."""
+    from sqlalchemy import update
+
+    from app.cases.models import Upload
+    from app.cells.models import Cell, CellStatus
+    from app.processing.service import _refresh_upload
+
+    client = in_process.client
+    _, token = make_user(in_process.sessions, "wes", "admin")
+    auth = {"Authorization": f"Bearer {token}"}
+    case_id = client.post("/api/cases", json={"accession": "RACE-5"}, headers=auth).json()["id"]
+    body = client.post(f"/api/cases/{case_id}/uploads", headers=auth,
+                       files=[("files", (f"c{i}.png", image(i))) for i in range(2)]).json()
+    upload_id, (first, second) = body["upload_id"], [x["cell_id"] for x in body["accepted"]]
+
+    def finish(session, cell_id: int) -> None:  # what a worker's last transaction does
+        session.execute(update(Cell).where(Cell.id == cell_id).values(status=CellStatus.DONE))
+        _refresh_upload(session, upload_id)
+
+    with in_process.sessions() as one, in_process.sessions() as two:
+        finish(one, first)
+
+        def other_worker() -> None:
+            finish(two, second)
+            two.commit()
+
+        thread = threading.Thread(target=other_worker)
+        thread.start()
+        thread.join(0.5)  # by now it waits on the first worker's transaction
+        one.commit()
+        thread.join(30)
+    with in_process.sessions() as s:
+        upload = s.get(Upload, upload_id)
+        assert (upload.status, upload.cells_done, upload.cells_total) == ("done", 2, 2)
