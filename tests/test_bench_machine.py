@@ -1,22 +1,26 @@
 """The benches' steal share: what a reader of a bench JSON uses to tell a disturbed run."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 import pytest
 
-from app.bench.machine import BUSY_STEAL, StealMeter, steal_note
+from app.bench.machine import BUSY_STEAL, CpuMeter, steal_note
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="steal is reported by Linux only")
-def test_steal_share_is_a_share_of_the_cpu_time_since_the_meter_started():
-    meter = StealMeter()
-    deadline = time.perf_counter() + 0.3
-    while time.perf_counter() < deadline:  # some CPU time to share out
+def test_steal_and_idle_are_shares_of_the_cpu_time_since_the_meter_started():
+    meter = CpuMeter()
+    wall, own = time.perf_counter(), time.process_time()
+    while time.perf_counter() - wall < 0.3:  # one core kept busy by this process
         sum(range(1000))
-    share = meter.share()
-    assert isinstance(share, float) and 0.0 <= share <= 1.0
+    steal, idle = meter.steal_share(), meter.idle_share()
+    busy_here = (time.process_time() - own) / ((time.perf_counter() - wall) * os.cpu_count())
+    assert isinstance(steal, float) and isinstance(idle, float)
+    assert 0.0 <= steal <= 1.0 and 0.0 <= idle <= 1.0 and steal + idle <= 1.0
+    assert idle <= 1.0 - busy_here + 0.05  # the core this process kept busy was not idle
 
 
 def test_a_quiet_run_gets_no_note_and_a_disturbed_one_says_how_much_was_taken():

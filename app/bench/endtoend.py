@@ -11,7 +11,10 @@ against the model's own: on a machine whose cores the network fills, every other
 lowers the ratio, and the shares say where they go, less distorted by other load than seconds.
 `cpu_steal_share` is the share of the machine's CPU time the hypervisor took during each timed
 part (app.bench.machine): a run whose model and app parts were not disturbed alike is not
-comparable with others.
+comparable with others. `cpu_idle_share` is the share the cores sat idle: near 0 in the app part
+means the ratio is set by CPU per cell, which overlapping steps (the upload with processing, say)
+cannot raise. `upload_answered_s` is when the upload request was answered (its cells checked,
+stored and queued); processing starts then.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ import httpx
 import psutil
 
 from app.bench.cells import another_label, default_data_dir, percentile_ms, pick_cells
-from app.bench.machine import StealMeter, steal_note
+from app.bench.machine import CpuMeter, steal_note
 from app.cli import marrow_command
 from app.config import get_settings
 
@@ -76,14 +79,16 @@ def started_app(data_dir: Path) -> Iterator[tuple[str, str, int]]:
         log.close()
 
 
-def _upload_and_wait(api: httpx.Client, accession: str, cells: list[Path]) -> tuple[int, float]:
+def _upload_and_wait(api: httpx.Client, accession: str, cells: list[Path]) -> tuple[int, float, float]:
+    """(case id, seconds until every cell was processed, seconds until the upload was answered)."""
     case_id = api.post("/api/cases", json={"accession": accession}).raise_for_status().json()["id"]
     files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in cells]
     t0 = time.perf_counter()
     body = api.post(f"/api/cases/{case_id}/uploads", files=files).raise_for_status().json()
     if body["rejected"]:
         raise RuntimeError(f"cells rejected: {body['rejected'][:3]}")
-    print(f"{accession}: upload answered in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
+    answered = time.perf_counter() - t0
+    print(f"{accession}: upload answered in {answered:.2f} s", file=sys.stderr)
     deadline = t0 + PROCESS_TIMEOUT_S
     while time.perf_counter() < deadline:  # the upload's progress, as the upload page polls it
         upload = api.get(f"/api/uploads/{body['upload_id']}").raise_for_status().json()
@@ -92,7 +97,7 @@ def _upload_and_wait(api: httpx.Client, accession: str, cells: list[Path]) -> tu
             case = api.get(f"/api/cases/{case_id}").raise_for_status().json()
             if case["cells_processed"] != len(cells):
                 raise RuntimeError(f"{accession}: upload done but {case['cells_processed']} cells processed")
-            return case_id, seconds
+            return case_id, seconds, answered
         time.sleep(0.2)
     raise TimeoutError(f"{accession}: not processed after {PROCESS_TIMEOUT_S} s")
 
@@ -121,9 +126,9 @@ def measure_app(url: str, token: str, cells: list[Path], warmup: list[Path], pid
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=600) as api:
         _upload_and_wait(api, "bench-warmup", warmup)  # the worker has its model loaded after this
         cpu_before = _cpu_seconds(pid) if pid else None
-        meter = StealMeter()
-        case_id, seconds = _upload_and_wait(api, f"bench-{int(time.time())}", cells)
-        steal = meter.share()
+        meter = CpuMeter()
+        case_id, seconds, answered = _upload_and_wait(api, f"bench-{int(time.time())}", cells)
+        steal, idle = meter.steal_share(), meter.idle_share()
         cpu = {k: round(1000 * (v - cpu_before[k]) / len(cells), 2) for k, v in _cpu_seconds(pid).items()} \
             if pid else {}
         rows = api.get(f"/api/cases/{case_id}/cells").json()  # untimed: the first read warms caches
@@ -137,11 +142,12 @@ def measure_app(url: str, token: str, cells: list[Path], warmup: list[Path], pid
         relabels = _timed(relabel, min(RELABEL_REQUESTS, len(rows)))
         workers = api.get("/api/model-info").json().get("workers", [])
     return {"seconds_to_processed": round(seconds, 2), "cells_per_s": round(len(cells) / seconds, 2),
+            "upload_answered_s": round(answered, 2),
             "cells_list_ms_p50": percentile_ms(listing, 50, 2), "cells_list_ms_p95": percentile_ms(listing, 95, 2),
             "relabel_ms_p50": percentile_ms(relabels, 50, 2), "relabel_ms_p95": percentile_ms(relabels, 95, 2),
             "worker_backend": workers[0].get("backend") if workers else None,
             "worker_precision": workers[0].get("precision") if workers else None, "cpu_ms_per_cell": cpu,
-            "cpu_steal_share": steal}
+            "cpu_steal_share": steal, "cpu_idle_share": idle}
 
 
 def model_throughput(cells: list[Path], cache_dir: Path | None) -> tuple[float, dict]:
@@ -157,14 +163,14 @@ def model_throughput(cells: list[Path], cache_dir: Path | None) -> tuple[float, 
     images = [decode_path(p).rgb for p in cells[:MODEL_CELLS]]
     b = settings.batch_size or DEFAULT_BATCH_SIZE[settings.device]  # the worker's
     predictor.predict(images[:b], with_cam=True)  # warm-up
-    t, cpu, meter = time.perf_counter(), time.process_time(), StealMeter()
+    t, cpu, meter = time.perf_counter(), time.process_time(), CpuMeter()
     for i in range(0, len(images), b):
         predictor.predict(images[i:i + b], with_cam=True)
     rate = len(images) / (time.perf_counter() - t)
     info = predictor.describe()
     return rate, {"backend": info["backend"], "precision": info["precision"], "cpu_flags": info["cpu_flags"],
                   "check": info["check"], "cpu_ms_per_cell": round(1000 * (time.process_time() - cpu) / len(images), 2),
-                  "cpu_steal_share": meter.share()}
+                  "cpu_steal_share": meter.steal_share(), "cpu_idle_share": meter.idle_share()}
 
 
 def run_benchmark(url: str | None, token: str | None, n_cells: int, data_dir: Path | None) -> dict:
@@ -189,10 +195,13 @@ def run_benchmark(url: str | None, token: str | None, n_cells: int, data_dir: Pa
     for what, share in steal.items():
         if note := steal_note(share, what.replace("_", " ")):
             print(note, file=sys.stderr)
+    idle = {"model_before": info["cpu_idle_share"], "app": app["cpu_idle_share"],
+            "model_after": after_info["cpu_idle_share"]}
     return {"seconds_to_processed": app["seconds_to_processed"], "cells_per_s": app["cells_per_s"],
-            "model_cells_per_s": round(model, 2), "pipeline_ratio": round(app["cells_per_s"] / model, 3),
+            "upload_answered_s": app["upload_answered_s"], "model_cells_per_s": round(model, 2), "pipeline_ratio": round(app["cells_per_s"] / model, 3),
             **{k: v for k, v in app.items() if k.endswith("_ms_p50") or k.endswith("_ms_p95")},
             "model_backend": info["backend"], "model_precision": info["precision"],
             "worker_backend": app["worker_backend"], "worker_precision": app["worker_precision"],
             "cpu_ms_per_cell": {"model": info["cpu_ms_per_cell"], **app["cpu_ms_per_cell"]},
-            "cpu_flags": info["cpu_flags"], "backend_check": info["check"], "cpu_steal_share": steal}
+            "cpu_flags": info["cpu_flags"], "backend_check": info["check"], "cpu_steal_share": steal,
+            "cpu_idle_share": idle}

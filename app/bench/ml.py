@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from app.bench.cells import DEFAULT_DATA_DIR, pick_cells
-from app.bench.machine import StealMeter, cpu_name, steal_note
+from app.bench.machine import CpuMeter, cpu_name, steal_note
 from app.ml.card import CARD_FILE, SHIPPED_MODEL, WEIGHTS_FILE
 
 REQUIRED_KEYS = ("naive_cells_per_s", "naive_gradcam_cells_per_s", "batched_cells_per_s",
@@ -215,7 +215,7 @@ def run_bench(data_dir: str | Path | None = None, n: int = 64, device: str = "cp
         step_cells = slice_cells or max(32, 4 * batch_size)
         slices = [paths[i:i + step_cells] for i in range(0, len(paths), step_cells)]
         step = 0
-        meter = StealMeter()
+        meter = CpuMeter()
         for r in range(rounds):
             for cells in slices:
                 for name in names[step % len(names):] + names[:step % len(names)]:
@@ -227,7 +227,7 @@ def run_bench(data_dir: str | Path | None = None, n: int = 64, device: str = "cp
                 step += 1
             log("round %d: %s" % (r + 1, ", ".join(f"{k} {len(paths) / times[k][r]:.1f}/s" for k in names)))
 
-        steal = meter.share()  # over the timed rounds
+        steal = meter.steal_share()  # over the timed rounds
         rate = {k: len(paths) * len(v) / sum(v) for k, v in times.items()}
         if fp32 is not None and "fp32" not in rate:
             rate["fp32"] = rate["batched"]  # (b) is ONNX Runtime fp32 itself
