@@ -3,7 +3,8 @@ relabelling the same cells at the same instant, two uploads into one case at onc
 each on SQLite and on PostgreSQL: sign-off racing relabels, an upload racing a sign-off, two
 workers saving the last cells of one upload at once, first-run setups submitted at the same
 instant. Elsewhere: the page's answer to a stale relabel ("was changed by NAME at ...", 409)
-in tests/web/test_fragments.py::test_relabel_undo_conflict_and_lock; two workers on one queue in test_crashes.py::test_worker_sigkilled_mid_upload_two_workers_one_queue."""
+in tests/web/test_fragments.py::test_relabel_undo_conflict_and_lock; two workers on one queue
+in test_crashes.py::test_worker_sigkilled_mid_upload_two_workers_one_queue."""
 from __future__ import annotations
 
 import threading
