@@ -1,25 +1,28 @@
 """`marrow bench-app`: the whole product, timed end to end through its own JSON API.
 
-Starts `marrow run` on a fresh data dir (or targets a running app), uploads N real cells in one
-request, and measures: seconds from the upload request to every cell processed, the cells/s
-that gives, the raw batched model throughput (Predictor.predict with Grad-CAM, same batch size,
-measured in this process before the app starts and after it stops, so the two never share the
-CPU; the faster of the two counts, so load from elsewhere cannot flatter the ratio), response
-times of the 500-cell list and of a relabel round trip. Where it started the app it also
-reports the CPU milliseconds per cell the web process and the worker spent on the timed upload
-against the model's own: on a machine whose cores the network fills, every other millisecond
-lowers the ratio, and the shares say where they go, less distorted by other load than seconds.
-`cpu_steal_share` is the share of the machine's CPU time the hypervisor took during each timed
-part (app.bench.machine): a run whose model and app parts were not disturbed alike is not
-comparable with others. `cpu_idle_share` is the share the cores sat idle: near 0 in the app part
-means the ratio is set by CPU per cell, which overlapping steps (the upload with processing, say)
-cannot raise. `upload_answered_s` is when the upload request was answered (its cells checked,
-stored and queued); processing starts then.
+Starts `marrow run` on a fresh data dir (or targets a running app) and, in each of `rounds`
+rounds, uploads N real cells (others each round) in one request into a new case and times the
+upload request to every cell processed. The reference is the raw batched model
+(Predictor.predict with Grad-CAM, the worker's batch size) in this process, measured before the
+first round and after each while the app sits idle: each round's ratio takes the faster of the
+model runs on either side of it, so load from elsewhere cannot flatter it, and the reported
+`pipeline_ratio` is the median of the rounds' ratios. On a shared VM the machine's speed moves
+by ±10 % between minutes, so ratios are only taken between runs seconds apart. After the last
+round: response times of the cell list and of relabel round trips.
+
+Where it started the app it also reports the CPU milliseconds per cell the web process and the
+worker spent on each round against the model's own: on a machine whose cores the network fills,
+every other millisecond lowers the ratio. `cpu_steal_share` is the share of the machine's CPU
+time the hypervisor took (app.bench.machine); `cpu_idle_share` the share nothing used: near 0 in
+the app rounds means the ratio is set by CPU per cell, which overlapping steps (the upload with
+processing, say) cannot raise. `upload_answered_s` is when the upload request was answered (its
+cells checked, stored and queued); processing starts then.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -122,86 +125,126 @@ def _busy(process: psutil.Process) -> float:
     return times.user + times.system
 
 
-def measure_app(url: str, token: str, cells: list[Path], warmup: list[Path], pid: int | None = None) -> dict:
+class RawModel:
+    """The reference: Predictor.predict (with Grad-CAM) over decoded cells, batch by batch at the
+    worker's batch size, loaded once."""
+
+    def __init__(self, cells: list[Path], cache_dir: Path | None):
+        from app.ml.decode import decode_path
+        from app.ml.pipeline import DEFAULT_BATCH_SIZE
+        from app.ml.predictor import Predictor
+
+        settings = get_settings()
+        self.predictor = Predictor(settings.model_dir, device=settings.device, backend=settings.backend,
+                                   cache_dir=cache_dir or settings.model_cache)
+        self.images = [decode_path(p).rgb for p in cells[:MODEL_CELLS]]
+        self.batch_size = settings.batch_size or DEFAULT_BATCH_SIZE[settings.device]
+        self.predictor.predict(self.images[:self.batch_size], with_cam=True)  # warm-up
+
+    def measure(self) -> dict:
+        b = self.batch_size
+        t, cpu, meter = time.perf_counter(), time.process_time(), CpuMeter()
+        for i in range(0, len(self.images), b):
+            self.predictor.predict(self.images[i:i + b], with_cam=True)
+        seconds = time.perf_counter() - t
+        return {"cells_per_s": round(len(self.images) / seconds, 2),
+                "cpu_ms_per_cell": round(1000 * (time.process_time() - cpu) / len(self.images), 2),
+                "cpu_steal_share": meter.steal_share(), "cpu_idle_share": meter.idle_share()}
+
+
+def _app_round(api: httpx.Client, cells: list[Path], pid: int | None, n: int) -> dict:
+    """One upload of every cell into a new case, timed to processed."""
+    cpu_before = _cpu_seconds(pid) if pid else None
+    meter = CpuMeter()
+    case_id, seconds, answered = _upload_and_wait(api, f"bench-{int(time.time())}-{n}", cells)
+    out = {"case_id": case_id, "seconds_to_processed": round(seconds, 2),
+           "cells_per_s": round(len(cells) / seconds, 2), "upload_answered_s": round(answered, 2),
+           "cpu_steal_share": meter.steal_share(), "cpu_idle_share": meter.idle_share()}
+    if pid:
+        out["cpu_ms_per_cell"] = {k: round(1000 * (v - cpu_before[k]) / len(cells), 2)
+                                  for k, v in _cpu_seconds(pid).items()}
+    return out
+
+
+def _review_latency(api: httpx.Client, case_id: int) -> dict:
+    rows = api.get(f"/api/cases/{case_id}/cells").json()  # untimed: the first read warms caches
+    listing = _timed(lambda _: api.get(f"/api/cases/{case_id}/cells"), LIST_REQUESTS)
+
+    def relabel(i: int) -> httpx.Response:  # a different cell each time, with its version
+        cell = rows[i % len(rows)]
+        label = another_label(cell["label"])
+        return api.patch(f"/api/cells/{cell['id']}", json={"label": label, "version": cell["version"]})
+
+    relabels = _timed(relabel, min(RELABEL_REQUESTS, len(rows)))
+    return {"cells_list_ms_p50": percentile_ms(listing, 50, 2), "cells_list_ms_p95": percentile_ms(listing, 95, 2),
+            "relabel_ms_p50": percentile_ms(relabels, 50, 2), "relabel_ms_p95": percentile_ms(relabels, 95, 2)}
+
+
+def _rounds(url: str, token: str, pid: int | None, raw: RawModel, batches: list[list[Path]],
+            warmup: list[Path]) -> tuple[list[dict], list[dict], dict, list[dict]]:
+    """Model, then (app round, model) for each batch of cells; then the review latencies."""
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=600) as api:
         _upload_and_wait(api, "bench-warmup", warmup)  # the worker has its model loaded after this
-        cpu_before = _cpu_seconds(pid) if pid else None
-        meter = CpuMeter()
-        case_id, seconds, answered = _upload_and_wait(api, f"bench-{int(time.time())}", cells)
-        steal, idle = meter.steal_share(), meter.idle_share()
-        cpu = {k: round(1000 * (v - cpu_before[k]) / len(cells), 2) for k, v in _cpu_seconds(pid).items()} \
-            if pid else {}
-        rows = api.get(f"/api/cases/{case_id}/cells").json()  # untimed: the first read warms caches
-        listing = _timed(lambda _: api.get(f"/api/cases/{case_id}/cells"), LIST_REQUESTS)
-
-        def relabel(i: int) -> httpx.Response:  # a different cell each time, with its version
-            cell = rows[i % len(rows)]
-            label = another_label(cell["label"])
-            return api.patch(f"/api/cells/{cell['id']}", json={"label": label, "version": cell["version"]})
-
-        relabels = _timed(relabel, min(RELABEL_REQUESTS, len(rows)))
+        models, apps = [raw.measure()], []
+        for n, cells in enumerate(batches):
+            apps.append(_app_round(api, cells, pid, n))
+            models.append(raw.measure())
+            print(f"round {n + 1}: app {apps[-1]['cells_per_s']} cells/s, model "
+                  f"{max(models[-2]['cells_per_s'], models[-1]['cells_per_s'])} cells/s", file=sys.stderr)
+        latency = _review_latency(api, apps[-1]["case_id"])
         workers = api.get("/api/model-info").json().get("workers", [])
-    return {"seconds_to_processed": round(seconds, 2), "cells_per_s": round(len(cells) / seconds, 2),
-            "upload_answered_s": round(answered, 2),
-            "cells_list_ms_p50": percentile_ms(listing, 50, 2), "cells_list_ms_p95": percentile_ms(listing, 95, 2),
-            "relabel_ms_p50": percentile_ms(relabels, 50, 2), "relabel_ms_p95": percentile_ms(relabels, 95, 2),
-            "worker_backend": workers[0].get("backend") if workers else None,
-            "worker_precision": workers[0].get("precision") if workers else None, "cpu_ms_per_cell": cpu,
-            "cpu_steal_share": steal, "cpu_idle_share": idle}
+    return models, apps, latency, workers
 
 
-def model_throughput(cells: list[Path], cache_dir: Path | None) -> tuple[float, dict]:
-    """Cells/s of Predictor.predict (with Grad-CAM) over decoded cells, batch by batch, and the
-    CPU milliseconds per cell it took."""
-    from app.ml.decode import decode_path
-    from app.ml.pipeline import DEFAULT_BATCH_SIZE
-    from app.ml.predictor import Predictor
-
-    settings = get_settings()
-    predictor = Predictor(settings.model_dir, device=settings.device, backend=settings.backend,
-                          cache_dir=cache_dir or settings.model_cache)
-    images = [decode_path(p).rgb for p in cells[:MODEL_CELLS]]
-    b = settings.batch_size or DEFAULT_BATCH_SIZE[settings.device]  # the worker's
-    predictor.predict(images[:b], with_cam=True)  # warm-up
-    t, cpu, meter = time.perf_counter(), time.process_time(), CpuMeter()
-    for i in range(0, len(images), b):
-        predictor.predict(images[i:i + b], with_cam=True)
-    rate = len(images) / (time.perf_counter() - t)
-    info = predictor.describe()
-    return rate, {"backend": info["backend"], "precision": info["precision"], "cpu_flags": info["cpu_flags"],
-                  "check": info["check"], "cpu_ms_per_cell": round(1000 * (time.process_time() - cpu) / len(images), 2),
-                  "cpu_steal_share": meter.steal_share(), "cpu_idle_share": meter.idle_share()}
-
-
-def run_benchmark(url: str | None, token: str | None, n_cells: int, data_dir: Path | None) -> dict:
-    picked = pick_cells(data_dir or default_data_dir(), n_cells + WARMUP_CELLS)
-    cells, warmup = picked[:n_cells], picked[n_cells:]
+def run_benchmark(url: str | None, token: str | None, n_cells: int, data_dir: Path | None, rounds: int = 3) -> dict:
+    if rounds < 1:
+        raise ValueError("--rounds must be at least 1")
+    # Other cells in every round: the storage keeps one copy of an image, its thumbnail and its
+    # heatmap, so cells uploaded before would skip writing their files.
+    try:
+        picked = pick_cells(data_dir or default_data_dir(), n_cells * rounds + WARMUP_CELLS)
+    except ValueError as exc:
+        raise ValueError(f"{exc}: each round uploads other cells (--cells x --rounds + {WARMUP_CELLS})") from exc
+    batches = [picked[n * n_cells:(n + 1) * n_cells] for n in range(rounds)]
+    warmup = picked[rounds * n_cells:]
     if url:
         if not token:
             raise ValueError("--url needs --token")
-        before, info = model_throughput(cells, None)
-        app = measure_app(url.rstrip("/"), token, cells, warmup)
-        after, after_info = model_throughput(cells, None)
+        raw = RawModel(batches[0], None)
+        models, apps, latency, workers = _rounds(url.rstrip("/"), token, None, raw, batches, warmup)
     else:
         with tempfile.TemporaryDirectory(prefix="marrow-bench-") as tmp:
-            cache = Path(tmp) / "model-cache"  # exported once, then the app's worker reuses it
-            before, info = model_throughput(cells, cache)
+            raw = RawModel(batches[0], Path(tmp) / "model-cache")  # exported once, then the app's worker reuses it
             with started_app(Path(tmp)) as (app_url, app_token, pid):
-                app = measure_app(app_url, app_token, cells, warmup, pid)
-            after, after_info = model_throughput(cells, cache)
-    model = max(before, after)
-    steal = {"model_before": info["cpu_steal_share"], "app": app["cpu_steal_share"],
-             "model_after": after_info["cpu_steal_share"]}
-    for what, share in steal.items():
-        if note := steal_note(share, what.replace("_", " ")):
-            print(note, file=sys.stderr)
-    idle = {"model_before": info["cpu_idle_share"], "app": app["cpu_idle_share"],
-            "model_after": after_info["cpu_idle_share"]}
-    return {"seconds_to_processed": app["seconds_to_processed"], "cells_per_s": app["cells_per_s"],
-            "upload_answered_s": app["upload_answered_s"], "model_cells_per_s": round(model, 2), "pipeline_ratio": round(app["cells_per_s"] / model, 3),
-            **{k: v for k, v in app.items() if k.endswith("_ms_p50") or k.endswith("_ms_p95")},
+                models, apps, latency, workers = _rounds(app_url, app_token, pid, raw, batches, warmup)
+    per_round = []
+    for n, app in enumerate(apps):
+        model = max(models[n], models[n + 1], key=lambda m: m["cells_per_s"])
+        per_round.append({"cells_per_s": app["cells_per_s"], "model_cells_per_s": model["cells_per_s"],
+                          "pipeline_ratio": round(app["cells_per_s"] / model["cells_per_s"], 3),
+                          "seconds_to_processed": app["seconds_to_processed"],
+                          "upload_answered_s": app["upload_answered_s"],
+                          "cpu_ms_per_cell": {"model": model["cpu_ms_per_cell"], **app.get("cpu_ms_per_cell", {})},
+                          "cpu_steal_share": {"model": max(_shares(models[n:n + 2], "cpu_steal_share"), default=None),
+                                              "app": app["cpu_steal_share"]},
+                          "cpu_idle_share": {"model": model["cpu_idle_share"], "app": app["cpu_idle_share"]}})
+        for what, share in per_round[-1]["cpu_steal_share"].items():
+            if note := steal_note(share, f"round {n + 1}'s {what} part"):
+                print(note, file=sys.stderr)
+    info = raw.predictor.describe()
+    return {"rounds": rounds, "cells": n_cells,
+            **{k: _median(per_round, k) for k in ("seconds_to_processed", "cells_per_s", "upload_answered_s",
+                                                  "model_cells_per_s", "pipeline_ratio")},
+            **latency,
             "model_backend": info["backend"], "model_precision": info["precision"],
-            "worker_backend": app["worker_backend"], "worker_precision": app["worker_precision"],
-            "cpu_ms_per_cell": {"model": info["cpu_ms_per_cell"], **app["cpu_ms_per_cell"]},
-            "cpu_flags": info["cpu_flags"], "backend_check": info["check"], "cpu_steal_share": steal,
-            "cpu_idle_share": idle}
+            "worker_backend": workers[0].get("backend") if workers else None,
+            "worker_precision": workers[0].get("precision") if workers else None,
+            "cpu_flags": info["cpu_flags"], "backend_check": info["check"], "per_round": per_round}
+
+
+def _shares(parts: list[dict], key: str) -> list[float]:
+    return [p[key] for p in parts if p[key] is not None]
+
+
+def _median(rows: list[dict], key: str) -> float:
+    return round(statistics.median(r[key] for r in rows), 3 if key == "pipeline_ratio" else 2)

@@ -54,6 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--url", help="target a running app (needs --token) instead of starting one")
     p.add_argument("--token", help="API token for --url")
     p.add_argument("--cells", type=int, default=500)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="uploads timed, each between two raw-model runs; pipeline_ratio is their median")
     p.add_argument("--data-dir", type=Path, help="real cells, one folder per class "
                                                  "(default: $MARROW_TEST_DATA or ../shared/data/bone-marrow-7)")
     p.add_argument("--json", type=Path, metavar="OUT", help="write the results here")
@@ -195,5 +197,6 @@ def cmd_bench_load(args) -> int:
 def cmd_bench_app(args) -> int:
     from app.bench.endtoend import run_benchmark
 
-    print_json(run_benchmark(url=args.url, token=args.token, n_cells=args.cells, data_dir=args.data_dir), args.json)
+    print_json(run_benchmark(url=args.url, token=args.token, n_cells=args.cells, data_dir=args.data_dir,
+                             rounds=args.rounds), args.json)
     return 0
