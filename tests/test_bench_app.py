@@ -1,0 +1,42 @@
+"""`marrow bench-app` on real cells: the whole app started, each round's upload timed between
+two raw-model runs, the ratio the median of the rounds'.
+
+Not a timed test: it checks the command's JSON (what the README's performance table quotes),
+never a speed."""
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+MARROW = [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))"]
+
+
+def test_bench_app_reports_every_round_and_their_median(real_cells_dir: Path, tmp_path: Path):
+    out = tmp_path / "app.json"
+    done = subprocess.run([*MARROW, "bench-app", "--cells", "6", "--rounds", "2", "--data-dir", str(real_cells_dir),
+                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    rounds = result["per_round"]
+    assert result["rounds"] == len(rounds) == 2 and result["cells"] == 6
+    assert result["pipeline_ratio"] == round(statistics.median(r["pipeline_ratio"] for r in rounds), 3)
+    for r in rounds:
+        assert r["cells_per_s"] > 0 and r["model_cells_per_s"] > 0
+        assert r["pipeline_ratio"] == round(r["cells_per_s"] / r["model_cells_per_s"], 3)
+        assert 0 < r["upload_answered_s"] <= r["seconds_to_processed"]
+        assert all(r["cpu_ms_per_cell"][k] > 0 for k in ("model", "web", "worker"))
+        assert all(0 <= share <= 1 for part in ("cpu_steal_share", "cpu_idle_share") for share in r[part].values()
+                   if share is not None)
+    assert result["worker_backend"] == result["model_backend"]  # the app ran what the reference ran
+    assert "round 2:" in done.stderr
+
+
+def test_bench_app_needs_other_cells_for_every_round(real_cells_dir: Path):
+    many = sum(1 for _ in real_cells_dir.rglob("*.jpg"))
+    done = subprocess.run([*MARROW, "bench-app", "--cells", str(many), "--rounds", "2", "--data-dir",
+                           str(real_cells_dir)], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "each round uploads other cells" in done.stderr and "Traceback" not in done.stderr
