@@ -30,6 +30,7 @@ def test_bench_app_reports_every_round_and_their_median(real_cells_dir: Path, tm
         assert all(r["cpu_ms_per_cell"][k] > 0 for k in ("model", "web", "worker"))
         assert all(0 <= share <= 1 for part in ("cpu_steal_share", "cpu_idle_share") for share in r[part].values()
                    if share is not None)
+    assert all(result["cpu_ms_per_cell"][k] > 0 for k in ("model", "web", "worker"))  # medians over the rounds
     assert result["worker_backend"] == result["model_backend"]  # the app ran what the reference ran
     assert "round 2:" in done.stderr
 

@@ -239,7 +239,13 @@ def run_benchmark(url: str | None, token: str | None, n_cells: int, data_dir: Pa
             "model_backend": info["backend"], "model_precision": info["precision"],
             "worker_backend": workers[0].get("backend") if workers else None,
             "worker_precision": workers[0].get("precision") if workers else None,
-            "cpu_flags": info["cpu_flags"], "backend_check": info["check"], "per_round": per_round}
+            "cpu_flags": info["cpu_flags"], "backend_check": info["check"],
+            # over the rounds: the median CPU a cell and idle share, the most any part had stolen
+            "cpu_ms_per_cell": _medians([r["cpu_ms_per_cell"] for r in per_round]),
+            "cpu_idle_share": _medians([r["cpu_idle_share"] for r in per_round]),
+            "cpu_steal_share": {part: max(_shares([r["cpu_steal_share"] for r in per_round], part), default=None)
+                                for part in ("model", "app")},
+            "per_round": per_round}
 
 
 def _shares(parts: list[dict], key: str) -> list[float]:
@@ -248,3 +254,8 @@ def _shares(parts: list[dict], key: str) -> list[float]:
 
 def _median(rows: list[dict], key: str) -> float:
     return round(statistics.median(r[key] for r in rows), 3 if key == "pipeline_ratio" else 2)
+
+
+def _medians(rows: list[dict]) -> dict:
+    """Key by key, the median over the rows that have it (None where none has)."""
+    return {k: (round(statistics.median(v), 4) if (v := _shares(rows, k)) else None) for k in rows[0]}
