@@ -225,7 +225,7 @@ def run_benchmark(url: str | None, token: str | None, n_cells: int, data_dir: Pa
                           "seconds_to_processed": app["seconds_to_processed"],
                           "upload_answered_s": app["upload_answered_s"],
                           "cpu_ms_per_cell": {"model": model["cpu_ms_per_cell"], **app.get("cpu_ms_per_cell", {})},
-                          "cpu_steal_share": {"model": max(_shares(models[n:n + 2], "cpu_steal_share"), default=None),
+                          "cpu_steal_share": {"model": max(_known(models[n:n + 2], "cpu_steal_share"), default=None),
                                               "app": app["cpu_steal_share"]},
                           "cpu_idle_share": {"model": model["cpu_idle_share"], "app": app["cpu_idle_share"]}})
         for what, share in per_round[-1]["cpu_steal_share"].items():
@@ -243,12 +243,13 @@ def run_benchmark(url: str | None, token: str | None, n_cells: int, data_dir: Pa
             # over the rounds: the median CPU a cell and idle share, the most any part had stolen
             "cpu_ms_per_cell": _medians([r["cpu_ms_per_cell"] for r in per_round]),
             "cpu_idle_share": _medians([r["cpu_idle_share"] for r in per_round]),
-            "cpu_steal_share": {part: max(_shares([r["cpu_steal_share"] for r in per_round], part), default=None)
+            "cpu_steal_share": {part: max(_known([r["cpu_steal_share"] for r in per_round], part), default=None)
                                 for part in ("model", "app")},
             "per_round": per_round}
 
 
-def _shares(parts: list[dict], key: str) -> list[float]:
+def _known(parts: list[dict], key: str) -> list[float]:
+    """The values of `key` the parts have (steal is None off Linux)."""
     return [p[key] for p in parts if p[key] is not None]
 
 
@@ -258,4 +259,4 @@ def _median(rows: list[dict], key: str) -> float:
 
 def _medians(rows: list[dict]) -> dict:
     """Key by key, the median over the rows that have it (None where none has)."""
-    return {k: (round(statistics.median(v), 4) if (v := _shares(rows, k)) else None) for k in rows[0]}
+    return {k: (round(statistics.median(v), 4) if (v := _known(rows, k)) else None) for k in rows[0]}
