@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,6 +18,10 @@ MiB = 1024 * 1024
 # commands use; spelled out here so this core module does not reach into app/ml; a test keeps
 # the two equal).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "rexnet150-marrow13"
+# MARROW_BACKEND's values: "auto" and app.ml.backends.BACKENDS, spelled out for the same reason
+# (a test keeps them equal); `marrow` offers the same list.
+BackendName = Literal["auto", "onnx", "openvino-fp32", "openvino-bf16", "openvino-int8", "torch"]
+BACKEND_NAMES: tuple[str, ...] = get_args(BackendName)
 
 
 class Settings(BaseSettings):
@@ -39,7 +43,7 @@ class Settings(BaseSettings):
     device: Literal["cpu", "cuda"] = "cpu"
     # MARROW_BACKEND: "auto" picks the fastest the CPU supports and verifies it at load (falls
     # back to onnx, fp32); a name forces that backend (see app.ml.backends).
-    backend: Literal["auto", "onnx", "openvino-fp32", "openvino-bf16", "openvino-int8", "torch"] = "auto"
+    backend: BackendName = "auto"
     # Cells per forward pass; unset: the measured default for the device, app.ml.pipeline's
     # DEFAULT_BATCH_SIZE (cpu 4, cuda 8; see docs/bench-ml.md), applied by the worker.
     batch_size: int | None = Field(None, ge=1)

@@ -135,6 +135,13 @@ def test_the_settings_default_model_is_the_shipped_one():
     assert DEFAULT_MODEL_DIR == SHIPPED_MODEL
 
 
+def test_the_settings_backends_are_the_ml_sides():
+    from app.config import BACKEND_NAMES
+    from app.ml.backends import BACKENDS
+
+    assert BACKEND_NAMES == ("auto", *BACKENDS)
+
+
 def test_the_web_app_does_not_load_torch():
     code = "import sys, app.main; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

@@ -6,10 +6,8 @@ import argparse
 from pathlib import Path
 
 from app.cli import print_json
+from app.config import BACKEND_NAMES
 
-# MARROW_BACKEND's values (app.config.Settings.backend), spelt out so `marrow --help` does not
-# import the ML stack
-BACKEND_CHOICES = ("auto", "onnx", "openvino-fp32", "openvino-bf16", "openvino-int8", "torch")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the pipeline's batch size (default: the product's, 4 on CPU, 8 on CUDA)")
     p.add_argument("--workers", type=int, default=None, help="the pipeline's worker threads (default: the product's)")
     p.add_argument("--rounds", type=int, default=3, help="passes over the cells per method (default 3)")
-    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+    p.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
                    help="the product's backend (default auto: the fastest this CPU supports, verified; "
                         "ONNX Runtime fp32 is measured beside it as fp32_cells_per_s)")
     p.set_defaults(func=cmd_bench)
@@ -50,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="checkpoint directory (default: the shipped model models/rexnet150-marrow13)")
     p.add_argument("--data", type=Path, default=None, metavar="DIR",
                    help="real cells, one sub-folder per class (default ../shared/data/bone-marrow-7)")
-    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+    p.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
                    help="the network's backend (default auto, as the worker chooses)")
     p.set_defaults(func=cmd_bench_steps)
 
