@@ -180,20 +180,38 @@ def _review_latency(api: httpx.Client, case_id: int) -> dict:
             "relabel_ms_p50": percentile_ms(relabels, 50, 2), "relabel_ms_p95": percentile_ms(relabels, 95, 2)}
 
 
+def _round_result(n: int, app: dict, before: dict, after: dict) -> dict:
+    """Round n's figures against the faster of the model runs either side of it (said on stderr)."""
+    model = max(before, after, key=lambda m: m["cells_per_s"])
+    result = {"cells_per_s": app["cells_per_s"], "model_cells_per_s": model["cells_per_s"],
+              "pipeline_ratio": round(app["cells_per_s"] / model["cells_per_s"], 3),
+              "seconds_to_processed": app["seconds_to_processed"], "upload_answered_s": app["upload_answered_s"],
+              "cpu_ms_per_cell": {"model": model["cpu_ms_per_cell"], **app.get("cpu_ms_per_cell", {})},
+              "cpu_steal_share": {"model": max(_known([before, after], "cpu_steal_share"), default=None),
+                                  "app": app["cpu_steal_share"]},
+              "cpu_idle_share": {"model": model["cpu_idle_share"], "app": app["cpu_idle_share"]}}
+    print(f"round {n + 1}: app {result['cells_per_s']} cells/s, model {result['model_cells_per_s']} cells/s",
+          file=sys.stderr)
+    for what, share in result["cpu_steal_share"].items():
+        if note := steal_note(share, f"round {n + 1}'s {what} part"):
+            print(note, file=sys.stderr)
+    return result
+
+
 def _rounds(url: str, token: str, pid: int | None, raw: RawModel, batches: list[list[Path]],
-            warmup: list[Path]) -> tuple[list[dict], list[dict], dict, list[dict]]:
+            warmup: list[Path]) -> tuple[list[dict], dict, list[dict]]:
     """Model, then (app round, model) for each batch of cells; then the review latencies."""
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=600) as api:
         _upload_and_wait(api, "bench-warmup", warmup)  # the worker has its model loaded after this
-        models, apps = [raw.measure()], []
+        before, per_round = raw.measure(), []
         for n, cells in enumerate(batches):
-            apps.append(_app_round(api, cells, pid, n))
-            models.append(raw.measure())
-            print(f"round {n + 1}: app {apps[-1]['cells_per_s']} cells/s, model "
-                  f"{max(models[-2]['cells_per_s'], models[-1]['cells_per_s'])} cells/s", file=sys.stderr)
-        latency = _review_latency(api, apps[-1]["case_id"])
+            app = _app_round(api, cells, pid, n)
+            after = raw.measure()
+            per_round.append(_round_result(n, app, before, after))
+            before = after
+        latency = _review_latency(api, app["case_id"])
         workers = api.get("/api/model-info").json().get("workers", [])
-    return models, apps, latency, workers
+    return per_round, latency, workers
 
 
 def run_benchmark(url: str | None, token: str | None, n_cells: int, data_dir: Path | None, rounds: int = 3) -> dict:
@@ -211,26 +229,12 @@ def run_benchmark(url: str | None, token: str | None, n_cells: int, data_dir: Pa
         if not token:
             raise ValueError("--url needs --token")
         raw = RawModel(batches[0], None)
-        models, apps, latency, workers = _rounds(url.rstrip("/"), token, None, raw, batches, warmup)
+        per_round, latency, workers = _rounds(url.rstrip("/"), token, None, raw, batches, warmup)
     else:
         with tempfile.TemporaryDirectory(prefix="marrow-bench-") as tmp:
             raw = RawModel(batches[0], Path(tmp) / "model-cache")  # exported once, then the app's worker reuses it
             with started_app(Path(tmp)) as (app_url, app_token, pid):
-                models, apps, latency, workers = _rounds(app_url, app_token, pid, raw, batches, warmup)
-    per_round = []
-    for n, app in enumerate(apps):
-        model = max(models[n], models[n + 1], key=lambda m: m["cells_per_s"])
-        per_round.append({"cells_per_s": app["cells_per_s"], "model_cells_per_s": model["cells_per_s"],
-                          "pipeline_ratio": round(app["cells_per_s"] / model["cells_per_s"], 3),
-                          "seconds_to_processed": app["seconds_to_processed"],
-                          "upload_answered_s": app["upload_answered_s"],
-                          "cpu_ms_per_cell": {"model": model["cpu_ms_per_cell"], **app.get("cpu_ms_per_cell", {})},
-                          "cpu_steal_share": {"model": max(_known(models[n:n + 2], "cpu_steal_share"), default=None),
-                                              "app": app["cpu_steal_share"]},
-                          "cpu_idle_share": {"model": model["cpu_idle_share"], "app": app["cpu_idle_share"]}})
-        for what, share in per_round[-1]["cpu_steal_share"].items():
-            if note := steal_note(share, f"round {n + 1}'s {what} part"):
-                print(note, file=sys.stderr)
+                per_round, latency, workers = _rounds(app_url, app_token, pid, raw, batches, warmup)
     info = raw.predictor.describe()
     return {"rounds": rounds, "cells": n_cells,
             **{k: _median(per_round, k) for k in ("seconds_to_processed", "cells_per_s", "upload_answered_s",
