@@ -6,7 +6,8 @@ on a shared machine the end-to-end figures move more between minutes than one st
 This times each step the web process and the worker take a cell through, with the product's
 own functions in the order they call them, one step at a time: CPU time per cell, the median
 of `rounds` passes over the same real cells. The network runs one batch at a time on one
-thread, as each of the worker's pipeline threads does. Not in it: the database writes, the
+thread, as each of the worker's pipeline threads does, and OpenCV runs in the calling thread as
+in the pipeline (`opencv_in_caller_threads`), so a step's thread time is all its CPU. Not in it: the database writes, the
 queue and the HTTP layer (bench-app's `cpu_ms_per_cell` has the whole processes). `store` and
 `write` are mostly creating files, whose cost depends on the file system's state more than on
 the product, so they vary between machines and days more than the other steps.
@@ -25,7 +26,7 @@ from app.ml import framing
 from app.ml.card import SHIPPED_MODEL
 from app.ml.decode import decode_bytes
 from app.ml.gradcam import HEATMAP_SIDE, cam_from_features, heatmap_png
-from app.ml.pipeline import DEFAULT_BATCH_SIZE
+from app.ml.pipeline import DEFAULT_BATCH_SIZE, opencv_in_caller_threads
 from app.ml.predictor import Predictor
 from app.ml.quality import Thresholds, assess, measure_view
 from app.processing.service import thumbnail_jpeg
@@ -104,9 +105,10 @@ def run_steps(data_dir: Path, n: int, rounds: int, model_dir: Path | None, backe
     passes = []
     data_root = get_settings().data_dir  # scratch storage where the product keeps its files
     data_root.mkdir(parents=True, exist_ok=True)
-    for _ in range(rounds + 1):  # the first pass warms caches and the network; not counted
-        with tempfile.TemporaryDirectory(prefix="marrow-steps-", dir=data_root) as tmp:
-            passes.append(_one_pass(datas, predictor, thresholds, batch_size, _storage(Path(tmp))))
+    with opencv_in_caller_threads():
+        for _ in range(rounds + 1):  # the first pass warms caches and the network; not counted
+            with tempfile.TemporaryDirectory(prefix="marrow-steps-", dir=data_root) as tmp:
+                passes.append(_one_pass(datas, predictor, thresholds, batch_size, _storage(Path(tmp))))
     ms = {step: round(1000 * statistics.median(p[step] for p in passes[1:]) / len(datas), 3)
           for step in WEB_STEPS + WORKER_STEPS}
     outside = [s for s in WORKER_STEPS if s != "network"]

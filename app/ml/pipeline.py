@@ -9,16 +9,19 @@ on a 2-core CPU two 1-thread runs side by side beat one 2-thread run (no thread 
 the network, and one worker's decoding fills the gaps of the other's), see docs/bench-ml.md and
 README "Inference backends". On CUDA, and for PyTorch eager, decoding and checks of the next
 batch run in a thread pool while the current batch is in the network. OpenCV, PIL, ONNX Runtime
-and OpenVINO release the GIL.
+and OpenVINO release the GIL. OpenCV's own thread pool is switched off while the pipeline runs
+(`opencv_in_caller_threads`).
 """
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 
+import cv2
 import numpy as np
 
 from app.ml import framing
@@ -101,11 +104,30 @@ def batches(it: Iterable, n: int) -> Iterator[list]:
         yield chunk
 
 
+@contextmanager
+def opencv_in_caller_threads() -> Iterator[None]:
+    """OpenCV without its own thread pool while the pipeline's threads run. They already fill
+    the cores; OpenCV splitting each resize, blur and labelling across the cores as well only
+    adds hand-offs: on 2 cores about 1 CPU ms a cell more for decode, QC and framing, for the
+    same pixels, metrics and crops (README, "Inference backends")."""
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
+
+
 def run(items: Iterable[Item], predictor: Predictor, thresholds: Thresholds | None = None,
         repair: bool = True, with_cam: bool = True, batch_size: int = 8,
         workers: int = 2) -> Iterator[CellResult]:
     """Results in input order; a bad file yields a result with its reason, never an exception."""
-    thresholds = thresholds or Thresholds.load()
+    with opencv_in_caller_threads():
+        yield from _run(items, predictor, thresholds or Thresholds.load(), repair, with_cam, batch_size, workers)
+
+
+def _run(items: Iterable[Item], predictor: Predictor, thresholds: Thresholds, repair: bool,
+         with_cam: bool, batch_size: int, workers: int) -> Iterator[CellResult]:
     crop = framing.Crop.from_card(predictor.card.framing)
     if getattr(predictor, "backend", "").startswith(("onnx", "openvino")) and min(workers, predictor.threads) > 1:
         # never more parallel network runs than the predictor's thread budget

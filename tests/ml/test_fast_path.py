@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -84,6 +85,16 @@ def test_pipeline_workers_keep_order_and_values(cells, onnx_predictor):
         assert r.prediction is not None, r.error
         np.testing.assert_allclose(r.prediction.probs, direct[r.name].probs, rtol=0, atol=1e-5)
         assert r.prediction.cam.shape == (224, 224)
+
+
+def test_pipeline_runs_opencv_in_its_own_threads(cells, onnx_predictor):
+    """While the pipeline's threads run, OpenCV does not split work across the cores as well
+    (they are full already); the caller's setting is back when the run ends."""
+    cv2.setNumThreads(2)
+    items = [(name, None) for name, _ in cells]
+    during = [cv2.getNumThreads() for _ in pipeline.run(items, onnx_predictor, with_cam=True, batch_size=3)]
+    assert during == [1] * len(items)
+    assert cv2.getNumThreads() == 2
 
 
 def _minmax(a: np.ndarray) -> np.ndarray:
