@@ -124,7 +124,49 @@ def test_bad_files_are_reported_not_raised(data, reason):
     assert rec.error == reason and image is None and rec.flags == ["unreadable"]
 
 
-def test_truncated_jpeg_is_reported():
+@pytest.mark.parametrize("kept", [0.5, 0.9, 0.999])
+def test_truncated_jpeg_is_reported(kept):
     data = encode(synthetic_cell(), "JPEG", quality=95)
-    rec, image = check_bytes("cut.jpg", data[: len(data) // 2], THRESHOLDS)
+    rec, image = check_bytes("cut.jpg", data[: int(len(data) * kept)], THRESHOLDS)
     assert rec.error == "truncated" and image is None
+
+
+def _pil_pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def test_real_cells_decode_to_pils_pixels(real_cells_dir, pbc_cells_dir):
+    """Colour JPEGs are decoded by OpenCV (less CPU): the pixels are PIL's, on both labs' cells."""
+    paths = [p for root in (real_cells_dir, pbc_cells_dir) for d in sorted(root.iterdir()) if d.is_dir()
+             for p in sorted(d.glob("*.jpg"))[:2]]
+    assert len(paths) >= 20
+    for path in paths:
+        data = path.read_bytes()
+        np.testing.assert_array_equal(decode_bytes(data).rgb, _pil_pixels(data), err_msg=str(path))
+
+
+def _jpeg_variants() -> dict[str, bytes]:
+    rgb = synthetic_cell()
+    out = {f"subsampling {s}": encode(rgb, "JPEG", quality=90, subsampling=s) for s in (0, 1, 2)}
+    out["progressive"] = encode(rgb, "JPEG", quality=90, progressive=True)
+    exif = Image.Exif()
+    exif[0x0112] = 3  # "rotate 180°": ignored, as PIL ignores it
+    out["EXIF orientation"] = encode(rgb, "JPEG", quality=90, exif=exif)
+    out["odd size"] = encode(np.ascontiguousarray(rgb[:217, :201]), "JPEG", quality=75)
+    out["restart markers"] = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_RST_INTERVAL, 4])[1].tobytes()
+    out["bytes after the end marker"] = encode(rgb, "JPEG", quality=90) + b"\0" * 16
+    cmyk = io.BytesIO()
+    Image.fromarray(rgb).convert("CMYK").save(cmyk, "JPEG", quality=90)
+    out["CMYK"] = cmyk.getvalue()
+    return out
+
+
+JPEG_VARIANTS = _jpeg_variants()
+
+
+@pytest.mark.parametrize("kind", list(JPEG_VARIANTS))
+def test_jpeg_variants_decode_to_pils_pixels(kind):
+    data = JPEG_VARIANTS[kind]
+    decoded = decode_bytes(data)
+    assert decoded.ok, decoded.error
+    np.testing.assert_array_equal(decoded.rgb, _pil_pixels(data), err_msg=kind)
