@@ -95,8 +95,9 @@ def laplacian_variance(rgb: np.ndarray) -> float:
 
 
 def _gray_laplacian_variance(gray: np.ndarray) -> float:
-    # OpenCV's one mean/std pass: faster than numpy's .var(), the same value but for rounding
-    _, std = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_64F))
+    # OpenCV's one mean/std pass: faster than numpy's .var(), the same value but for rounding.
+    # 16-bit Laplacian: a 3x3 Laplacian of 8-bit grey is an integer within ±1020, held exactly.
+    _, std = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_16S))
     return float(std[0, 0]) ** 2
 
 
