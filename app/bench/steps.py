@@ -7,10 +7,11 @@ This times each step the web process and the worker take a cell through, with th
 own functions in the order they call them, one step at a time: CPU time per cell, the median
 of `rounds` passes over the same real cells. The network runs one batch at a time on one
 thread, as each of the worker's pipeline threads does, and OpenCV runs in the calling thread as
-in the pipeline (`opencv_in_caller_threads`), so a step's thread time is all its CPU. Not in it: the database writes, the
-queue and the HTTP layer (bench-app's `cpu_ms_per_cell` has the whole processes). `store` and
-`write` are mostly creating files, whose cost depends on the file system's state more than on
-the product, so they vary between machines and days more than the other steps.
+in the pipeline (`opencv_in_caller_threads`), so a step's thread time is all its CPU. Not in
+it: the database writes, the queue and the HTTP layer (bench-app's `cpu_ms_per_cell` has the
+whole processes). `store` and `write` are mostly creating files, whose cost depends on the file
+system's state more than on the product, so they vary between machines and days more than the
+other steps.
 """
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def _one_pass(datas: list[bytes], predictor: Predictor, thresholds: Thresholds, 
             key = storage.image_key(digest)
             clock.run("store", storage.put, key, data)
             data = clock.run("read", storage.read, key)
-            decoded = clock.run("decode", decode_bytes, data)
+            decoded = clock.run("decode", lambda d: decode_bytes(d, checked=True), data)
             view = clock.run("qc_view", measure_view, decoded.rgb)
             _, image = clock.run("qc_checks", assess, key, decoded, thresholds, True, view)
             where = clock.run("framing", framing.locate, image, crop or framing.DEFAULT_CROP)

@@ -63,12 +63,13 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
 
 
 def _whole_rgb_jpeg(data: bytes, img: Image.Image) -> np.ndarray | None:
-    """A colour JPEG that ends with its end-of-image marker, decoded by OpenCV: the same
-    libjpeg-turbo decoding as PIL's, pixel for pixel (tests/ml/test_quality.py checks it on
-    real cells of both labs and on progressive, subsampled and EXIF-rotated files), for about
-    40 % less CPU. None, and PIL decodes it, for anything else: a file cut short (OpenCV may
-    fill the missing rows instead of failing), other modes (CMYK, grey) and whatever OpenCV
-    declines. EXIF orientation is ignored, as PIL does."""
+    """A colour JPEG that passed the upload check and ends with its end-of-image marker, decoded
+    by OpenCV: the same libjpeg-turbo decoding as PIL's, pixel for pixel (tests/ml/test_quality.py
+    checks it on real cells of both labs and on progressive, subsampled and EXIF-rotated files),
+    for about 40 % less CPU. Only checked files: where libjpeg meets a marker inside the image
+    data, PIL reports the file truncated while OpenCV fills the rest grey without a word. None,
+    and PIL decodes it, for anything else: a file cut short, other modes (CMYK, grey), whatever
+    OpenCV declines. EXIF orientation is ignored, as PIL does."""
     if img.format != "JPEG" or img.mode != "RGB" or not data.endswith(b"\xff\xd9"):
         return None
     try:
@@ -92,12 +93,15 @@ def _sixteen_bit_rgb(data: bytes) -> np.ndarray | None:
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
 
 
-def decode_bytes(data: bytes, max_pixels: int = MAX_PIXELS, reduced: bool = False) -> Decoded:
+def decode_bytes(data: bytes, max_pixels: int = MAX_PIXELS, reduced: bool = False,
+                 checked: bool = False) -> Decoded:
     """Decode image bytes; never raises for bad input.
 
     `reduced`: decode a JPEG at 1/8 of its size (libjpeg's DCT scaling), for checking an upload:
     every entropy-coded block is still read, so a truncated or corrupt file fails as in a full
     decode, at a fraction of the cost; `rgb` is then the small image, `width`/`height` the file's.
+    `checked`: the bytes passed that check already (every image the workers read from the
+    storage), so a colour JPEG may take the faster decoder (`_whole_rgb_jpeg`).
     """
     if not data:
         return Decoded(None, error="empty file")
@@ -123,7 +127,7 @@ def decode_bytes(data: bytes, max_pixels: int = MAX_PIXELS, reduced: bool = Fals
             img.seek(0)  # animated GIF/TIFF: the first frame is the cell
             if reduced and fmt == "JPEG":
                 img.draft("RGB", (max(1, w // 8), max(1, h // 8)))
-            rgb = None if reduced else _whole_rgb_jpeg(data, img)
+            rgb = _whole_rgb_jpeg(data, img) if checked and not reduced else None
             if rgb is None:
                 img.load()
                 rgb = _to_rgb8(img)

@@ -65,17 +65,27 @@ class _Checked:
     view: np.ndarray | None  # None: not decodable
 
 
-def _check(item: Item, thresholds: Thresholds, repair: bool, crop: framing.Crop | None) -> _Checked:
-    name, load = item
-    decoded = decode_path(name) if load is None else decode_bytes(load())
-    view = measure_view(decoded.rgb) if decoded.rgb is not None else None
-    record, model_input = assess(name, decoded, thresholds, repair, view)
-    # the nucleus is looked for on every model (the count-or-UNK rule needs it); only models
-    # trained on framed cells are given the crop
-    where = framing.locate(model_input, crop or framing.DEFAULT_CROP) if model_input is not None else None
-    if crop is not None and where is not None:
-        model_input = framing.frame(model_input, where)
-    return _Checked(record, decoded.rgb, model_input, where, view)
+@dataclass(frozen=True)
+class CellChecks:
+    """How each cell is checked before the network: QC thresholds, unsharp repair, the model's
+    crop (None: the model takes whole images) and whether the bytes passed the upload check."""
+
+    thresholds: Thresholds
+    repair: bool
+    crop: framing.Crop | None
+    upload_checked: bool
+
+    def __call__(self, item: Item) -> _Checked:
+        name, load = item
+        decoded = decode_path(name) if load is None else decode_bytes(load(), checked=self.upload_checked)
+        view = measure_view(decoded.rgb) if decoded.rgb is not None else None
+        record, model_input = assess(name, decoded, self.thresholds, self.repair, view)
+        # the nucleus is looked for on every model (the count-or-UNK rule needs it); only models
+        # trained on framed cells are given the crop
+        where = framing.locate(model_input, self.crop or framing.DEFAULT_CROP) if model_input is not None else None
+        if self.crop is not None and where is not None:
+            model_input = framing.frame(model_input, where)
+        return _Checked(record, decoded.rgb, model_input, where, view)
 
 
 def _predict(chunk: list[Item], checked: list[_Checked], predictor: Predictor, with_cam: bool,
@@ -120,45 +130,48 @@ def opencv_in_caller_threads() -> Iterator[None]:
 
 def run(items: Iterable[Item], predictor: Predictor, thresholds: Thresholds | None = None,
         repair: bool = True, with_cam: bool = True, batch_size: int = 8,
-        workers: int = 2) -> Iterator[CellResult]:
-    """Results in input order; a bad file yields a result with its reason, never an exception."""
+        workers: int = 2, upload_checked: bool = False) -> Iterator[CellResult]:
+    """Results in input order; a bad file yields a result with its reason, never an exception.
+
+    `upload_checked`: the items' bytes passed the upload check already (the worker's, read from
+    the storage), which lets them be decoded faster (`decode_bytes(checked=True)`)."""
+    checks = CellChecks(thresholds or Thresholds.load(), repair, framing.Crop.from_card(predictor.card.framing),
+                     upload_checked)
     with opencv_in_caller_threads():
-        yield from _run(items, predictor, thresholds or Thresholds.load(), repair, with_cam, batch_size, workers)
+        yield from _run(items, predictor, checks, with_cam, batch_size, workers)
 
 
-def _run(items: Iterable[Item], predictor: Predictor, thresholds: Thresholds, repair: bool,
-         with_cam: bool, batch_size: int, workers: int) -> Iterator[CellResult]:
-    crop = framing.Crop.from_card(predictor.card.framing)
+def _run(items: Iterable[Item], predictor: Predictor, checks: CellChecks, with_cam: bool, batch_size: int,
+         workers: int) -> Iterator[CellResult]:
+    framed = checks.crop is not None
     if getattr(predictor, "backend", "").startswith(("onnx", "openvino")) and min(workers, predictor.threads) > 1:
         # never more parallel network runs than the predictor's thread budget
-        yield from _run_parallel(items, predictor, thresholds, repair, crop, with_cam, batch_size,
-                                 min(workers, predictor.threads))
+        yield from _run_parallel(items, predictor, checks, with_cam, batch_size, min(workers, predictor.threads))
         return
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending = None
         for chunk in batches(items, batch_size):
-            futures = [pool.submit(_check, item, thresholds, repair, crop) for item in chunk]
+            futures = [pool.submit(checks, item) for item in chunk]
             if pending is not None:
-                yield from _predict(pending[0], [f.result() for f in pending[1]], predictor, with_cam, crop is not None)
+                yield from _predict(pending[0], [f.result() for f in pending[1]], predictor, with_cam, framed)
             pending = (chunk, futures)
         if pending is not None:
-            yield from _predict(pending[0], [f.result() for f in pending[1]], predictor, with_cam, crop is not None)
+            yield from _predict(pending[0], [f.result() for f in pending[1]], predictor, with_cam, framed)
 
 
-def _whole_batch(chunk: list[Item], predictor: Predictor, thresholds: Thresholds, repair: bool,
-                 crop: framing.Crop | None, with_cam: bool, threads: int) -> list[CellResult]:
-    checked = [_check(item, thresholds, repair, crop) for item in chunk]
-    return _predict(chunk, checked, predictor, with_cam, crop is not None, threads)
+def _whole_batch(chunk: list[Item], predictor: Predictor, checks: CellChecks, with_cam: bool,
+                 threads: int) -> list[CellResult]:
+    return _predict(chunk, [checks(item) for item in chunk], predictor, with_cam, checks.crop is not None, threads)
 
 
-def _run_parallel(items, predictor, thresholds, repair, crop, with_cam, batch_size, workers):
+def _run_parallel(items: Iterable[Item], predictor: Predictor, checks: CellChecks, with_cam: bool, batch_size: int,
+                  workers: int) -> Iterator[CellResult]:
     """`workers` batches in flight at once, each decoded, checked and predicted by one thread."""
     threads = max(1, predictor.threads // workers)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque = deque()
         for chunk in batches(items, batch_size):
-            pending.append(pool.submit(_whole_batch, chunk, predictor, thresholds, repair, crop,
-                                       with_cam, threads))
+            pending.append(pool.submit(_whole_batch, chunk, predictor, checks, with_cam, threads))
             if len(pending) > workers:
                 yield from pending.popleft().result()
         while pending:

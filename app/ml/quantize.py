@@ -41,11 +41,10 @@ BATCH = 8
 
 def _prepared(paths: list[Path], card: ModelCard, repair: bool = True) -> tuple[np.ndarray, list[int]]:
     """The network's inputs for the readable cells (N×3×S×S) and their indices."""
-    thresholds = Thresholds.load()
-    crop = framing.Crop.from_card(card.framing)
+    checks = pipeline.CellChecks(Thresholds.load(), repair, framing.Crop.from_card(card.framing), upload_checked=False)
     inputs, kept = [], []
     for i, p in enumerate(paths):
-        checked = pipeline._check((str(p), None), thresholds, repair, crop)
+        checked = checks((str(p), None))
         if checked.model_input is not None:
             inputs.append(checked.model_input)
             kept.append(i)

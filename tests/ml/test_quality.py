@@ -136,13 +136,13 @@ def _pil_pixels(data: bytes) -> np.ndarray:
 
 
 def test_real_cells_decode_to_pils_pixels(real_cells_dir, pbc_cells_dir):
-    """Colour JPEGs are decoded by OpenCV (less CPU): the pixels are PIL's, on both labs' cells."""
+    """Checked colour JPEGs are decoded by OpenCV (less CPU): the pixels are PIL's, on both labs' cells."""
     paths = [p for root in (real_cells_dir, pbc_cells_dir) for d in sorted(root.iterdir()) if d.is_dir()
              for p in sorted(d.glob("*.jpg"))[:2]]
     assert len(paths) >= 20
     for path in paths:
         data = path.read_bytes()
-        np.testing.assert_array_equal(decode_bytes(data).rgb, _pil_pixels(data), err_msg=str(path))
+        np.testing.assert_array_equal(decode_bytes(data, checked=True).rgb, _pil_pixels(data), err_msg=str(path))
 
 
 def _jpeg_variants() -> dict[str, bytes]:
@@ -167,6 +167,17 @@ JPEG_VARIANTS = _jpeg_variants()
 @pytest.mark.parametrize("kind", list(JPEG_VARIANTS))
 def test_jpeg_variants_decode_to_pils_pixels(kind):
     data = JPEG_VARIANTS[kind]
-    decoded = decode_bytes(data)
+    decoded = decode_bytes(data, checked=True)
     assert decoded.ok, decoded.error
     np.testing.assert_array_equal(decoded.rgb, _pil_pixels(data), err_msg=kind)
+
+
+def test_a_jpeg_broken_by_a_stray_marker_is_reported():
+    """A start-of-image marker in the middle of the image data: libjpeg stops there. The upload
+    check and an unchecked full decode (`marrow qc`, `classify`) both report it, never a
+    half-grey cell (OpenCV's decoder would fill the rest without an error)."""
+    data = bytearray(encode(synthetic_cell(), "JPEG", quality=95))
+    data[len(data) // 2:len(data) // 2 + 2] = b"\xff\xd8"
+    assert decode_bytes(bytes(data), reduced=True).error == "truncated"
+    rec, image = check_bytes("marker.jpg", bytes(data), THRESHOLDS)
+    assert rec.error == "truncated" and image is None
