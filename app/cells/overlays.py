@@ -24,7 +24,7 @@ def overlay_file(storage: Storage, cell: Cell) -> Path:
         return path
     try:
         heatmap = storage.read(Storage.heatmap_key(cell.overlay_path))
-        rgb = decode_bytes(storage.read(cell.image_path)).rgb
+        rgb = decode_bytes(storage.read(cell.image_path), checked=True).rgb  # stored: it passed the upload check
     except FileNotFoundError as e:
         raise NotFound(f"cell {cell.id}'s Grad-CAM cannot be drawn: {Path(e.filename).name} is missing "
                        "from the storage folder") from e

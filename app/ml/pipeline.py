@@ -118,8 +118,8 @@ def batches(it: Iterable, n: int) -> Iterator[list]:
 def opencv_in_caller_threads() -> Iterator[None]:
     """OpenCV without its own thread pool while the pipeline's threads run. They already fill
     the cores; OpenCV splitting each resize, blur and labelling across the cores as well only
-    adds hand-offs: on 2 cores about 1 CPU ms a cell more for decode, QC and framing, for the
-    same pixels, metrics and crops (README, "Inference backends")."""
+    adds hand-offs: on 2 cores 1-2 CPU ms a cell more in the worker, for the same pixels,
+    metrics and crops (docs/performance-history.md, 2026-12-03)."""
     before = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
