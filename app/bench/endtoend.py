@@ -93,7 +93,7 @@ def _upload_and_wait(api: httpx.Client, accession: str, cells: list[Path]) -> tu
     answered = time.perf_counter() - t0
     print(f"{accession}: upload answered in {answered:.2f} s", file=sys.stderr)
     deadline = t0 + PROCESS_TIMEOUT_S
-    while time.perf_counter() < deadline:  # the upload's progress, as the upload page polls it
+    while time.perf_counter() < deadline:  # the upload's progress (the page polls it each second; 0.2 s here)
         upload = api.get(f"/api/uploads/{body['upload_id']}").raise_for_status().json()
         if upload["cells_total"] == len(cells) and upload["cells_done"] == len(cells):
             seconds = time.perf_counter() - t0
