@@ -9,7 +9,6 @@ from app.cli import print_json
 from app.config import BACKEND_NAMES
 
 
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench", help="cells/s: naive demo loop vs the product's pipeline, with and without Grad-CAM",

@@ -75,6 +75,11 @@ class CellChecks:
     crop: framing.Crop | None
     upload_checked: bool
 
+    @property
+    def framed(self) -> bool:
+        """The model is given the crop around the nucleus (its heatmap is pasted back into the frame)."""
+        return self.crop is not None
+
     def __call__(self, item: Item) -> _Checked:
         name, load = item
         decoded = decode_path(name) if load is None else decode_bytes(load(), checked=self.upload_checked)
@@ -83,7 +88,7 @@ class CellChecks:
         # the nucleus is looked for on every model (the count-or-UNK rule needs it); only models
         # trained on framed cells are given the crop
         where = framing.locate(model_input, self.crop or framing.DEFAULT_CROP) if model_input is not None else None
-        if self.crop is not None and where is not None:
+        if self.framed and where is not None:
             model_input = framing.frame(model_input, where)
         return _Checked(record, decoded.rgb, model_input, where, view)
 
@@ -143,7 +148,6 @@ def run(items: Iterable[Item], predictor: Predictor, thresholds: Thresholds | No
 
 def _run(items: Iterable[Item], predictor: Predictor, checks: CellChecks, with_cam: bool, batch_size: int,
          workers: int) -> Iterator[CellResult]:
-    framed = checks.crop is not None
     if getattr(predictor, "backend", "").startswith(("onnx", "openvino")) and min(workers, predictor.threads) > 1:
         # never more parallel network runs than the predictor's thread budget
         yield from _run_parallel(items, predictor, checks, with_cam, batch_size, min(workers, predictor.threads))
@@ -153,15 +157,15 @@ def _run(items: Iterable[Item], predictor: Predictor, checks: CellChecks, with_c
         for chunk in batches(items, batch_size):
             futures = [pool.submit(checks, item) for item in chunk]
             if pending is not None:
-                yield from _predict(pending[0], [f.result() for f in pending[1]], predictor, with_cam, framed)
+                yield from _predict(pending[0], [f.result() for f in pending[1]], predictor, with_cam, checks.framed)
             pending = (chunk, futures)
         if pending is not None:
-            yield from _predict(pending[0], [f.result() for f in pending[1]], predictor, with_cam, framed)
+            yield from _predict(pending[0], [f.result() for f in pending[1]], predictor, with_cam, checks.framed)
 
 
 def _whole_batch(chunk: list[Item], predictor: Predictor, checks: CellChecks, with_cam: bool,
                  threads: int) -> list[CellResult]:
-    return _predict(chunk, [checks(item) for item in chunk], predictor, with_cam, checks.crop is not None, threads)
+    return _predict(chunk, [checks(item) for item in chunk], predictor, with_cam, checks.framed, threads)
 
 
 def _run_parallel(items: Iterable[Item], predictor: Predictor, checks: CellChecks, with_cam: bool, batch_size: int,
