@@ -33,7 +33,8 @@ class Storage:
 
     @staticmethod
     def heatmap_key(overlay_key: str) -> str:
-        """The Grad-CAM heatmap (grey PNG) an overlay is drawn from, stored beside it."""
+        """The Grad-CAM heatmap (grey PNG) an overlay is drawn from, stored beside it by releases
+        before migration 0004 (now the map is in the cell's row)."""
         return overlay_key.removesuffix(".jpg") + ".heatmap.png"
 
     def path(self, key: str) -> Path:

@@ -9,9 +9,10 @@ of `rounds` passes over the same real cells. The network runs one batch at a tim
 thread, as each of the worker's pipeline threads does, and OpenCV runs in the calling thread as
 in the pipeline (`opencv_in_caller_threads`), so a step's thread time is all its CPU. Not in
 it: the database writes, the queue and the HTTP layer (bench-app's `cpu_ms_per_cell` has the
-whole processes). `store` and `write` are mostly creating files, whose cost depends on the file
-system's state more than on the product, so they vary between machines and days more than the
-other steps.
+whole processes). `store` and `write` (the image; the thumbnail) are mostly creating files,
+whose cost depends on the file system's state more than on the product, so they vary between
+machines and days more than the other steps. `heatmap` is making the Grad-CAM map the cell's row
+keeps (the row itself is written with the database's).
 """
 from __future__ import annotations
 
@@ -22,11 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app.bench.cells import pick_cells
+from app.cells.overlays import stored_heatmap
 from app.config import get_settings
 from app.ml import framing
 from app.ml.card import SHIPPED_MODEL
 from app.ml.decode import decode_bytes
-from app.ml.gradcam import HEATMAP_SIDE, cam_from_features, heatmap_png
+from app.ml.gradcam import cam_from_features
 from app.ml.pipeline import DEFAULT_BATCH_SIZE, opencv_in_caller_threads
 from app.ml.predictor import Predictor
 from app.ml.quality import Thresholds, assess, measure_view
@@ -75,15 +77,11 @@ def _one_pass(datas: list[bytes], predictor: Predictor, thresholds: Thresholds, 
             cells.append((digest, decoded.rgb, view, where, image))
         batch = clock.run("prepare", predictor.prepare, [c[4] for c in cells])
         logits, features = clock.run("network", predictor.forward, batch, 1)
-        cams = clock.run("gradcam", cam_from_features, features, predictor.fc_weight, logits.argmax(1),
-                         predictor.card.input_size)
+        cams = clock.run("gradcam", cam_from_features, features, predictor.fc_weight, logits.argmax(1))
         for (digest, rgb, view, where, _), cam in zip(cells, cams):
-            heatmap = clock.run("heatmap", lambda c: heatmap_png(
-                framing.paste_heatmap(c, where, rgb.shape, HEATMAP_SIDE) if crop else c, rgb.shape), cam)
+            clock.run("heatmap", stored_heatmap, cam, framing.input_square(where, rgb.shape, crop is not None))
             thumb = clock.run("thumbnail", thumbnail_jpeg, view)
-            overlay = storage.overlay_key(digest, predictor.version)
-            clock.run("write", lambda: (storage.put(storage.thumbnail_key(digest), thumb),
-                                        storage.put(storage.heatmap_key(overlay), heatmap)))
+            clock.run("write", storage.put, storage.thumbnail_key(digest), thumb)
     return clock.seconds
 
 

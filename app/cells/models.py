@@ -41,7 +41,10 @@ class Cell(Base):
     # Paths relative to the storage dir, derived from the hash; never from a file name.
     image_path: Mapped[str] = mapped_column(String(255))
     thumbnail_path: Mapped[str | None] = mapped_column(String(255))
-    overlay_path: Mapped[str | None] = mapped_column(String(255))
+    overlay_path: Mapped[str | None] = mapped_column(String(255))  # drawn on first request
+    # what the overlay is drawn from: {"map": Grad-CAM levels 0-255 at the network's resolution,
+    # "box": [x, y, side] of the image it covers} (app.cells.overlays); None before 0004
+    gradcam: Mapped[dict | None] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default=CellStatus.PENDING)  # a CellStatus
     error: Mapped[str | None] = mapped_column(String(255))
     quality: Mapped[dict | None] = mapped_column(JSON)

@@ -114,7 +114,7 @@ def cmd_classify(args) -> int:
                        top3=" ".join(f"{c}:{q:.3f}" for c, _, q in p.top3))
             if args.gradcam and p.cam is not None:
                 out = args.gradcam / f"{i:05d}_{Path(r.name).stem}_{p.code}.png"
-                out.write_bytes(overlay_png(r.image, p.cam))
+                out.write_bytes(overlay_png(r.image, r.heatmap()))
         if w:
             w.writerow(row)
         else:

@@ -47,7 +47,7 @@ class WrongCell:
     confidence: float
     top3: list[tuple[str, str, float]]
     image: np.ndarray  # the decoded cell (unrepaired)
-    cam: np.ndarray  # input_size × input_size in [0, 1]
+    cam: np.ndarray  # Grad-CAM of the predicted class over the whole image (H×W in [0, 1])
 
 
 @dataclass
@@ -188,7 +188,7 @@ def _gallery(predictor: Predictor, classes: list[str], samples: list[Sample], ba
     results = pipeline.run(items, predictor, with_cam=True, batch_size=batch_size)
     return [WrongCell(file=shown(s), true=classes[s.label],
                       predicted=r.prediction.code, confidence=r.prediction.probability,
-                      top3=r.prediction.top3, image=r.image, cam=r.prediction.cam)
+                      top3=r.prediction.top3, image=r.image, cam=r.heatmap())
             for s, r in zip(samples, results)]
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from app.ml.preprocess import square_box
 from app.ml.quality import measure_view, stain_mask
 
 SIDE_PER_NUCLEUS = 2.0
@@ -159,16 +160,7 @@ def frame(rgb: np.ndarray, framing: Framing | None = None) -> np.ndarray:
     return np.ascontiguousarray(rgb[f.y:f.y + f.side, f.x:f.x + f.side])
 
 
-def paste_heatmap(cam: np.ndarray, f: Framing, shape: tuple[int, ...], max_side: int | None = None) -> np.ndarray:
-    """A heatmap of the framed crop placed back into the whole image's frame (H×W, or that frame
-    scaled down to a long side of `max_side`), so the overlay shows the cell in its surroundings."""
-    if not f.found:
-        return cam
-    h, w = shape[:2]
-    s = min(1.0, max_side / max(h, w)) if max_side else 1.0
-    full = np.zeros((max(1, round(h * s)), max(1, round(w * s))), np.float32)
-    x0, y0 = round(f.x * s), round(f.y * s)
-    x1, y1 = min(full.shape[1], round((f.x + f.side) * s)), min(full.shape[0], round((f.y + f.side) * s))
-    if x1 > x0 and y1 > y0:
-        full[y0:y1, x0:x1] = cv2.resize(cam.astype(np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-    return full
+def input_square(f: Framing, shape: tuple[int, ...], framed: bool) -> tuple[int, int, int]:
+    """(x, y, side) of the square of the image the model is given: the crop around the nucleus
+    (a model trained on framed cells, the nucleus found), else the whole image padded square."""
+    return (f.x, f.y, f.side) if framed and f.found else square_box(*shape[:2])

@@ -9,8 +9,12 @@ same forward pass that gave the probabilities. The tests check it against the ma
 `scale_cam_image`, copied line for line (importing it imports torch, torchvision and matplotlib,
 ~700 MB a worker does not need); the coloured overlay is its `show_cam_on_image` redone in two
 OpenCV passes on uint8 instead of float arrays, within one grey level of the package's in
-`tests/ml/test_gradcam.py`. The worker stores each cell's heatmap as a small grey PNG
-(`heatmap_png`); the web app draws the overlay from it when a reviewer first opens the cell.
+`tests/ml/test_gradcam.py`.
+
+A heatmap is kept at the network's own resolution (7×7 for ReXNet-150 at 224 px) with the
+square of the image it covers (`cam_in_image`); it is brought to the image's size only when an
+overlay is drawn: the worker stores the small map in the cell's row (app.cells.overlays) and the
+web app draws the overlay when a reviewer first opens the cell.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import numpy as np
 
 from app.ml import encode
 
-HEATMAP_SIDE = 96  # px, long side of a stored heatmap: it is a smooth 7×7 map upsampled
+Box = tuple[int, int, int]  # (x, y, side): a square of an image in its pixels, possibly reaching past its edges
 
 
 def scale_cam_image(cam, target_size=None) -> np.ndarray:
@@ -36,11 +40,12 @@ def scale_cam_image(cam, target_size=None) -> np.ndarray:
 
 
 def cam_from_features(features: np.ndarray, fc_weight: np.ndarray, targets: np.ndarray,
-                      size: int) -> np.ndarray:
-    """Analytic Grad-CAM: features N×K×h×w, fc_weight C×K, targets N -> N×size×size in [0, 1]."""
+                      size: int | None = None) -> np.ndarray:
+    """Analytic Grad-CAM: features N×K×h×w, fc_weight C×K, targets N -> N×h×w in [0, 1]
+    (N×size×size when `size` is given, as grad-cam returns it)."""
     w = fc_weight[np.asarray(targets)]  # N×K
     cams = np.maximum(np.einsum("nk,nkhw->nhw", w, features.astype(np.float32)), 0.0)
-    return scale_cam_image(cams, (size, size))
+    return scale_cam_image(cams, (size, size) if size else None)
 
 
 def target_layer(model):
@@ -59,40 +64,24 @@ def overlay(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray
     return cv2.convertScaleAbs(blend, alpha=255.0 / max(float(blend.max()), 1e-6))
 
 
-def overlay_cell(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """The overlay in the cell's own frame (RGB uint8)."""
-    return overlay(rgb, cam_in_frame(cam, rgb.shape), alpha)
+def cam_in_image(cam: np.ndarray, box: Box, shape: tuple[int, ...]) -> np.ndarray:
+    """The heatmap over the whole image (H×W floats in [0, 1]; 0 outside the box).
 
-
-def cam_in_frame(cam: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """The heatmap over the cell's own frame (same aspect as the image, any resolution).
-
-    A non-square cell was padded to a square for the model; its square heatmap is cut back to
-    the cell's frame. A framed cell's heatmap is already in the image's frame (see
-    `framing.paste_heatmap`), and so is a stored heatmap."""
+    `cam` covers the square `box` of the image that the model was given: the framed crop, or
+    the whole image padded to a centred square (`preprocess.square_box`, x or y negative)."""
     h, w = shape[:2]
-    if h == w or cam.shape[0] != cam.shape[1] or cam.shape == (h, w):
-        return cam
-    side = cam.shape[0]
-    ch, cw = max(1, round(side * h / max(h, w))), max(1, round(side * w / max(h, w)))
-    top, left = (side - ch) // 2, (side - cw) // 2
-    return cam[top:top + ch, left:left + cw]
-
-
-def heatmap_png(cam: np.ndarray, shape: tuple[int, ...]) -> bytes:
-    """The heatmap in the cell's frame as an 8-bit grey PNG at most HEATMAP_SIDE px: what the
-    worker stores, so the coloured overlay is drawn only for the cells a reviewer opens."""
-    heat = cam_in_frame(cam, shape)
-    scale = HEATMAP_SIDE / max(heat.shape)
-    if scale < 1:
-        heat = cv2.resize(heat.astype(np.float32), (max(1, round(heat.shape[1] * scale)),
-                                                   max(1, round(heat.shape[0] * scale))),
-                          interpolation=cv2.INTER_LINEAR)
-    return encode.png(np.uint8(np.round(255 * np.clip(heat, 0, 1))))
+    x, y, side = box
+    heat = cv2.resize(cam.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
+    full = np.zeros((h, w), np.float32)
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + side, w), min(y + side, h)
+    if x1 > x0 and y1 > y0:
+        full[y0:y1, x0:x1] = heat[y0 - y:y1 - y, x0 - x:x1 - x]
+    return full
 
 
 def heatmap_from_png(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
-    """A stored heatmap (`heatmap_png`) back as floats in [0, 1] at the image's size."""
+    """A heatmap stored as a grey PNG in the cell's frame (by releases before 2026-12-03) back
+    as floats in [0, 1] at the image's size."""
     heat = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
     if heat is None:
         raise ValueError("the stored Grad-CAM heatmap is not a readable PNG")
@@ -100,12 +89,12 @@ def heatmap_from_png(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
     return cv2.resize(heat.astype(np.float32) / 255.0, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def overlay_png(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> bytes:
-    """The overlay encoded as PNG bytes (lossless, for reports)."""
-    return encode.png(overlay_cell(rgb, cam, alpha))
+def overlay_png(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> bytes:
+    """The overlay of a heatmap in the image's frame (`cam_in_image`) as PNG bytes (lossless, for reports)."""
+    return encode.png(overlay(rgb, heat, alpha))
 
 
-def overlay_jpeg(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45, quality: int = 90) -> bytes:
-    """The overlay encoded as JPEG bytes: what the web app stores per cell (a photographic
-    overlay encodes ~10x faster and ~3x smaller than PNG)."""
-    return encode.jpeg(overlay_cell(rgb, cam, alpha), quality)
+def overlay_jpeg(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.45, quality: int = 90) -> bytes:
+    """The overlay as JPEG bytes: what the web app stores per cell (a photographic overlay
+    encodes ~10x faster and ~3x smaller than PNG)."""
+    return encode.jpeg(overlay(rgb, heat, alpha), quality)

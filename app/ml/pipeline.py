@@ -26,7 +26,7 @@ import numpy as np
 
 from app.ml import framing
 from app.ml.decode import decode_bytes, decode_path
-from app.ml.gradcam import HEATMAP_SIDE
+from app.ml.gradcam import Box, cam_in_image
 from app.ml.predictor import Prediction, Predictor
 from app.ml.quality import QualityRecord, Thresholds, assess, measure_view
 from app.ml.unidentified import Rule, decide
@@ -42,10 +42,16 @@ class CellResult:
     # that crop when its card says `framing`)
     view: np.ndarray | None = None  # the decoded cell at the scale QC measured it (short side
     # MEASURE_SIDE): the source of a thumbnail, already scaled
+    cam_box: Box | None = None  # the square of `image` the model was given, which the
+    # prediction's heatmap (at the network's resolution) covers
 
     @property
     def error(self) -> str | None:
         return self.quality.error
+
+    def heatmap(self) -> np.ndarray:
+        """The prediction's Grad-CAM over the whole image (H×W in [0, 1]), for drawing an overlay."""
+        return cam_in_image(self.prediction.cam, self.cam_box, self.image.shape)
 
 
 # An item is a name plus a way to get its bytes (or a path to read).
@@ -77,7 +83,7 @@ class CellChecks:
 
     @property
     def framed(self) -> bool:
-        """The model is given the crop around the nucleus (its heatmap is pasted back into the frame)."""
+        """The model is given the crop around the nucleus (else the whole image, padded square)."""
         return self.crop is not None
 
     def __call__(self, item: Item) -> _Checked:
@@ -103,12 +109,11 @@ def _predict(chunk: list[Item], checked: list[_Checked], predictor: Predictor, w
     out = []
     for i, ((name, _), c) in enumerate(zip(chunk, checked)):
         p = by_index.get(i)
+        box = None
         if p is not None:
             p.unidentified = decide(p.probability, p.energy, c.record.flags, c.framing.found, rule)
-            if p.cam is not None and framed:
-                # at the stored heatmap's size: what the worker keeps and the overlays are drawn from
-                p.cam = framing.paste_heatmap(p.cam, c.framing, c.rgb.shape, HEATMAP_SIDE)
-        out.append(CellResult(name, c.record, p, c.rgb, c.framing, c.view))
+            box = framing.input_square(c.framing, c.rgb.shape, framed)
+        out.append(CellResult(name, c.record, p, c.rgb, c.framing, c.view, box))
     return out
 
 

@@ -43,8 +43,8 @@ def __getattr__(name: str):
 class Prediction:
     probs: np.ndarray  # calibrated probabilities, in card class order
     top3: list[tuple[str, str, float]]  # (code, name, probability)
-    cam: np.ndarray | None = None  # input_size × input_size heatmap in [0, 1] (the pipeline places
-    # it in the whole image's frame, scaled to gradcam.HEATMAP_SIDE, when the cell was framed)
+    cam: np.ndarray | None = None  # Grad-CAM heatmap in [0, 1] at the network's resolution (h×w of
+    # the last feature map) over the model's input square (see gradcam.cam_in_image)
     energy: float = 0.0  # out-of-distribution score, see app.ml.unidentified
     unidentified: str | None = None  # why the product will not name this cell (set by the pipeline)
 
@@ -161,7 +161,7 @@ class Predictor:
         cams = None
         if with_cam:
             tgt = np.asarray(targets) if targets is not None else probs.argmax(1)
-            cams = cam_from_features(feats, self.fc_weight, tgt, self.card.input_size)
+            cams = cam_from_features(feats, self.fc_weight, tgt)
         classes = self.classes
         out = []
         for i, p in enumerate(probs):

@@ -15,13 +15,20 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def square_box(h: int, w: int) -> tuple[int, int, int]:
+    """(x, y, side) of the centred square an h×w image is padded to, in its pixels (x or y
+    negative where padding is added): the square the model sees of a whole image."""
+    side = max(h, w)
+    return -((side - w) // 2), -((side - h) // 2), side
+
+
 def square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
     """Pad to a centred square with replicated edges, then resize to size×size (uint8 RGB)."""
     h, w = rgb.shape[:2]
     if h != w:
-        d = abs(h - w)
-        a, b = d // 2, d - d // 2
-        top, bottom, left, right = (a, b, 0, 0) if h < w else (0, 0, a, b)
+        x, y, side = square_box(h, w)
+        top, left = -y, -x
+        bottom, right = side - h - top, side - w - left
         rgb = cv2.copyMakeBorder(rgb, top, bottom, left, right, cv2.BORDER_REPLICATE)
     if rgb.shape[0] != size:
         interp = cv2.INTER_AREA if rgb.shape[0] > size else cv2.INTER_LINEAR

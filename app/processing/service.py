@@ -2,9 +2,9 @@
 
 Idempotent per cell: only cells still `pending` are processed; a prediction row is unique per
 (cell, model version) and written only if absent; the model's label is set only where no
-label exists (a reviewer's label is never overwritten); thumbnails and Grad-CAM heatmaps are
-named by content hash (the web app draws the overlay from the heatmap, app.cells.overlays), so
-rewriting one rewrites the same bytes. A task that runs twice, or two workers racing on the
+label exists (a reviewer's label is never overwritten); thumbnails are named by content hash,
+so rewriting one rewrites the same bytes, and the Grad-CAM map goes into the cell's row (the web
+app draws the overlay from it, app.cells.overlays). A task that runs twice, or two workers racing on the
 same cells, therefore leave exactly one cell and one prediction each.
 """
 from __future__ import annotations
@@ -24,10 +24,10 @@ from app.audit.models import AuditAction
 from app.audit.service import record
 from app.cases.models import Case, Upload, UploadStatus
 from app.cells.models import Cell, CellStatus, LabelSource, Prediction
+from app.cells.overlays import stored_heatmap
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker, utcnow
 from app.ml import encode
-from app.ml.gradcam import heatmap_png
 from app.ml.pipeline import DEFAULT_BATCH_SIZE, CellResult, batches, run
 from app.ml.predictor import Prediction as PipelinePrediction
 from app.ml.predictor import Predictor
@@ -113,9 +113,7 @@ class Processor:
             return None, None
         thumb = self.storage.thumbnail_key(digest)
         self.storage.put(thumb, thumbnail_jpeg(r.view))
-        overlay = self.storage.overlay_key(digest, predictor.version)  # drawn when first opened
-        self.storage.put(self.storage.heatmap_key(overlay), heatmap_png(r.prediction.cam, r.image.shape))
-        return thumb, overlay
+        return thumb, self.storage.overlay_key(digest, predictor.version)  # drawn when first opened
 
     def _save(self, upload_id: int, batch: list[tuple[int, CellResult]],
               files: list[tuple[str | None, str | None]], context: _CaseContext) -> None:
@@ -150,7 +148,8 @@ def _save_batch(session: Session, batch: list[tuple[int, CellResult]],
         if p is None:
             failed.append({**row, "status": CellStatus.FAILED, "error": r.error})
             continue
-        done.append({**row, "status": CellStatus.DONE, "error": None, "thumbnail_path": thumb, "overlay_path": overlay})
+        done.append({**row, "status": CellStatus.DONE, "error": None, "thumbnail_path": thumb, "overlay_path": overlay,
+                     "gradcam": stored_heatmap(p.cam, r.cam_box)})
         label, unidentified = product_label(p, context.codes)
         exists = known.this_version.get(cell_id)
         if exists is not None and exists != known.newest.get(cell_id):

@@ -12,6 +12,7 @@ import torch
 
 from app.ml import pipeline
 from app.ml.decode import decode_path
+from app.ml.gradcam import scale_cam_image
 from support.oracles import reference_gradcam
 from app.ml.predictor import Predictor
 
@@ -84,7 +85,7 @@ def test_pipeline_workers_keep_order_and_values(cells, onnx_predictor):
     for r in results:
         assert r.prediction is not None, r.error
         np.testing.assert_allclose(r.prediction.probs, direct[r.name].probs, rtol=0, atol=1e-5)
-        assert r.prediction.cam.shape == (224, 224)
+        assert r.prediction.cam.shape == (7, 7) and r.heatmap().shape == r.image.shape[:2]
 
 
 def test_pipeline_runs_opencv_in_its_own_threads(cells, onnx_predictor):
@@ -110,14 +111,16 @@ def test_analytic_heatmap_matches_grad_cam_package(cells, onnx_predictor):
     targets = [int(p.probs.argmax()) for p in preds]
     batch = torch.from_numpy(onnx_predictor.prepare(images))
     reference = reference_gradcam(onnx_predictor.model, batch, targets)
-    analytic = np.stack([p.cam for p in preds])
+    # at the input's size, as grad-cam gives it (its own upsampling of the 7×7 map)
+    analytic = scale_cam_image(np.stack([p.cam for p in preds]), (224, 224))
     assert reference.shape == analytic.shape == (4, 224, 224)
     assert np.isfinite(analytic).all()
     diff = np.abs(_minmax(analytic) - _minmax(reference)).max()
     assert diff < 0.02, f"analytic Grad-CAM differs from grad-cam's by {diff:.4f}"
     # and for a class other than the top one (explicit targets)
     other = [(t + 1) % 7 for t in targets]
-    analytic2 = np.stack([p.cam for p in onnx_predictor.predict(images, with_cam=True, targets=other)])
+    analytic2 = scale_cam_image(np.stack([p.cam for p in onnx_predictor.predict(images, with_cam=True, targets=other)]),
+                                (224, 224))
     reference2 = reference_gradcam(onnx_predictor.model, batch, other)
     flat = [i for i in range(4) if reference2[i].max() - reference2[i].min() < 1e-6]
     keep = [i for i in range(4) if i not in flat]  # an all-negative map is all zero in both

@@ -8,48 +8,46 @@ import numpy as np
 
 from app.ml.decode import decode_path
 from app.ml import framing
-from app.ml.gradcam import HEATMAP_SIDE, heatmap_from_png, heatmap_png, overlay_cell, overlay_png
+from app.ml.gradcam import cam_in_image, overlay_png
 from support.oracles import deletion_drops
 from app.ml.card import BM7_MODEL
 from app.ml.predictor import Predictor
-from app.ml.preprocess import square_resize
+from app.ml.preprocess import square_box, square_resize
 
 
-def test_overlay_png_has_the_cells_own_size_even_when_not_square():
+def test_a_padded_cells_heatmap_is_drawn_in_its_own_frame():
+    """A non-square cell was padded to a centred square for the model: its heatmap is cut back
+    to the cell's frame, the overlay has the cell's own size and the hot spot lands where it was."""
     rgb = np.full((180, 260, 3), 200, np.uint8)
-    cam = np.zeros((224, 224), np.float32)
-    cam[100:124, 100:124] = 1.0
-    png = cv2.imdecode(np.frombuffer(overlay_png(rgb, cam), np.uint8), cv2.IMREAD_COLOR)
-    assert png.shape == (180, 260, 3)
-    redness = png[..., 2].astype(int) - png[..., 0]  # BGR: JET is red where the heat is
-    hot = np.unravel_index(redness.argmax(), png.shape[:2])
-    assert abs(hot[0] - 90) < 20 and abs(hot[1] - 130) < 20  # the hot spot lands on the centre
+    cam = np.zeros((7, 7), np.float32)
+    cam[3, 3] = 1.0  # the centre of the padded square
+    box = square_box(180, 260)
+    assert box == (0, -40, 260)
+    heat = cam_in_image(cam, box, rgb.shape)
+    assert heat.shape == (180, 260)
+    row, col = np.unravel_index(heat.argmax(), heat.shape)
+    assert abs(row - 90) <= 1 and abs(col - 130) <= 1
+    png = overlay_png(rgb, heat)
+    assert cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR).shape == (180, 260, 3)
 
 
-def test_an_overlay_drawn_from_the_stored_heatmap_looks_like_one_drawn_at_once():
-    """The worker stores a small grey heatmap and the web app draws the overlay from it later:
-    for a padded non-square cell and for a framed cell (heatmap pasted back into its surroundings)
-    the two overlays differ by a few grey levels on average, and the hot spot is in the same place."""
+def test_a_framed_cells_heatmap_is_drawn_over_its_crop_only():
+    """A framed cell's map covers the crop the model was given: placed there in the whole image,
+    zero around it, its hot corner at the crop's corner."""
     rgb = np.random.default_rng(0).integers(60, 220, (180, 260, 3), np.uint8)
-    padded = np.zeros((224, 224), np.float32)
-    padded[90:134, 60:110] = 1.0
-    padded = cv2.GaussianBlur(padded, (0, 0), 12)
-    framed = framing.paste_heatmap(padded / padded.max(), framing.Framing(True, 70, 10, 160, 80.0), rgb.shape)
-    for cam in (padded / padded.max(), framed):
-        stored = heatmap_png(cam, rgb.shape)
-        assert len(stored) < 10_000
-        now = overlay_cell(rgb, cam).astype(int)
-        later = overlay_cell(rgb, heatmap_from_png(stored, rgb.shape)).astype(int)
-        assert later.shape == now.shape == (180, 260, 3)
-        assert np.abs(later - now).mean() < 2.0, np.abs(later - now).mean()
-        heat_now, heat_later = (np.unravel_index((o[..., 0] - o[..., 2]).argmax(), o.shape[:2]) for o in (now, later))
-        assert np.hypot(*np.subtract(heat_now, heat_later)) < 10
-    # the pipeline pastes a framed cell's heatmap straight at the stored size: the same overlay
-    small = framing.paste_heatmap(padded / padded.max(), framing.Framing(True, 70, 10, 160, 80.0), rgb.shape,
-                                  HEATMAP_SIDE)
-    assert max(small.shape) == HEATMAP_SIDE
-    later = overlay_cell(rgb, heatmap_from_png(heatmap_png(small, rgb.shape), rgb.shape)).astype(int)
-    assert np.abs(later - overlay_cell(rgb, framed).astype(int)).mean() < 2.0
+    cam = np.zeros((7, 7), np.float32)
+    cam[0, 6] = 1.0  # top-right of the crop
+    f = framing.Framing(True, 70, 10, 160, 80.0)
+    box = framing.input_square(f, rgb.shape, framed=True)
+    heat = cam_in_image(cam, box, rgb.shape)
+    outside = heat.copy()
+    outside[10:170, 70:230] = 0
+    assert heat.max() > 0.9 and not outside.any()
+    row, col = np.unravel_index(heat.argmax(), heat.shape)
+    assert 10 <= row < 30 and 210 <= col < 230
+    # not framed (or no nucleus found): the whole image, padded
+    assert framing.input_square(f, rgb.shape, framed=False) == square_box(180, 260)
+    assert framing.input_square(framing.Framing(False, 0, 0, 0, 0.0), rgb.shape, framed=True) == square_box(180, 260)
 
 
 def test_deleting_the_top_gradcam_pixels_hurts_more_than_deleting_random_ones(real_cells_dir):

@@ -11,7 +11,6 @@ import pytest
 
 from app.ml import pipeline
 from app.ml.card import MARROW_MODEL, SHIPPED_MODEL
-from app.ml.gradcam import HEATMAP_SIDE
 from app.ml.predictor import Predictor
 from app.ml.unidentified import UNK
 
@@ -62,7 +61,7 @@ def test_it_names_held_out_cells_of_both_labs_far_above_chance(card, predictor, 
 
 
 def test_the_fast_path_agrees_with_pytorch_on_framed_cells(real_cells_dir, pbc_cells_dir):
-    """ONNX Runtime on the channel-padded export vs PyTorch eager, heatmaps in the image's frame."""
+    """ONNX Runtime on the channel-padded export vs PyTorch eager, heatmaps drawn in the image's frame."""
     files = [next((real_cells_dir / "BLA").glob("*.jpg")), next((pbc_cells_dir / "EBO").glob("*.jpg")),
              next((pbc_cells_dir / "MYB").glob("*.jpg"))]
     eager = Predictor(MARROW_MODEL, backend="torch")
@@ -72,11 +71,15 @@ def test_the_fast_path_agrees_with_pytorch_on_framed_cells(real_cells_dir, pbc_c
     for f, a, b in zip(files, fast, slow):
         assert np.abs(a.prediction.probs - b.prediction.probs).max() < 1e-4, f
         assert a.prediction.label == b.prediction.label
-        # placed back in the whole image's frame, at the stored heatmap's size
-        h, w = a.image.shape[:2]
-        scale = HEATMAP_SIDE / max(h, w)
-        assert a.prediction.cam.shape == (round(h * scale), round(w * scale))
-        assert np.abs(a.prediction.cam - b.prediction.cam).max() < 1e-3
+        assert a.prediction.cam.shape == (7, 7) and a.cam_box == b.cam_box
+        # placed back in the whole image's frame: the framed crop's square, nothing outside it
+        heat = a.heatmap()
+        x, y, side = a.cam_box
+        assert heat.shape == a.image.shape[:2] and heat.max() > 0.9  # the 7×7 map, min-max scaled, upsampled
+        outside = heat.copy()
+        outside[y:y + side, x:x + side] = 0
+        assert not outside.any()
+        assert np.abs(heat - b.heatmap()).max() < 1e-3
 
 
 def test_photos_that_are_not_cells_are_not_counted(predictor):

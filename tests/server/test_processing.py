@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
+
 from PIL import Image
 from sqlalchemy import func, select, update
 
 from app.cases.models import Upload
 from app.cells.models import Cell, Prediction
+from app.ml import encode
 from app.processing.service import Processor
 from app.storage import Storage
 
@@ -105,20 +108,35 @@ def test_cell_files_are_cached_by_content_hash(client, auth, processed_case, ses
 
 
 def test_the_gradcam_overlay_is_drawn_when_first_opened(client, auth, processed_case, settings, sessions):
-    """The worker stores only the heatmap; the first request draws the overlay beside it, later
-    requests serve that file; a heatmap lost from storage is a 404 that says so."""
+    """The worker keeps the Grad-CAM map in the cell's row (no file); the first request draws the
+    overlay, later requests serve that file. A cell processed by an earlier release (a heatmap PNG
+    in the storage, no map in its row) is drawn from the PNG; one whose PNG is lost is a 404 that says so."""
     cells = client.get(f"/api/cases/{processed_case}/cells", headers=auth).json()
     with sessions() as session:
-        first, second = (session.get(Cell, c["id"]) for c in cells[:2])
-        overlay, lost = settings.storage_path / first.overlay_path, settings.storage_path / second.overlay_path
-    assert not overlay.exists() and Storage.heatmap_key(first.overlay_path).endswith(".heatmap.png")
-    assert (settings.storage_path / Storage.heatmap_key(first.overlay_path)).is_file()
+        first, second, third = (session.get(Cell, c["id"]) for c in cells[:3])
+    overlay = settings.storage_path / first.overlay_path
+    assert not overlay.exists() and not (settings.storage_path / Storage.heatmap_key(first.overlay_path)).exists()
+    levels = np.asarray(first.gradcam["map"])
+    x, y, side = first.gradcam["box"]
+    assert levels.shape == (7, 7) and levels.max() == 255 and levels.min() >= 0
+    assert 0 <= x and 0 <= y and x + side <= first.width and y + side <= first.height  # the framed crop
     r = client.get(f"/api/cells/{first.id}/gradcam", headers=auth)
     assert r.status_code == 200 and overlay.read_bytes() == r.content
     with Image.open(io.BytesIO(r.content)) as im:
-        assert im.format == "JPEG" and im.size == Image.open(settings.storage_path / first.image_path).size
+        assert im.format == "JPEG" and im.size == (first.width, first.height)
     assert client.get(f"/api/cells/{first.id}/gradcam", headers=auth).content == r.content
 
-    (settings.storage_path / Storage.heatmap_key(second.overlay_path)).unlink()
+    # earlier releases: a grey heatmap PNG beside the overlay path, nothing in the row
+    heat = np.zeros((60, 60), np.uint8)
+    heat[20:40, 20:40] = 255
+    legacy = settings.storage_path / Storage.heatmap_key(second.overlay_path)
+    legacy.parent.mkdir(parents=True, exist_ok=True)
+    legacy.write_bytes(encode.png(heat))
+    with sessions() as session:
+        session.execute(update(Cell).where(Cell.id.in_([second.id, third.id])).values(gradcam=None))
+        session.commit()
     r = client.get(f"/api/cells/{second.id}/gradcam", headers=auth)
-    assert r.status_code == 404 and "heatmap.png is missing" in r.json()["detail"] and not lost.exists()
+    assert r.status_code == 200 and (settings.storage_path / second.overlay_path).read_bytes() == r.content
+    r = client.get(f"/api/cells/{third.id}/gradcam", headers=auth)
+    assert r.status_code == 404 and "heatmap.png is missing" in r.json()["detail"]
+    assert not (settings.storage_path / third.overlay_path).exists()

@@ -38,7 +38,7 @@ def deletion_drops(predictor, images: list[np.ndarray], fraction: float = 0.2,
     first = predictor.predict(images, with_cam=True)
     edited, targets = [], []
     for img, pred in zip(images, first):
-        cam = pred.cam
+        cam = cv2.resize(pred.cam, img.shape[1::-1])  # the network's map over the image's pixels
         top = cam >= np.quantile(cam, 1 - fraction)
         rand = np.zeros(cam.size, bool)
         rand[rng.choice(cam.size, int(top.sum()), replace=False)] = True
