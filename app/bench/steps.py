@@ -71,7 +71,7 @@ def _one_pass(datas: list[bytes], predictor: Predictor, thresholds: Thresholds, 
             decoded = clock.run("decode", lambda d: decode_bytes(d, checked=True), data)
             view = clock.run("qc_view", measure_view, decoded.rgb)
             _, image = clock.run("qc_checks", assess, key, decoded, thresholds, True, view)
-            where = clock.run("framing", framing.locate, image, crop or framing.DEFAULT_CROP, view)
+            where = clock.run("framing", framing.locate, image, crop or framing.DEFAULT_CROP)
             if crop is not None:
                 image = framing.frame(image, where)
             cells.append((digest, decoded.rgb, view, where, image))

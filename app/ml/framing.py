@@ -5,11 +5,9 @@ PBC crops (CellaVision, 360 px) show it at about a third of the frame among red 
 trained on both learns "which lab" as a cue for the class unless the framing is the same. So
 every image, in training and in the product, goes through `frame()`:
 
-1. find the nucleus of the cell nearest the centre, on QC's view of the cell (short side 224 px,
-   `quality.measure_view`, which the pipeline has made already): MGG-stained pixels (the QC stain
-   window) darker in green than an Otsu threshold taken over the stained pixels, then the
-   connected region nearest the centre, joined with nearby regions (the lobes of a segmented
-   nucleus);
+1. find the nucleus of the cell nearest the centre: MGG-stained pixels (the QC stain window)
+   darker in green than an Otsu threshold taken over the stained pixels, then the connected
+   region nearest the centre, joined with nearby regions (the lobes of a segmented nucleus);
 2. crop a square centred on it, the model's `Crop.side_per_nucleus` times the nucleus's extent
    (its card's `framing`; 2.0 when a card does not say), never smaller than `min_fraction` of
    the frame (a platelet is not blown up to a cell's size) nor larger than the frame (no
@@ -29,8 +27,9 @@ import cv2
 import numpy as np
 
 from app.ml.preprocess import square_box
-from app.ml.quality import measure_view, stain_mask
+from app.ml.quality import stain_mask
 
+WORK_SIDE = 256  # the nucleus is looked for at this size (long side)
 SIDE_PER_NUCLEUS = 2.0
 MIN_FRACTION = 0.4
 MIN_NUCLEUS_AREA = 0.004  # of the frame: smaller stained specks are not a nucleus
@@ -89,10 +88,8 @@ def nucleus_mask(rgb: np.ndarray) -> np.ndarray:
 
 def _central_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     """Bounding box (x0, y0, x1, y1) of the nucleus nearest the centre, with its lobes."""
-    # 16-bit labels, about half the time of 32-bit, where they cannot run out: after the 3×3
-    # opening every region holds at least 9 pixels (a 224-px view has at most ~5,600 regions)
-    label_type = cv2.CV_16U if mask.size // 9 < 65535 else cv2.CV_32S
-    n, labels, stats, centres = cv2.connectedComponentsWithStatsWithAlgorithm(mask, 8, label_type, cv2.CCL_GRANA)
+    # 16-bit labels (a 256-px mask has far fewer than 65536 regions): about half the time of 32-bit
+    n, labels, stats, centres = cv2.connectedComponentsWithStatsWithAlgorithm(mask, 8, cv2.CV_16U, cv2.CCL_GRANA)
     if n < 2:
         return None
     h, w = mask.shape
@@ -130,15 +127,13 @@ def _regions_meeting(stats: np.ndarray, best: int, min_area: float, box: tuple[i
     return bool(meets.any())
 
 
-def locate(rgb: np.ndarray, crop: Crop = DEFAULT_CROP, view: np.ndarray | None = None) -> Framing:
-    """Where to crop `rgb` (H×W×3 uint8) so the central cell is framed as in training.
-
-    `view`: QC's view of the decoded cell (`measure_view`), when the caller has it; for a cell
-    that QC repaired (unsharp masking) it is the view before the repair, in training as in the
-    product. Without it the view of `rgb` is made here."""
+def locate(rgb: np.ndarray, crop: Crop = DEFAULT_CROP) -> Framing:
+    """Where to crop `rgb` (H×W×3 uint8) so the central cell is framed as in training."""
     h, w = rgb.shape[:2]
     short = min(h, w)
-    small = measure_view(rgb) if view is None else view
+    scale = WORK_SIDE / max(h, w)
+    small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
+                       interpolation=cv2.INTER_AREA) if scale < 1 else rgb
     scale = small.shape[1] / w
     box = _central_box(nucleus_mask(small))
     if box is None:

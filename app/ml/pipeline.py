@@ -93,7 +93,7 @@ class CellChecks:
         record, model_input = assess(name, decoded, self.thresholds, self.repair, view)
         # the nucleus is looked for on every model (the count-or-UNK rule needs it); only models
         # trained on framed cells are given the crop
-        where = framing.locate(model_input, self.crop or framing.DEFAULT_CROP, view) if model_input is not None else None
+        where = framing.locate(model_input, self.crop or framing.DEFAULT_CROP) if model_input is not None else None
         if self.framed and where is not None:
             model_input = framing.frame(model_input, where)
         return _Checked(record, decoded.rgb, model_input, where, view)

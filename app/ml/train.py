@@ -37,7 +37,7 @@ from app.ml.dataset import (Sample, class_folders, kfold_splits, load_sources, s
                             subsample_per_class)
 from app.ml.decode import decode_path
 from app.ml.metrics import classification_report, expected_calibration_error, fit_temperature
-from app.ml.quality import Thresholds, assess, measure_view
+from app.ml.quality import Thresholds, assess
 from app.ml.training_config import AugmentConfig, TrainConfig
 
 STATE_FILE = ".train_state.pt"
@@ -66,11 +66,10 @@ def _load_one(sample: Sample, size: int, thresholds: Thresholds, crop: framing.C
     decoded = decode_path(sample.path)
     if make is not None and decoded.rgb is not None:
         decoded = replace(decoded, rgb=make(decoded.rgb, index))
-    view = measure_view(decoded.rgb) if decoded.rgb is not None else None
-    record, image = assess(str(sample.path), decoded, thresholds, repair=True, view=view)
+    record, image = assess(str(sample.path), decoded, thresholds, repair=True)
     if image is None:
         return None
-    where = framing.locate(image, crop, view) if crop is not None else None
+    where = framing.locate(image, crop) if crop is not None else None
     if where is not None:
         image = framing.frame(image, where)
     return preprocess.square_resize(image, size), record.flags, where is None or where.found
