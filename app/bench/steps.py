@@ -29,7 +29,7 @@ from app.ml import framing
 from app.ml.card import SHIPPED_MODEL
 from app.ml.decode import decode_bytes
 from app.ml.gradcam import cam_from_features
-from app.ml.pipeline import DEFAULT_BATCH_SIZE, opencv_in_caller_threads
+from app.ml.pipeline import DEFAULT_BATCH_SIZE, network_image, opencv_in_caller_threads
 from app.ml.predictor import Predictor
 from app.ml.quality import Thresholds, assess, measure_view
 from app.processing.service import thumbnail_jpeg
@@ -70,10 +70,11 @@ def _one_pass(datas: list[bytes], predictor: Predictor, thresholds: Thresholds, 
             data = clock.run("read", storage.read, key)
             decoded = clock.run("decode", lambda d: decode_bytes(d, checked=True), data)
             view = clock.run("qc_view", measure_view, decoded.rgb)
-            _, image = clock.run("qc_checks", assess, key, decoded, thresholds, True, view)
+            record, image = clock.run("qc_checks", assess, key, decoded, thresholds, True, view)
             where = clock.run("framing", framing.locate, image, crop or framing.DEFAULT_CROP)
             if crop is not None:
                 image = framing.frame(image, where)
+            image = network_image(image, decoded.rgb, view, record.repaired, predictor.card.input_size)
             cells.append((digest, decoded.rgb, view, where, image))
         batch = clock.run("prepare", predictor.prepare, [c[4] for c in cells])
         logits, features = clock.run("network", predictor.forward, batch, 1)

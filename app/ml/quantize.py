@@ -41,7 +41,8 @@ BATCH = 8
 
 def _prepared(paths: list[Path], card: ModelCard, repair: bool = True) -> tuple[np.ndarray, list[int]]:
     """The network's inputs for the readable cells (N×3×S×S) and their indices."""
-    checks = pipeline.CellChecks(Thresholds.load(), repair, framing.Crop.from_card(card.framing), upload_checked=False)
+    checks = pipeline.CellChecks(Thresholds.load(), repair, framing.Crop.from_card(card.framing), upload_checked=False,
+                                 input_size=card.input_size)
     inputs, kept = [], []
     for i, p in enumerate(paths):
         checked = checks((str(p), None))

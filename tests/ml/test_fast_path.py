@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from app.ml import pipeline
+from app.ml import framing, pipeline
 from app.ml.decode import decode_path
 from app.ml.gradcam import scale_cam_image
 from support.oracles import reference_gradcam
 from app.ml.predictor import Predictor
+from app.ml.preprocess import square_resize
+from app.ml.quality import Thresholds, assess
 
 N_CELLS = 8
 
@@ -127,3 +129,24 @@ def test_analytic_heatmap_matches_grad_cam_package(cells, onnx_predictor):
     if keep:
         d2 = np.abs(_minmax(analytic2[keep]) - _minmax(reference2[keep])).max()
         assert d2 < 0.02, f"analytic Grad-CAM (other targets) differs by {d2:.4f}"
+
+
+def test_a_whole_square_cell_is_given_to_the_network_as_qcs_view(real_cells_dir, pbc_cells_dir):
+    """Where the model is given the whole square cell, unrepaired, its input is QC's view (the
+    reduction made once): the network gets exactly the pixels of reducing the framed, repaired
+    cell again, for every real cell of both labs tried; bone-marrow crops framed whole take it."""
+    size, crop = 224, framing.Crop(1.8, 0.4)
+    thresholds = Thresholds.load()
+    checks = pipeline.CellChecks(thresholds, True, crop, upload_checked=False, input_size=size)
+    reused = {}
+    for lab, folder in (("bone-marrow-7", real_cells_dir), ("pbc", pbc_cells_dir)):
+        files = [f for d in sorted(folder.iterdir()) if d.is_dir() for f in sorted(d.glob("*.jpg"))[:6]]
+        reused[lab] = 0
+        for path in files:
+            checked = checks((str(path), None))
+            record, image = assess(str(path), decode_path(path), thresholds, True)
+            expected = square_resize(framing.frame(image, framing.locate(image, crop)), size)
+            assert np.array_equal(square_resize(checked.model_input, size), expected), path
+            reused[lab] += checked.model_input is checked.view
+        reused[lab] /= len(files)
+    assert reused["bone-marrow-7"] > 0.25 and reused["pbc"] == 0  # 47 % of all Matek cells; PBC crops zoom in
