@@ -75,8 +75,8 @@ def network_image(image: np.ndarray, cell: np.ndarray, view: np.ndarray, repaire
     """What to prepare for the network: `image` (the cell after repair and framing), or QC's view
     where that is the same pixels already at the input size: the whole square cell, unrepaired,
     whose view (`measure_view`, short side 224) is the reduction `prepare` would make of it,
-    with the same call. About half the bone-marrow crops are framed whole (2,251 of the 4,748
-    Matek cells), and theirs is made once instead of twice."""
+    with the same call. About half the bone-marrow crops are framed whole, and theirs is made
+    once instead of twice."""
     whole = not repaired and image.shape == cell.shape and image.shape[0] == image.shape[1]
     return view if whole and view.shape[:2] == (size, size) else image
 
