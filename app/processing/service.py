@@ -3,9 +3,9 @@
 Idempotent per cell: only cells still `pending` are processed; a prediction row is unique per
 (cell, model version) and written only if absent; the model's label is set only where no
 label exists (a reviewer's label is never overwritten); thumbnails are named by content hash,
-so rewriting one rewrites the same bytes, and the Grad-CAM map goes into the cell's row (the web
-app draws the overlay from it, app.cells.overlays). A task that runs twice, or two workers racing on the
-same cells, therefore leave exactly one cell and one prediction each.
+so rewriting one rewrites the same bytes, and the Grad-CAM map goes into the cell's row (the
+web app draws the overlay from it, app.cells.overlays). A task that runs twice, or two workers
+racing on the same cells, therefore leave exactly one cell and one prediction each.
 """
 from __future__ import annotations
 
