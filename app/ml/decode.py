@@ -66,10 +66,11 @@ def _whole_rgb_jpeg(data: bytes, img: Image.Image) -> np.ndarray | None:
     """A colour JPEG that passed the upload check and ends with its end-of-image marker, decoded
     by OpenCV: the same libjpeg-turbo decoding as PIL's, pixel for pixel (tests/ml/test_quality.py
     checks it on real cells of both labs and on progressive, subsampled and EXIF-rotated files),
-    for less CPU (`bench-steps` decode 0.85 -> 0.76 ms a cell, Zen 4). Only checked files: where libjpeg meets a marker inside the image
-    data, PIL reports the file truncated while OpenCV fills the rest grey without a word. None,
-    and PIL decodes it, for anything else: a file cut short, other modes (CMYK, grey), whatever
-    OpenCV declines. EXIF orientation is ignored, as PIL does."""
+    for less CPU (`bench-steps` decode 0.85 -> 0.76 ms a cell, Zen 4). Only checked files: where
+    libjpeg meets a marker inside the image data, PIL reports the file truncated while OpenCV
+    fills the rest grey without a word. None, and PIL decodes it, for anything else: a file cut
+    short, other modes (CMYK, grey), whatever OpenCV declines. EXIF orientation is ignored, as
+    PIL does."""
     if img.format != "JPEG" or img.mode != "RGB" or not data.endswith(b"\xff\xd9"):
         return None
     try:

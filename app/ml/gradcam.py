@@ -53,11 +53,10 @@ def target_layer(model):
     return model.features[-1] if hasattr(model, "features") else model.conv_head
 
 
-def overlay(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """JET-coloured heatmap blended over the cell (RGB uint8, the cell's own size), scaled so
-    that the blend's brightest value is 255, as grad-cam's `show_cam_on_image` does."""
-    h, w = rgb.shape[:2]
-    heat = cv2.resize(cam.astype(np.float32), (w, h)) if cam.shape != (h, w) else cam
+def overlay(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """JET-coloured heatmap (H×W in [0, 1], in the image's frame: `cam_in_image`) blended over
+    the cell (RGB uint8, H×W), scaled so that the blend's brightest value is 255, as grad-cam's
+    `show_cam_on_image` does."""
     colour = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * np.clip(heat, 0, 1)), cv2.COLORMAP_JET),
                           cv2.COLOR_BGR2RGB)
     blend = cv2.addWeighted(colour, alpha, rgb, 1 - alpha, 0, dtype=cv2.CV_32F)
