@@ -3,14 +3,15 @@ central cell (models trained with it) -> batched prediction with Grad-CAM -> cou
 top class or unidentified (`UNK`, see `unidentified`). Used by `marrow classify`, `evaluate`,
 `bench` and the background workers.
 
-On CPU (ONNX Runtime, OpenVINO) each of `workers` threads takes whole batches through decode,
-checks and the network, the network with `threads // workers` threads (one OpenVINO stream):
-on a 2-core CPU two 1-thread runs side by side beat one 2-thread run (no thread hand-offs inside
-the network, and one worker's decoding fills the gaps of the other's), see docs/bench-ml.md and
-README "Inference backends". On CUDA, and for PyTorch eager, decoding and checks of the next
-batch run in a thread pool while the current batch is in the network. OpenCV, PIL, ONNX Runtime
-and OpenVINO release the GIL. OpenCV's own thread pool is switched off while the pipeline runs
-(`opencv_in_caller_threads`).
+On CPU (ONNX Runtime, OpenVINO) `workers` network runs go side by side, each with
+`threads // workers` threads (one OpenVINO stream): on a 2-core CPU two 1-thread runs side by
+side beat one 2-thread run (no thread hand-offs inside the network), see docs/bench-ml.md and
+README "Inference backends". Each of `workers + 1` threads takes whole batches through decode,
+checks and the network: one batch more than the network runs is being checked at any time, so
+the core a check leaves idle while its Python holds the GIL is taken by a network run. On CUDA,
+and for PyTorch eager, decoding and checks of the next batch run in a thread pool while the
+current batch is in the network. OpenCV, PIL, ONNX Runtime and OpenVINO release the GIL.
+OpenCV's own thread pool is switched off while the pipeline runs (`opencv_in_caller_threads`).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
+from threading import Semaphore
 
 import cv2
 import numpy as np
@@ -183,19 +185,23 @@ def _run(items: Iterable[Item], predictor: Predictor, checks: CellChecks, with_c
 
 
 def _whole_batch(chunk: list[Item], predictor: Predictor, checks: CellChecks, with_cam: bool,
-                 threads: int) -> list[CellResult]:
-    return _predict(chunk, [checks(item) for item in chunk], predictor, with_cam, checks.framed, threads)
+                 threads: int, network: Semaphore) -> list[CellResult]:
+    checked = [checks(item) for item in chunk]
+    with network:
+        return _predict(chunk, checked, predictor, with_cam, checks.framed, threads)
 
 
 def _run_parallel(items: Iterable[Item], predictor: Predictor, checks: CellChecks, with_cam: bool, batch_size: int,
                   workers: int) -> Iterator[CellResult]:
-    """`workers` batches in flight at once, each decoded, checked and predicted by one thread."""
+    """`workers` batches in the network at once and one more being checked, each batch decoded,
+    checked and predicted by one thread."""
     threads = max(1, predictor.threads // workers)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    network = Semaphore(workers)
+    with ThreadPoolExecutor(max_workers=workers + 1) as pool:
         pending: deque = deque()
         for chunk in batches(items, batch_size):
-            pending.append(pool.submit(_whole_batch, chunk, predictor, checks, with_cam, threads))
-            if len(pending) > workers:
+            pending.append(pool.submit(_whole_batch, chunk, predictor, checks, with_cam, threads, network))
+            if len(pending) > workers + 1:
                 yield from pending.popleft().result()
         while pending:
             yield from pending.popleft().result()

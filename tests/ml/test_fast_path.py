@@ -3,6 +3,7 @@ PyTorch eager and the `grad-cam` package give, on real cells. Speed itself is me
 `marrow bench`, never by a timed test."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import cv2
@@ -88,6 +89,30 @@ def test_pipeline_workers_keep_order_and_values(cells, onnx_predictor):
         assert r.prediction is not None, r.error
         np.testing.assert_allclose(r.prediction.probs, direct[r.name].probs, rtol=0, atol=1e-5)
         assert r.prediction.cam.shape == (7, 7) and r.heatmap().shape == r.image.shape[:2]
+
+
+def test_pipeline_checks_a_batch_more_than_the_network_runs(cells, onnx_predictor, monkeypatch):
+    """The pipeline's extra thread checks the next batch while the others are in the network:
+    never more network runs at once than `workers` (the predictor's thread budget)."""
+    running, most, lock = 0, 0, threading.Lock()
+    predict = onnx_predictor.predict
+
+    def counted(*args, **kwargs):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            return predict(*args, **kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(onnx_predictor, "predict", counted)
+    items = [(name, None) for name, _ in cells]
+    results = list(pipeline.run(items, onnx_predictor, with_cam=True, batch_size=1, workers=2))
+    assert [r.name for r in results] == [name for name, _ in cells]
+    assert most == 2
 
 
 def test_pipeline_runs_opencv_in_its_own_threads(cells, onnx_predictor):
