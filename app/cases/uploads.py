@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import PurePosixPath
 from typing import BinaryIO
 
@@ -139,10 +140,9 @@ def iter_files(parts: list[tuple[str, BinaryIO]], settings: Settings) -> Iterato
 
 @dataclass
 class Checked:
-    """One file after the request's check: its bytes and image facts, or why it is refused."""
+    """One file after the request's check: stored and its image facts, or why it is refused."""
 
     name: str
-    data: bytes | None
     reason: str | None
     digest: str = ""
     format: str = ""
@@ -150,14 +150,19 @@ class Checked:
     height: int = 0
 
 
-def _check(item: tuple[str, bytes | None, str | None]) -> Checked:
+def _check(storage: Storage, item: tuple[str, bytes | None, str | None]) -> Checked:
+    """Decode and hash one file and store it if it is an image (content-addressed: a duplicate
+    rewrites nothing). Storing here, in the check's thread, keeps file creation, which waits on
+    the disk rather than the GIL, off the request's own thread."""
     name, data, reason = item
     if reason:
-        return Checked(name, None, reason)
+        return Checked(name, reason)
     decoded = decode_bytes(data, reduced=True)
     if decoded.error:
-        return Checked(name, None, decoded.error)
-    return Checked(name, data, None, sha256(data), decoded.format, decoded.width, decoded.height)
+        return Checked(name, decoded.error)
+    digest = sha256(data)
+    storage.put(storage.image_key(digest), data)
+    return Checked(name, None, digest, decoded.format, decoded.width, decoded.height)
 
 
 def _chunks(files: Iterator[tuple[str, bytes | None, str | None]]) -> Iterator[list]:
@@ -173,12 +178,12 @@ def _chunks(files: Iterator[tuple[str, bytes | None, str | None]]) -> Iterator[l
         yield chunk
 
 
-def checked_files(parts: list[tuple[str, BinaryIO]], settings: Settings) -> Iterator[Checked]:
-    """Every file decoded and hashed, in order. Decoding dominates an upload and releases the
-    GIL, so it runs in threads, a bounded chunk of files at a time (bounded memory)."""
+def checked_files(parts: list[tuple[str, BinaryIO]], storage: Storage, settings: Settings) -> Iterator[Checked]:
+    """Every file decoded, hashed and stored, in order. Decoding and storing dominate an upload
+    and release the GIL, so they run in threads, a bounded chunk of files at a time (bounded memory)."""
     with ThreadPoolExecutor(CHECK_THREADS) as pool:
         for chunk in _chunks(iter_files(parts, settings)):
-            yield from pool.map(_check, chunk)
+            yield from pool.map(partial(_check, storage), chunk)
 
 
 def ingest(session: Session, storage: Storage, settings: Settings, case: Case, user_id: int,
@@ -196,7 +201,7 @@ def ingest(session: Session, storage: Storage, settings: Settings, case: Case, u
     ids = dict(session.execute(select(Cell.sha256, Cell.id).where(Cell.case_id == case.id)).all())
     accepted: list[tuple[str, str, bool]] = []  # (file, sha256, duplicate)
     new_cells: dict[str, Cell] = {}
-    for f in checked_files(parts, settings):
+    for f in checked_files(parts, storage, settings):
         if f.reason:
             result.rejected.append({"file": f.name, "reason": f.reason})
             continue
@@ -204,11 +209,9 @@ def ingest(session: Session, storage: Storage, settings: Settings, case: Case, u
         accepted.append((f.name, f.digest, duplicate))
         if duplicate:
             continue
-        key = storage.image_key(f.digest)
-        storage.put(key, f.data)
         new_cells[f.digest] = Cell(case_id=case.id, upload_id=upload.id, sha256=f.digest, filename=f.name,
                                    media_type=MEDIA_TYPES[f.format], width=f.width, height=f.height,
-                                   image_path=key, quality_flags=[])
+                                   image_path=storage.image_key(f.digest), quality_flags=[])
     session.add_all(new_cells.values())
     session.flush()
     ids.update({digest: cell.id for digest, cell in new_cells.items()})
