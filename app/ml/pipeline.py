@@ -16,11 +16,11 @@ OpenCV's own thread pool is switched off while the pipeline runs (`opencv_in_cal
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain, islice, repeat
 from threading import Semaphore
 
 import cv2
@@ -133,10 +133,23 @@ def _predict(chunk: list[Item], checked: list[_Checked], predictor: Predictor, w
     return out
 
 
-def batches(it: Iterable, n: int) -> Iterator[list]:
-    """Consecutive lists of n items (the last may be shorter)."""
+def batches(it: Iterable, n: int, total: int | None = None, tail: int = 0, tail_n: int = 1) -> Iterator[list]:
+    """Consecutive lists of n items (the last may be shorter), each as soon as its items are
+    there. Given the `total` number of items, the last `tail` come in lists of `tail_n`: where
+    batches run side by side, small ones at the end let every run finish at about the same time
+    instead of a core waiting for the last full batch."""
     it = iter(it)
-    while chunk := list(islice(it, n)):
+    sizes: Iterable[int] = repeat(n)
+    if total is not None and tail:
+        head = max(0, total - tail)
+        sizes = chain(repeat(n, head // n), [head % n], repeat(tail_n, (total - head) // tail_n),
+                      [(total - head) % tail_n], repeat(n))
+    for size in sizes:
+        if not size:
+            continue
+        chunk = list(islice(it, size))
+        if not chunk:
+            return
         yield chunk
 
 
@@ -194,12 +207,14 @@ def _whole_batch(chunk: list[Item], predictor: Predictor, checks: CellChecks, wi
 def _run_parallel(items: Iterable[Item], predictor: Predictor, checks: CellChecks, with_cam: bool, batch_size: int,
                   workers: int) -> Iterator[CellResult]:
     """`workers` batches in the network at once and one more being checked, each batch decoded,
-    checked and predicted by one thread."""
+    checked and predicted by one thread; the last `workers` batches' cells one at a time, so the
+    runs end together (a task's last full batch alone in the network left a core idle)."""
     threads = max(1, predictor.threads // workers)
     network = Semaphore(workers)
     with ThreadPoolExecutor(max_workers=workers + 1) as pool:
         pending: deque = deque()
-        for chunk in batches(items, batch_size):
+        total = len(items) if isinstance(items, Sized) else None
+        for chunk in batches(items, batch_size, total, tail=workers * batch_size):  # the last cells one by one
             pending.append(pool.submit(_whole_batch, chunk, predictor, checks, with_cam, threads, network))
             if len(pending) > workers + 1:
                 yield from pending.popleft().result()

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 # Cells per transaction and progress step: each transaction costs a few milliseconds of
 # statements and a commit whatever its size, which at 4 cells (a network batch) was ~1 ms a cell.
 WRITE_CELLS = 32
+WRITE_TAIL = 8  # the last cells of a task are written on their own: what is left once the network is done
 THUMBNAIL_SIDE = 112  # px: shown at 84 px; half of QC's 224-px view, a fast exact 2:1 reduction
 
 
@@ -92,7 +93,7 @@ class Processor:
         # WRITE_CELLS cells are written (files, rows, progress) in a thread while the next are in the model.
         with ThreadPoolExecutor(max_workers=1) as writer:
             pending = None
-            for batch in batches(zip(cells, results), WRITE_CELLS):
+            for batch in batches(zip(cells, results), WRITE_CELLS, len(cells), tail=WRITE_TAIL, tail_n=WRITE_TAIL):
                 if pending is not None:
                     pending.result()
                 pending = writer.submit(self._record, upload_id, batch, context)

@@ -115,6 +115,33 @@ def test_pipeline_checks_a_batch_more_than_the_network_runs(cells, onnx_predicto
     assert most == 2
 
 
+def test_pipeline_ends_with_single_cells_so_the_runs_finish_together(cells, onnx_predictor, monkeypatch):
+    """The last `workers` batches' cells go to the network one at a time (a full batch left alone
+    in the network at a task's end kept a core idle); every cell still comes out once, in order."""
+    sizes, lock = [], threading.Lock()
+    predict = onnx_predictor.predict
+
+    def recorded(images, *args, **kwargs):
+        with lock:
+            sizes.append(len(images))
+        return predict(images, *args, **kwargs)
+
+    monkeypatch.setattr(onnx_predictor, "predict", recorded)
+    items = [(name, None) for name, _ in cells]
+    results = list(pipeline.run(items, onnx_predictor, with_cam=True, batch_size=2, workers=2))
+    assert [r.name for r in results] == [name for name, _ in cells]
+    assert sorted(sizes, reverse=True) == [2] * ((len(cells) - 4) // 2) + [1] * 4
+
+
+def test_batches_split_the_tail_when_the_total_is_known():
+    assert list(pipeline.batches(range(7), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert [len(b) for b in pipeline.batches(range(128), 32, 128, tail=8, tail_n=8)] == [32, 32, 32, 24, 8]
+    assert [len(b) for b in pipeline.batches(range(10), 4, 10, tail=4)] == [4, 2, 1, 1, 1, 1]
+    assert [len(b) for b in pipeline.batches(range(3), 4, 3, tail=8)] == [1, 1, 1]
+    # fewer items than announced: all of them, none twice
+    assert [x for b in pipeline.batches(range(5), 4, 9, tail=4) for x in b] == list(range(5))
+
+
 def test_pipeline_runs_opencv_in_its_own_threads(cells, onnx_predictor):
     """While the pipeline's threads run, OpenCV does not split work across the cores as well
     (they are full already); the caller's setting is back when the run ends."""
