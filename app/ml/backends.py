@@ -45,6 +45,9 @@ from app.ml.card import WEIGHTS_FILE
 log = logging.getLogger(__name__)
 
 ORT_ALLOW_SPINNING = "0"  # see OnnxBackend.session
+# Network runs the CPU pipeline keeps going at once, each with threads // SIDE_BY_SIDE threads: on
+# 2 cores two 1-thread runs beat one 2-thread run (docs/bench-ml.md); OpenVINO has one stream each.
+SIDE_BY_SIDE = 2
 BACKENDS = ("onnx", "openvino-fp32", "openvino-bf16", "openvino-int8", "torch")
 PRECISION = {"onnx": "fp32", "openvino-fp32": "fp32", "openvino-bf16": "bf16", "openvino-int8": "int8",
              "torch": "fp32"}
@@ -130,25 +133,29 @@ class OnnxBackend:
 
 
 class OpenVinoBackend:
-    """OpenVINO (CPU) on the exported graph (or the int8 model), one single-thread stream per
-    thread of the budget.
+    """OpenVINO (CPU) on the exported graph (or the int8 model): SIDE_BY_SIDE streams sharing
+    the thread budget, one per network run the pipeline keeps going at once, so each run has
+    `threads // SIDE_BY_SIDE` threads as with ONNX Runtime (1 each on 2 cores). One stream per
+    thread would leave a larger machine's cores idle: the pipeline's two runs would get one
+    thread each.
 
     `forward(batch)` splits the batch over the streams and runs the parts at once (so the
-    pipeline's one-batch-at-a-time path uses every core); `forward(batch, threads=1)`, what a
-    caller running its own batches side by side asks for, runs the batch on one stream.
-    Compiled models are cached under `<cache>/openvino` (a second start skips compiling).
+    pipeline's one-batch-at-a-time path uses every core); `forward(batch, threads=t)` with t below
+    the budget, what a caller running its own batches side by side asks for, runs the batch on
+    one stream. Compiled models are cached under `<cache>/openvino` (a second start skips compiling).
     """
 
     def __init__(self, model_path: Path, precision: str, threads: int, cache_dir: Path | None = None):
         import openvino as ov
 
         self.precision, self.threads = precision, threads
+        self.streams = min(SIDE_BY_SIDE, threads)
         self.name = f"openvino-{precision}"
         core = ov.Core()
         if cache_dir is not None:
             core.set_property({"CACHE_DIR": str(Path(cache_dir) / "openvino")})
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-                  "NUM_STREAMS": threads, "INFERENCE_NUM_THREADS": threads,
+                  "NUM_STREAMS": self.streams, "INFERENCE_NUM_THREADS": threads,
                   "ENABLE_CPU_PINNING": False}  # several workers share the cores: never pin
         self.compiled = core.compile_model(str(model_path), "CPU", config)
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
@@ -157,7 +164,7 @@ class OpenVinoBackend:
             self.precision = "fp32"
         self._outputs = [self.compiled.output("logits"), self.compiled.output("features")]
         self._requests: queue.Queue = queue.Queue()
-        for _ in range(2 * threads):
+        for _ in range(2 * self.streams):
             self._requests.put(self.compiled.create_infer_request())
 
     def _outputs_of(self, request) -> tuple[np.ndarray, np.ndarray]:
@@ -166,7 +173,7 @@ class OpenVinoBackend:
 
     def forward(self, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        parts = 1 if threads is not None and threads < self.threads else min(self.threads, len(batch))
+        parts = 1 if threads is not None and threads < self.threads else min(self.streams, len(batch))
         chunks = np.array_split(batch, parts) if parts > 1 else [batch]
         requests = [self._requests.get() for _ in chunks]
         try:

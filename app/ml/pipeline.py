@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from app.ml import framing
+from app.ml.backends import SIDE_BY_SIDE
 from app.ml.decode import decode_bytes, decode_path
 from app.ml.gradcam import Box, cam_in_image
 from app.ml.predictor import Prediction, Predictor
@@ -169,7 +170,7 @@ def opencv_in_caller_threads() -> Iterator[None]:
 
 def run(items: Iterable[Item], predictor: Predictor, thresholds: Thresholds | None = None,
         repair: bool = True, with_cam: bool = True, batch_size: int = 8,
-        workers: int = 2, upload_checked: bool = False) -> Iterator[CellResult]:
+        workers: int = SIDE_BY_SIDE, upload_checked: bool = False) -> Iterator[CellResult]:
     """Results in input order; a bad file yields a result with its reason, never an exception.
 
     `upload_checked`: the items' bytes passed the upload check already (the worker's, read from

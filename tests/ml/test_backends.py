@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from app.ml import backends, probe
-from app.ml.backends import BF16_FLAGS, INT8_FLAGS, LIMITS, Limits
+from app.ml.backends import BF16_FLAGS, INT8_FLAGS, LIMITS, SIDE_BY_SIDE, Limits
 from app.ml.cache import graph_paths
 from app.ml.card import SHIPPED_MODEL, WEIGHTS_FILE, is_checkpoint
 from app.ml.decode import decode_path
@@ -89,6 +89,21 @@ def test_openvino_gradcam_comes_from_the_same_forward(random_checkpoint, cache, 
     b = np.stack([p.cam for p in ort.predict(cells[:4], with_cam=True)])
     assert a.shape == (4, 7, 7)  # the network's resolution (ReXNet-150, 224 px)
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-3)
+
+
+@needs_openvino
+def test_openvino_has_a_stream_per_side_by_side_run_over_the_whole_budget(random_checkpoint, cache, cells):
+    """The CPU pipeline keeps SIDE_BY_SIDE network runs going, each asking for its share of the
+    threads: OpenVINO compiles that many streams over the whole budget (OpenVINO caps the budget
+    at the machine's cores), not one 1-thread stream per thread, which left all but two of a
+    larger machine's cores idle. A batch on one stream gives what it gives split over all."""
+    threads = 2 * SIDE_BY_SIDE
+    ov = Predictor(random_checkpoint, backend="openvino-fp32", cache_dir=cache, threads=threads)
+    assert ov.runner.streams == SIDE_BY_SIDE
+    assert ov.runner.compiled.get_property("NUM_STREAMS") == SIDE_BY_SIDE
+    one_stream = np.stack([p.probs for p in ov.predict(cells, threads=threads // SIDE_BY_SIDE)])
+    split = np.stack([p.probs for p in ov.predict(cells)])
+    np.testing.assert_allclose(one_stream, split, rtol=0, atol=1e-5)
 
 
 # --- reduced precision on the shipped model and real cells -----------------------------------
