@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import chain, islice, repeat
+from itertools import islice
 from threading import Semaphore
 
 import cv2
@@ -140,17 +140,10 @@ def batches(it: Iterable, n: int, total: int | None = None, tail: int = 0, tail_
     batches run side by side, small ones at the end let every run finish at about the same time
     instead of a core waiting for the last full batch."""
     it = iter(it)
-    sizes: Iterable[int] = repeat(n)
     if total is not None and tail:
-        head = max(0, total - tail)
-        sizes = chain(repeat(n, head // n), [head % n], repeat(tail_n, (total - head) // tail_n),
-                      [(total - head) % tail_n], repeat(n))
-    for size in sizes:
-        if not size:
-            continue
-        chunk = list(islice(it, size))
-        if not chunk:
-            return
+        yield from batches(islice(it, max(0, total - tail)), n)
+        n = tail_n
+    while chunk := list(islice(it, n)):
         yield chunk
 
 
