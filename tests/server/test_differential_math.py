@@ -73,3 +73,12 @@ def test_validation_names_each_problem():
     assert "UNK is reserved" in errors and "code 'bad'" in errors and "key 'B'" in errors
     assert "lineage 'x'" in errors and "name must be" in errors
     assert validate(list(DEFAULT_CATEGORIES)) == []
+
+
+def test_exact_interval_is_scipys_clopper_pearson():
+    from scipy.stats import binomtest
+
+    for n in (1, 2, 7, 100, 200, 500, 1000, 5000):
+        for k in sorted({0, 1, 2, n // 20, n // 5, n // 2, n - 1, n} & set(range(n + 1))):
+            ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+            assert interval(k, n) == pytest.approx((ci.low, ci.high), abs=1e-9), (k, n)
