@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 MARROW = [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))"]
 
 
@@ -41,3 +43,12 @@ def test_bench_app_needs_other_cells_for_every_round(real_cells_dir: Path):
                            str(real_cells_dir)], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "each round uploads other cells" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bench_app_reads_progress_more_often_as_the_end_nears():
+    from app.bench.endtoend import POLL_S, _next_poll
+
+    assert _next_poll(0, 1000, 0.3) == 4 * POLL_S[0]  # nothing written yet
+    assert _next_poll(100, 1000, 1.2) == POLL_S[1]  # about 11 s to go: the longest wait
+    assert _next_poll(992, 1000, 11.5) == pytest.approx(8 * 11.5 / 992 / 2)  # the last 8: ~0.05 s
+    assert _next_poll(999, 1000, 12.0) == POLL_S[0]  # never closer than the shortest wait

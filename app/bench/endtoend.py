@@ -44,6 +44,7 @@ RELABEL_REQUESTS = 100
 MODEL_CELLS = 160
 START_TIMEOUT_S = 180
 PROCESS_TIMEOUT_S = 1800
+POLL_S = (0.02, 0.5)  # the shortest and longest wait between two reads of an upload's progress
 
 
 @contextlib.contextmanager
@@ -93,7 +94,7 @@ def _upload_and_wait(api: httpx.Client, accession: str, cells: list[Path]) -> tu
     answered = time.perf_counter() - t0
     print(f"{accession}: upload answered in {answered:.2f} s", file=sys.stderr)
     deadline = t0 + PROCESS_TIMEOUT_S
-    while time.perf_counter() < deadline:  # the upload's progress (the page polls it each second; 0.2 s here)
+    while time.perf_counter() < deadline:
         upload = api.get(f"/api/uploads/{body['upload_id']}").raise_for_status().json()
         if upload["cells_total"] == len(cells) and upload["cells_done"] == len(cells):
             seconds = time.perf_counter() - t0
@@ -101,8 +102,18 @@ def _upload_and_wait(api: httpx.Client, accession: str, cells: list[Path]) -> tu
             if case["cells_processed"] != len(cells):
                 raise RuntimeError(f"{accession}: upload done but {case['cells_processed']} cells processed")
             return case_id, seconds, answered
-        time.sleep(0.2)
+        time.sleep(_next_poll(upload["cells_done"], len(cells), time.perf_counter() - t0 - answered))
     raise TimeoutError(f"{accession}: not processed after {PROCESS_TIMEOUT_S} s")
+
+
+def _next_poll(done: int, total: int, seconds: float) -> float:
+    """How long to wait before reading an upload's progress again: half the time its remaining
+    cells should take at the rate so far, within POLL_S. The end is then seen within a few
+    hundredths of a second, with fewer reads than at a fixed 0.2 s (each costs the web a few
+    CPU ms, which the cells' processing would otherwise have had)."""
+    if done <= 0 or seconds <= 0:
+        return 4 * POLL_S[0]
+    return min(POLL_S[1], max(POLL_S[0], (total - done) * seconds / done / 2))
 
 
 def _timed(call, n: int) -> list[float]:
