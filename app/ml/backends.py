@@ -31,11 +31,13 @@ import queue
 import subprocess
 import sys
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from filelock import FileLock
 from scipy.special import softmax
 
 from app.ml import preprocess, probe
@@ -132,6 +134,18 @@ class OnnxBackend:
         return logits, feats
 
 
+def openvino_cache_lock(cache_dir: Path | None) -> AbstractContextManager:
+    """One process at a time compiles into (or loads from) `<cache>/openvino`. OpenVINO writes a
+    compiled model's blob there without a lock between processes; two workers starting together
+    on one cache could fail on the same blob ("cannot set permissions: No such file or
+    directory"), and one fell back to ONNX Runtime fp32 in a `bench-load` start. Held, the second
+    loads the first's blob. The kernel drops the lock of a process that dies."""
+    if cache_dir is None:
+        return nullcontext()
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    return FileLock(Path(cache_dir) / "openvino.lock")
+
+
 class OpenVinoBackend:
     """OpenVINO (CPU) on the exported graph (or the int8 model): SIDE_BY_SIDE streams sharing
     the thread budget, one per network run the pipeline keeps going at once, so each run has
@@ -157,7 +171,8 @@ class OpenVinoBackend:
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                   "NUM_STREAMS": self.streams, "INFERENCE_NUM_THREADS": threads,
                   "ENABLE_CPU_PINNING": False}  # several workers share the cores: never pin
-        self.compiled = core.compile_model(str(model_path), "CPU", config)
+        with openvino_cache_lock(cache_dir):
+            self.compiled = core.compile_model(str(model_path), "CPU", config)
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         self.executed_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
         if precision == "bf16" and self.executed_precision != "bf16":  # the CPU lacks bf16: says so

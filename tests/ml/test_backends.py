@@ -266,3 +266,29 @@ def test_export_in_a_child_process_when_the_cache_is_missing(random_checkpoint, 
     w = backends.classifier_weight(random_checkpoint, paths)
     assert w.shape == (7, 1920) and w.dtype == np.float32
     assert paths == graph_paths(random_checkpoint / WEIGHTS_FILE, tmp_path)
+
+
+@needs_openvino
+def test_openvino_compiles_into_a_shared_cache_one_process_at_a_time(random_checkpoint, tmp_path):
+    """Workers starting together share the model cache: while another process holds the cache's
+    lock, a backend neither compiles into it nor writes a blob there; once released it compiles,
+    and the next start loads that blob."""
+    import threading
+
+    from filelock import FileLock
+
+    cache = tmp_path / "model-cache"
+    backends.ensure_exported(random_checkpoint, cache)
+    paths = graph_paths(random_checkpoint / WEIGHTS_FILE, cache)
+    blobs = lambda: sorted((cache / "openvino").glob("*.blob"))  # noqa: E731
+    made: list = []
+    held = FileLock(cache / "openvino.lock")  # a separate FileLock object: a separate flock
+    with held:
+        t = threading.Thread(target=lambda: made.append(backends.OpenVinoBackend(paths.onnx, "fp32", 2, cache)))
+        t.start()
+        t.join(timeout=10)  # without the lock a compile of this graph ends within about 3 s
+        assert t.is_alive() and not made and not blobs()
+    t.join(timeout=120)
+    assert made and len(blobs()) == 1
+    again = backends.OpenVinoBackend(paths.onnx, "fp32", 2, cache)
+    assert len(blobs()) == 1 and again.streams == made[0].streams
