@@ -134,7 +134,7 @@ class OnnxBackend:
         return logits, feats
 
 
-def openvino_cache_lock(cache_dir: Path | None) -> AbstractContextManager:
+def _openvino_cache_lock(cache_dir: Path | None) -> AbstractContextManager:
     """One process at a time compiles into (or loads from) `<cache>/openvino`. OpenVINO writes a
     compiled model's blob there without a lock between processes; two workers starting together
     on one cache could fail on the same blob ("cannot set permissions: No such file or
@@ -171,7 +171,7 @@ class OpenVinoBackend:
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                   "NUM_STREAMS": self.streams, "INFERENCE_NUM_THREADS": threads,
                   "ENABLE_CPU_PINNING": False}  # several workers share the cores: never pin
-        with openvino_cache_lock(cache_dir):
+        with _openvino_cache_lock(cache_dir):
             self.compiled = core.compile_model(str(model_path), "CPU", config)
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         self.executed_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
