@@ -12,8 +12,9 @@ it: the database writes, the queue and the HTTP layer (bench-app's `cpu_ms_per_c
 whole processes). `store` and `write` (the image; the thumbnail) are mostly creating files,
 whose cost depends on the file system's state more than on the product: on ext4 without a
 journal it is several times higher for about 30 s after many files were removed anywhere on the
-disk (a test run's or an earlier bench's temporary folders), so run it apart from those. `heatmap` is making the Grad-CAM map the cell's row
-keeps (the row itself is written with the database's).
+disk (the kernel skips every recently freed inode), so run it apart from test runs and other
+benches, and every pass's storage is removed only after the last pass. `heatmap` is making the
+Grad-CAM map the cell's row keeps (the row itself is written with the database's).
 """
 from __future__ import annotations
 
@@ -106,13 +107,10 @@ def run_steps(data_dir: Path, n: int, rounds: int, model_dir: Path | None, backe
     passes = []
     data_root = get_settings().data_dir  # scratch storage where the product keeps its files
     data_root.mkdir(parents=True, exist_ok=True)
-    # Every pass writes into its own empty storage, and all are removed only after the last:
-    # on ext4 without a journal (this project's VMs) creating a file skips every inode freed in
-    # the last ~30 s, so a pass after a removed one paid several times the file creation a lab's
-    # storage, which never removes images, does.
+    # each pass into its own empty storage, all removed after the last (see the module doc)
     with opencv_in_caller_threads(), tempfile.TemporaryDirectory(prefix="marrow-steps-", dir=data_root) as tmp:
-        for n in range(rounds + 1):  # the first pass warms caches and the network; not counted
-            passes.append(_one_pass(datas, predictor, thresholds, batch_size, _storage(Path(tmp) / str(n))))
+        for i in range(rounds + 1):  # the first pass warms caches and the network; not counted
+            passes.append(_one_pass(datas, predictor, thresholds, batch_size, _storage(Path(tmp) / str(i))))
     ms = {step: round(1000 * statistics.median(p[step] for p in passes[1:]) / len(datas), 3)
           for step in WEB_STEPS + WORKER_STEPS}
     outside = [s for s in WORKER_STEPS if s != "network"]

@@ -142,8 +142,7 @@ def _openvino_cache_lock(cache_dir: Path | None) -> AbstractContextManager:
     loads the first's blob. The kernel drops the lock of a process that dies."""
     if cache_dir is None:
         return nullcontext()
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    return FileLock(Path(cache_dir) / "openvino.lock")
+    return FileLock(Path(cache_dir) / "openvino.lock")  # creates the folder if need be
 
 
 class OpenVinoBackend:
