@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from app.ml import framing, non_cells, preprocess, unidentified
 from app.ml.augment import augment, normalize
+from app.ml.backends import cpu_flags
 from app.ml.card import MARROW_CLASSES, ModelCard, is_checkpoint
 from app.ml.checkpoint import build_model, load_checkpoint, save_checkpoint
 from app.ml.dataset import (Sample, class_folders, kfold_splits, load_sources, stratified_split,
@@ -123,15 +124,6 @@ def use_bf16(cfg: TrainConfig) -> bool:
     if cfg.bf16 == "auto":
         return "amx_bf16" in cpu_flags()
     return cfg.bf16 == "on"
-
-
-def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return set(line.split(":", 1)[-1].split())
 
 
 def optimizer_and_schedule(cfg: TrainConfig, model: torch.nn.Module, head_only: bool,
@@ -315,32 +307,13 @@ def fit(run: Run, out: Path, resume: bool) -> list[dict]:
         order = torch.multinomial(draw, steps_per_epoch * cfg.batch_size, replacement=True, generator=gen) \
             if cfg.balance != "none" else torch.randperm(len(xt), generator=gen, device=device)
         run_loss, run_correct, seen = 0.0, 0, 0
-        n_non_cells = round(cfg.batch_size * cfg.non_cells)
         non_cell_rng = np.random.default_rng([cfg.seed, epoch])  # per epoch, so --resume repeats it
         for i in range(steps_per_epoch):
             idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            batch = xt[idx]
-            if n_non_cells:
-                batch = torch.cat([batch, _non_cell_batch(batch[:n_non_cells], non_cell_rng)])
-            xb = augment(batch, cfg.input_size, run.card.mean, run.card.std, aug_cfg, gen)
             yb = yt[idx]
-            if cfg.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=run.bf16):
-                scores = model(xb).float()
-                logits = scores[:len(idx)]
-                loss = F.cross_entropy(logits, yb, weight=run.weights.to(device),
-                                       label_smoothing=cfg.label_smoothing)
-                if n_non_cells:
-                    loss = loss + cfg.non_cell_weight * _uniform_target_loss(scores[len(idx):])
-                if teacher is not None:
-                    loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * _distillation(
-                        teacher, tcard, xb[:len(idx)], logits, cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss, logits = train_step(run, opt, xt[idx], yb, aug_cfg, gen, non_cell_rng, teacher, tcard)
             sched.step_update((epoch - phase_start) * steps_per_epoch + i + 1)
-            run_loss += loss.item() * len(idx)
+            run_loss += loss * len(idx)
             run_correct += int((logits.argmax(1) == yb).sum())
             seen += len(idx)
         vlog = predict_logits(model, run.val.x, run.card, device, run.bf16, cfg.channels_last)
@@ -379,6 +352,34 @@ def fit(run: Run, out: Path, resume: bool) -> list[dict]:
         epoch += 1
     bar.close()
     return history
+
+
+def train_step(run: Run, opt: torch.optim.Optimizer, cells_u8: torch.Tensor, yb: torch.Tensor,
+               aug_cfg: AugmentConfig, gen: torch.Generator, non_cell_rng: np.random.Generator,
+               teacher: torch.nn.Module | None = None, tcard: ModelCard | None = None) -> tuple[float, torch.Tensor]:
+    """One optimisation step on a batch of uint8 cells (N×3×S×S on the device): synthetic non-cells
+    added (`cfg.non_cells`), augmented, forward under bf16 autocast where `run.bf16`, loss,
+    backward, optimizer step. Returns the loss and the cells' logits. `marrow bench-train` times it."""
+    cfg, device = run.cfg, run.cfg.device
+    n = len(yb)
+    n_non_cells = round(cfg.batch_size * cfg.non_cells)
+    if n_non_cells:
+        cells_u8 = torch.cat([cells_u8, _non_cell_batch(cells_u8[:n_non_cells], non_cell_rng)])
+    xb = augment(cells_u8, cfg.input_size, run.card.mean, run.card.std, aug_cfg, gen)
+    if cfg.channels_last:
+        xb = xb.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=run.bf16):
+        scores = run.model(xb).float()
+        logits = scores[:n]
+        loss = F.cross_entropy(logits, yb, weight=run.weights.to(device), label_smoothing=cfg.label_smoothing)
+        if n_non_cells:
+            loss = loss + cfg.non_cell_weight * _uniform_target_loss(scores[n:])
+        if teacher is not None:
+            loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * _distillation(teacher, tcard, xb[:n], logits, cfg)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item(), logits
 
 
 def _non_cell_batch(cells_u8: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
