@@ -55,12 +55,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench-train", help="images/s of marrow train's step: fp32, channels_last, bf16 autocast",
         description="Times `marrow train`'s own step (augmentation, forward, loss, backward, AdamW) on "
-                    "real cells in three modes taking turns: fp32, fp32 channels_last, channels_last + "
-                    "bf16 autocast; says which `--bf16 auto` picks on this CPU. Prints the JSON.")
+                    "real cells in three modes, each in a process of its own, taking turns: fp32, fp32 "
+                    "channels_last, channels_last + bf16 autocast; says which `--bf16 auto` picks on this "
+                    "CPU. Prints the JSON.")
     p.add_argument("--n", type=int, default=96, help="real cells to draw batches from (default 96)")
     p.add_argument("--batch-size", type=int, default=32, help="images per step (default 32, the shipped recipe's)")
-    p.add_argument("--steps", type=int, default=2, help="steps per mode and round (default 2)")
-    p.add_argument("--rounds", type=int, default=3, help="rounds; the modes take turns in each (default 3)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per mode and round (default 3)")
+    p.add_argument("--warmup", type=int, default=5,
+                   help="untimed steps before them, at least 1 (default 5: a process's first steps are slower)")
+    p.add_argument("--rounds", type=int, default=2, help="rounds; the modes take turns in each (default 2)")
     p.add_argument("--json", type=Path, metavar="OUT", help="also write the JSON here")
     p.add_argument("--model", type=Path, default=None, metavar="DIR",
                    help="checkpoint to start from (default: the shipped model models/rexnet150-marrow13)")
@@ -73,10 +76,10 @@ def cmd_bench_train(args) -> int:
     from app.bench.cells import default_data_dir
     from app.bench.training import run_train_bench
 
-    if min(args.n, args.batch_size, args.steps, args.rounds) < 1:
-        raise ValueError("--n, --batch-size, --steps and --rounds must be at least 1")
+    if min(args.n, args.batch_size, args.steps, args.rounds, args.warmup) < 1:
+        raise ValueError("--n, --batch-size, --steps, --rounds and --warmup must be at least 1")
     print_json(run_train_bench(args.data or default_data_dir(), args.n, args.batch_size, args.steps,
-                               args.rounds, args.model), args.json)
+                               args.rounds, args.warmup, args.model), args.json)
     return 0
 
 

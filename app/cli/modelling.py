@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                    help="keep PyTorch's default memory layout (channels_last is faster on CPU)")
     p.add_argument("--bf16", choices=["auto", "on", "off"], default=d.bf16,
-                   help="bf16 autocast on CPU: auto = only where the CPU has AMX (default)")
+                   help="bf16 autocast on CPU: auto = where the CPU has AVX512-BF16 or AMX-BF16 (default; marrow bench-train measures it)")
     p.add_argument("--unk-budget", type=float, default=d.unk_budget,
                    help="share of correctly classified validation cells the UNK rule may reject")
     p.add_argument("--non-cells", type=float, default=d.non_cells, metavar="SHARE",

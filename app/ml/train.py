@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from app.ml import framing, non_cells, preprocess, unidentified
 from app.ml.augment import augment, normalize
-from app.ml.backends import cpu_flags
+from app.ml.backends import BF16_FLAGS, cpu_flags
 from app.ml.card import MARROW_CLASSES, ModelCard, is_checkpoint
 from app.ml.checkpoint import build_model, load_checkpoint, save_checkpoint
 from app.ml.dataset import (Sample, class_folders, kfold_splits, load_sources, stratified_split,
@@ -114,15 +114,18 @@ def sampling_weights(samples: list[Sample], balance: str) -> torch.Tensor:
 
 
 def use_bf16(cfg: TrainConfig) -> bool:
-    """bf16 autocast: CUDA with --amp; CPU where asked, or ("auto") where the CPU has AMX tiles.
+    """bf16 autocast: CUDA with --amp; CPU where asked, or ("auto") where the CPU has bf16 units
+    (AVX512-BF16 or AMX-BF16).
 
-    bf16 pays off with AMX tiles (the issue measured 11.3 vs 6.9 img/s for fp32 channels_last on
-    such a CPU); without them "auto" stays fp32.
+    Against fp32 channels_last, `marrow bench-train` measured 1.3x on a Zen 4 EPYC with
+    AVX512-BF16 and no AMX (README, "Training speed"); the issue measured 1.6x (11.3 against 6.9
+    img/s) on a Xeon with AMX. Where neither is present (AVX2 only) bf16 has no instructions of
+    its own to gain from: "auto" stays fp32 there (not measured).
     """
     if cfg.device == "cuda":
         return cfg.amp
     if cfg.bf16 == "auto":
-        return "amx_bf16" in cpu_flags()
+        return any(f in BF16_FLAGS for f in cpu_flags())
     return cfg.bf16 == "on"
 
 

@@ -61,7 +61,7 @@ class TrainConfig:
     balance: str = "source-class"  # "source-class": every (source, class) drawn equally often; "none"
     epoch_size: int = 0  # images drawn per epoch (0: the training set's size)
     channels_last: bool = True  # faster on CPU (the issue measured 6.9 vs 4.8 img/s)
-    bf16: str = "auto"  # bf16 autocast on CPU: "auto" = where AMX is present, "on", "off"
+    bf16: str = "auto"  # bf16 autocast on CPU: "auto" = where the CPU has AVX512-BF16 or AMX-BF16, "on", "off"
     unk_budget: float = 0.05  # share of correct validation cells the UNK rule may send to UNK
     non_cells: float = 0.0  # synthetic non-cells added per batch, as a share of it (app.ml.non_cells)
     non_cell_weight: float = 0.5  # weight of their uniform-target loss (outlier exposure)
