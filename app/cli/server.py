@@ -17,6 +17,12 @@ from pathlib import Path
 from app.cli import marrow_command, print_json
 
 WORKER_STOP_TIMEOUT_S = 60
+# `marrow run` has exactly one worker, so the queue's task size spreads no work across workers;
+# it only sets how often the worker's cores idle at a task's end. 512 cells: a quarter of the task
+# ends of the default 128 for a large upload (the machine idle 6.3-6.6 % against 7.6-7.8 % in
+# `bench-app`, docs/performance-history.md), and a warm stop still well inside WORKER_STOP_TIMEOUT_S
+# (about 10 s of cells on 2 cores). MARROW_TASK_CELLS, where set (environment or .env), wins.
+ONE_WORKER_TASK_CELLS = 512
 WORKER_APP = "worker.app:celery"
 
 
@@ -120,9 +126,12 @@ def cmd_run(args) -> int:
     from app.db import upgrade
 
     settings = get_settings()
+    if "task_cells" not in settings.model_fields_set:  # neither the environment nor .env sets it
+        settings.task_cells = ONE_WORKER_TASK_CELLS
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.db_url)
-    worker = subprocess.Popen(marrow_command("worker"))
+    # the worker requeues pending cells at start (app.processing.service.requeue_pending): in the same tasks
+    worker = subprocess.Popen(marrow_command("worker"), env={**os.environ, "MARROW_TASK_CELLS": str(settings.task_cells)})
     stopping = threading.Event()
     threading.Thread(target=_stop_if_worker_dies, args=(worker, stopping), daemon=True).start()
     try:
