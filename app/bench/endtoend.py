@@ -73,7 +73,17 @@ def started_app(data_dir: Path) -> Iterator[tuple[str, str, int]]:
                 if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
                     break
             time.sleep(0.5)
-        yield url, token, proc.pid
+        try:
+            yield url, token, proc.pid
+        except httpx.TransportError as exc:  # the app refuses connections: say why, if it has stopped
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+            if proc.poll() is None:
+                raise
+            log.flush()
+            tail = "\n".join((data_dir / "app.log").read_text(errors="replace").splitlines()[-30:])
+            raise RuntimeError(f"the app stopped during the benchmark (exit code {proc.returncode}); the end of "
+                               f"{data_dir / 'app.log'}:\n{tail}") from exc
     finally:
         proc.send_signal(2)  # SIGINT, as Ctrl-C
         try:
