@@ -10,9 +10,9 @@ backward, AdamW) on the same real cells, decoded, checked and framed as `marrow 
 Each mode runs in a process of its own, as `marrow train` does: one model, `warmup` untimed steps,
 then `steps` timed steps, from the same weights and seeds (the same batches, augmented alike, the
 same dropout masks). A process's first steps are slower, by less each step, for about five steps
-(on Zen 4, fp32 channels_last: 9.0, 5.9, 5.0, 5.0, 4.8, then 3.6-3.9 s a step of 32), and three
-models in one process ran fp32 far slower than `marrow train` does: both made bf16 look twice
-as fast as fp32, against about 1.2-1.3x in `marrow train`'s own epochs. The machine may
+(the first about twice a settled one), and three models in one process ran fp32 far slower than
+`marrow train` does: together they made bf16 look twice as fast as fp32 channels_last on Zen 4,
+against about 1.2-1.3x in `marrow train`'s own epochs (docs/performance-history.md). The machine may
 be shared and its speed moves between minutes, so the modes take turns: each round runs every
 mode once, the order rotated from round to round, and a mode's images/s is over all its rounds.
 Ratios are only meaningful within one run. The JSON also says what `marrow train --bf16 auto`
@@ -111,7 +111,7 @@ def time_mode(mode: str, data_dir: Path, n: int, batch_size: int, steps: int, wa
     cfg = TrainConfig(arch=card.architecture, input_size=card.input_size, batch_size=batch_size, lr=2e-4, epochs=1,
                       framing=crop is not None, channels_last=channels_last, bf16="on" if bf16 else "off")
     cells = tr.load_images([Sample(p, codes.index(p.parent.name)) for p in paths],
-                           round(card.input_size * 256 / 224), "loading cells", crop)
+                           tr.stored_side(card.input_size), "loading cells", crop)
     model = model.train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -76,6 +76,13 @@ def _load_one(sample: Sample, size: int, thresholds: Thresholds, crop: framing.C
     return preprocess.square_resize(image, size), record.flags, where is None or where.found
 
 
+def stored_side(input_size: int) -> int:
+    """The side training cells are kept at: 256/224 of the network's input. Augmentation resamples
+    the whole stored cell (rotated, zoomed, shifted) into the input, and the margin of resolution
+    keeps detail where it zooms in."""
+    return round(input_size * 256 / 224)
+
+
 def load_images(samples: list[Sample], size: int, desc: str, crop: framing.Crop | None,
                 make: Callable[[np.ndarray, int], np.ndarray] | None = None) -> Loaded:
     """Decode, quality-repair, frame (`crop`; None: the whole image) and square-resize every sample
@@ -234,9 +241,8 @@ def prepare(sources: list[Path], cfg: TrainConfig) -> Run:
     if cfg.max_per_class:
         samples = subsample_per_class(samples, cfg.max_per_class, split_seed(cfg))
     train_s, val_s = split_samples(cfg, samples)
-    base = round(cfg.input_size * 256 / 224)
     crop = framing.Crop(cfg.framing_side) if cfg.framing else None
-    train = load_images(train_s, base, "loading train", crop)
+    train = load_images(train_s, stored_side(cfg.input_size), "loading train", crop)
     val = load_images(val_s, cfg.input_size, "loading val", crop)
     model = build_model(cfg.arch, len(codes), cfg.init_weights, cfg.hub)
     copied = transfer_head(model, cfg.init_weights, codes) if cfg.init_weights else []
