@@ -11,6 +11,10 @@
 # scratch without a teacher; stage 1 on split seed 1), in parallel with stage 1.
 # Usage: scripts/train_shipped_model.sh [DATA_DIR] [RUNS_DIR]
 #   env: DEVICE=cuda|cpu, COMPARE=1, EXTRA (more train options, e.g. for a smoke run)
+#   The CPU steps of the shipped models ran fp32 channels_last: `--bf16 auto` then took bf16 only
+#   with AMX. It now takes bf16 autocast on any CPU with AVX512-BF16 too (1.3x the images a minute
+#   on the Zen 4 EPYC, README "Training speed"), so their --max-minutes steps fit more epochs;
+#   EXTRA="--bf16 off" repeats them as run.
 # On one H200 the whole recipe took about 7 GPU-minutes; on the 2-core CPU it is days.
 set -euo pipefail
 DATA=${1:-../shared/data/bone-marrow-7}
