@@ -43,11 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "of --rounds passes. Prints the JSON.")
     p.add_argument("--n", type=int, default=200, help="real cells (default 200)")
     p.add_argument("--rounds", type=int, default=3, help="passes counted, after one warm-up pass (default 3)")
-    p.add_argument("--json", type=Path, metavar="OUT", help="also write the JSON here")
-    p.add_argument("--model", type=Path, default=None, metavar="DIR",
-                   help="checkpoint directory (default: the shipped model models/rexnet150-marrow13)")
-    p.add_argument("--data", type=Path, default=None, metavar="DIR",
-                   help="real cells, one sub-folder per class (default ../shared/data/bone-marrow-7)")
+    _json_model_data(p, "checkpoint directory")
     p.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
                    help="the network's backend (default auto, as the worker chooses)")
     p.set_defaults(func=cmd_bench_steps)
@@ -64,12 +60,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=5,
                    help="untimed steps before them, at least 1 (default 5: a process's first steps are slower)")
     p.add_argument("--rounds", type=int, default=2, help="rounds; the modes take turns in each (default 2)")
+    _json_model_data(p, "checkpoint to start from")
+    p.set_defaults(func=cmd_bench_train)
+
+
+def _json_model_data(p: argparse.ArgumentParser, model_is: str) -> None:
+    """--json, --model and --data, as bench-steps and bench-train take them."""
     p.add_argument("--json", type=Path, metavar="OUT", help="also write the JSON here")
     p.add_argument("--model", type=Path, default=None, metavar="DIR",
-                   help="checkpoint to start from (default: the shipped model models/rexnet150-marrow13)")
+                   help=f"{model_is} (default: the shipped model models/rexnet150-marrow13)")
     p.add_argument("--data", type=Path, default=None, metavar="DIR",
                    help="real cells, one sub-folder per class (default ../shared/data/bone-marrow-7)")
-    p.set_defaults(func=cmd_bench_train)
 
 
 def cmd_bench_train(args) -> int:
