@@ -423,9 +423,9 @@ def finish(run: Run, sources: list[Path], out: Path, history: list[dict], second
     best_model, card = load_checkpoint(out, cfg.device)
     if cfg.channels_last:
         best_model = best_model.to(memory_format=torch.channels_last)
-    vlog = predict_logits(best_model, run.val.x, card, cfg.device, False, cfg.channels_last)
+    vlog = predict_logits(best_model, run.val.x, card, cfg.device, bf16=False, channels_last=cfg.channels_last)
     made = validation_non_cells(run.val, card)
-    nlog = predict_logits(best_model, made.x, card, cfg.device, False, cfg.channels_last)
+    nlog = predict_logits(best_model, made.x, card, cfg.device, bf16=False, channels_last=cfg.channels_last)
     temperature, rule, measured = calibrated_validation(vlog, run.val, run.codes, cfg.unk_budget, (nlog, made))
     write_history(history, out)
     best_epoch = max(history, key=lambda h: h["val_macro_f1"])["epoch"] if history else 0
