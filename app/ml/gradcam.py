@@ -5,11 +5,11 @@ class logit c with respect to the last-stage feature map F is W[c] / (h·w) at e
 so Grad-CAM's channel weights are W[c] / (h·w) and the heatmap is ReLU(Σ_k W[c,k]·F_k),
 min-max scaled. That needs no backward pass: the product computes it from the features of the
 same forward pass that gave the probabilities. The tests check it against the maintained
-`grad-cam` package (one forward and one backward per batch). The scaling is that package's
-`scale_cam_image`, copied line for line (importing it imports torch, torchvision and matplotlib,
-~700 MB a worker does not need); the coloured overlay is its `show_cam_on_image` redone in two
-OpenCV passes on uint8 instead of float arrays, within one grey level of the package's in
-`tests/ml/test_gradcam.py`.
+`grad-cam` package (one forward and one backward per batch). The worker cannot use that package
+itself (importing it imports torch, torchvision and matplotlib, ~700 MB a worker does not
+need), so the per-map min-max scaling (`scale_maps`) and the coloured overlay (`overlay`, two
+OpenCV passes on uint8) are our own, checked against the package's `scale_cam_image` and
+`show_cam_on_image` in `tests/ml/test_gradcam.py`.
 
 A heatmap is kept at the network's own resolution (7×7 for ReXNet-150 at 224 px) with the
 square of the image it covers (`cam_in_image`); it is brought to the image's size only when an
@@ -26,17 +26,16 @@ from app.ml import encode
 Box = tuple[int, int, int]  # (x, y, side): a square of an image in its pixels, possibly reaching past its edges
 
 
-def scale_cam_image(cam, target_size=None) -> np.ndarray:
-    """grad-cam's `pytorch_grad_cam.utils.image.scale_cam_image` for 2-D maps: each map min-max
-    scaled, then resized to target_size (width, height)."""
-    result = []
-    for img in cam:
-        img = img - np.min(img)
-        img = img / (1e-7 + np.max(img))
-        if target_size is not None:
-            img = cv2.resize(np.float32(img), target_size)
-        result.append(img)
-    return np.float32(result)
+def scale_maps(maps: np.ndarray, size: int | None = None) -> np.ndarray:
+    """N×h×w maps -> float32 N×h×w with each map stretched to [0, 1] (a flat map becomes all
+    zero), then resized bilinearly to N×size×size when `size` is given."""
+    maps = np.asarray(maps, np.float32)
+    shifted = maps - maps.min(axis=(1, 2), keepdims=True)
+    scaled = shifted / (shifted.max(axis=(1, 2), keepdims=True) + np.float32(1e-7))
+    if size is None:
+        return scaled
+    resized = [cv2.resize(m, (size, size)) for m in scaled]
+    return np.array(resized, np.float32).reshape(len(scaled), size, size)
 
 
 def cam_from_features(features: np.ndarray, fc_weight: np.ndarray, targets: np.ndarray,
@@ -45,7 +44,7 @@ def cam_from_features(features: np.ndarray, fc_weight: np.ndarray, targets: np.n
     (N×size×size when `size` is given, as grad-cam returns it)."""
     w = fc_weight[np.asarray(targets)]  # N×K
     cams = np.maximum(np.einsum("nk,nkhw->nhw", w, features.astype(np.float32)), 0.0)
-    return scale_cam_image(cams, (size, size) if size else None)
+    return scale_maps(cams, size)
 
 
 def target_layer(model):

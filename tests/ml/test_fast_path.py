@@ -13,7 +13,7 @@ import torch
 
 from app.ml import framing, pipeline
 from app.ml.decode import decode_path
-from app.ml.gradcam import scale_cam_image
+from app.ml.gradcam import scale_maps
 from support.oracles import reference_gradcam
 from app.ml.predictor import Predictor
 from app.ml.preprocess import square_resize
@@ -166,15 +166,15 @@ def test_analytic_heatmap_matches_grad_cam_package(cells, onnx_predictor):
     batch = torch.from_numpy(onnx_predictor.prepare(images))
     reference = reference_gradcam(onnx_predictor.model, batch, targets)
     # at the input's size, as grad-cam gives it (its own upsampling of the 7×7 map)
-    analytic = scale_cam_image(np.stack([p.cam for p in preds]), (224, 224))
+    analytic = scale_maps(np.stack([p.cam for p in preds]), 224)
     assert reference.shape == analytic.shape == (4, 224, 224)
     assert np.isfinite(analytic).all()
     diff = np.abs(_minmax(analytic) - _minmax(reference)).max()
     assert diff < 0.02, f"analytic Grad-CAM differs from grad-cam's by {diff:.4f}"
     # and for a class other than the top one (explicit targets)
     other = [(t + 1) % 7 for t in targets]
-    analytic2 = scale_cam_image(np.stack([p.cam for p in onnx_predictor.predict(images, with_cam=True, targets=other)]),
-                                (224, 224))
+    analytic2 = scale_maps(np.stack([p.cam for p in onnx_predictor.predict(images, with_cam=True, targets=other)]),
+                           224)
     reference2 = reference_gradcam(onnx_predictor.model, batch, other)
     flat = [i for i in range(4) if reference2[i].max() - reference2[i].min() < 1e-6]
     keep = [i for i in range(4) if i not in flat]  # an all-negative map is all zero in both

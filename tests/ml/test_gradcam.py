@@ -62,17 +62,21 @@ def test_deleting_the_top_gradcam_pixels_hurts_more_than_deleting_random_ones(re
 
 
 def test_torch_free_helpers_match_the_grad_cam_packages():
-    """app.ml.gradcam's copy of scale_cam_image gives exactly the grad-cam package's (so a
-    worker need not import torch); its overlay is the package's show_cam_on_image within one
-    grey level (rounding instead of truncation)."""
+    """app.ml.gradcam's torch-free scaling gives the grad-cam package's scale_cam_image (so a
+    worker need not import torch), a flat map included; its overlay is the package's
+    show_cam_on_image within one grey level (rounding instead of truncation)."""
     from pytorch_grad_cam.utils.image import scale_cam_image as pkg_scale, show_cam_on_image as pkg_show
 
-    from app.ml.gradcam import overlay, scale_cam_image
+    from app.ml.gradcam import overlay, scale_maps
 
     rng = np.random.default_rng(0)
     maps = np.maximum(rng.normal(size=(3, 7, 7)), 0).astype(np.float32)
-    np.testing.assert_array_equal(scale_cam_image(maps, (224, 224)), pkg_scale(maps, (224, 224)))
-    np.testing.assert_array_equal(scale_cam_image(maps), pkg_scale(maps))
+    maps[1] = 0.0  # an all-negative map before the ReLU
+    ours = scale_maps(maps, 224)
+    assert ours.shape == (3, 224, 224) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, pkg_scale(maps, (224, 224)), atol=1e-6)
+    np.testing.assert_allclose(scale_maps(maps), pkg_scale(maps), atol=1e-6)
+    assert scale_maps(maps)[1].max() == 0.0 and scale_maps(maps)[0].max() > 0.999
     rgb = rng.integers(0, 256, (50, 60, 3), dtype=np.uint8)
     mask = rng.uniform(0, 1, (50, 60)).astype(np.float32)
     ours = overlay(rgb, mask, alpha=0.45).astype(int)
