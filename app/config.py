@@ -77,10 +77,6 @@ class Settings(BaseSettings):
         return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.sqlite').resolve()}"
 
     @property
-    def embedded_broker(self) -> bool:
-        return self.broker.startswith("sqla+")
-
-    @property
     def model_cache(self) -> Path:
         return self.model_cache_dir or self.data_dir / "model-cache"
 

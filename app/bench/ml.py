@@ -38,9 +38,6 @@ from app.bench.cells import DEFAULT_DATA_DIR, pick_cells
 from app.bench.machine import CpuMeter, cpu_name, steal_note
 from app.ml.card import CARD_FILE, SHIPPED_MODEL, WEIGHTS_FILE
 
-REQUIRED_KEYS = ("naive_cells_per_s", "naive_gradcam_cells_per_s", "batched_cells_per_s",
-                 "gradcam_cells_per_s", "peak_rss_mb", "device", "n")
-
 
 def resolve_model(model_dir: str | Path | None, scratch: Path) -> tuple[Path, str]:
     """The checkpoint to measure and a line saying which it is.

@@ -61,7 +61,6 @@ CLASSES: tuple[CellClass, ...] = tuple(
 TAXONOMIES: dict[str, tuple[CellClass, ...]] = {"bm7": CLASSES, "marrow": MARROW_CLASSES}
 
 CODES: tuple[str, ...] = tuple(c.code for c in CLASSES)
-BY_CODE: dict[str, CellClass] = {c.code: c for c in CLASSES}
 
 
 def _preprocess():

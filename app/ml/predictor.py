@@ -23,20 +23,11 @@ import numpy as np
 from scipy.special import softmax
 
 from app.ml import backends, preprocess
-from app.ml.backends import BACKENDS, Backend, OnnxBackend, OpenVinoBackend, TorchBackend  # noqa: F401
+from app.ml.backends import BACKENDS, Backend
 from app.ml.card import CARD_FILE, SHIPPED_MODEL, CellClass, ModelCard, is_checkpoint, WEIGHTS_FILE
 from app.ml.unidentified import UNK, energy
 
 log = logging.getLogger(__name__)
-
-
-def __getattr__(name: str):
-    """The PyTorch-side helpers that used to live here (imported on demand: they need torch)."""
-    if name in ("LogitsAndFeatures", "relative_error", "VERIFY_TOLERANCE"):
-        from app.ml import export
-
-        return getattr(export, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
