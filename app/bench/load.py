@@ -315,5 +315,5 @@ def benchmark(args) -> dict:
                         data_dir, {})
     with started_stack(args.workers, args.reviewers) as (url, token, names, pids):
         result = run_load(url, token, names, REVIEWER_PASSWORD, args.uploaders, args.cells, data_dir, pids)
-    return {"stack": f"PostgreSQL + Redis + marrow web (production) + {args.workers} marrow workers, loopback",
-            **result}
+    workers = f"{args.workers} marrow worker" + ("s" if args.workers != 1 else "")
+    return {"stack": f"PostgreSQL + Redis + marrow web (production) + {workers}, loopback", **result}
