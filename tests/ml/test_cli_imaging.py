@@ -1,4 +1,4 @@
-"""`marrow qc` and `marrow classify` on a folder with real cells and a bad file."""
+"""`marrow qc`, `marrow classify` and `marrow calibrate-qc` on folders of real cells (and a bad file)."""
 from __future__ import annotations
 
 import csv
@@ -60,3 +60,26 @@ def test_classify_writes_rows_and_overlays_and_names_the_bad_file(mixed_folder, 
 def test_classify_of_good_files_exits_zero(mixed_folder, tmp_path):
     (mixed_folder / "notes.jpg").unlink()
     assert main(["classify", str(mixed_folder), "--csv", str(tmp_path / "ok.csv")]) == 0
+
+
+def test_calibrate_qc_writes_thresholds_that_sharpen_the_blurriest_30_percent(real_cells_dir, tmp_path):
+    """Thresholds derived from 40 labelled cells, then `marrow qc` with them over the same
+    cells: the blurriest 30 % are flagged (and so sharpened), no cell is called dark, bright or
+    unstained."""
+    data = tmp_path / "cells"
+    for code in ("LYT", "NGS"):
+        (data / code).mkdir(parents=True)
+        for src in sorted((real_cells_dir / code).glob("*.jpg"))[:20]:
+            shutil.copy(src, data / code / src.name)
+    out = tmp_path / "thresholds.json"
+    assert main(["calibrate-qc", str(data), "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["n_images"] == 40 and doc["calibrated_on"] == "cells"
+    t = doc["thresholds"]
+    assert 0 < t["dark_below"] < t["bright_above"] < 255 and 0 < t["stain_below"] < 1 and t["blur_below"] > 0
+    rows = tmp_path / "qc.csv"
+    assert main(["qc", str(data), "--thresholds", str(out), "--csv", str(rows)]) == 0
+    flags = [r["flags"] for r in read_rows(rows)]
+    assert len(flags) == 40
+    assert sum("blurry" in f for f in flags) == 12  # below the 30th percentile of 40: 12 cells
+    assert not any(word in f for f in flags for word in ("too_dark", "too_bright", "no_stain"))
