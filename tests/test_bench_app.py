@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-MARROW = [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))"]
+from app.cli import marrow_command
+
+MARROW = marrow_command()
 
 
 def test_bench_app_reports_every_round_and_their_median(real_cells_dir: Path, tmp_path: Path):

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from app.bench.servers import postgres_bindir, redis_binary
+from app.cli import marrow_command
 
 WORKER_RSS_LIMIT_MB = 1024  # issue 14: a worker whose backend needs no PyTorch stays under 1 GB
 
@@ -22,9 +22,8 @@ def test_bench_load_counts_every_case_exactly_and_reports_each_process(real_cell
     if postgres_bindir() is None or redis_binary() is None:
         pytest.skip("PostgreSQL or redis-server is not installed (scripts/test.sh installs both)")
     out = tmp_path / "load.json"
-    done = subprocess.run([sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))",
-                           "bench-load", "--uploaders", "2", "--cells", "6", "--reviewers", "1", "--workers", "1",
-                           "--data-dir", str(real_cells_dir), "--json", str(out)],
+    done = subprocess.run(marrow_command("bench-load", "--uploaders", "2", "--cells", "6", "--reviewers", "1", "--workers",
+                                         "1", "--data-dir", str(real_cells_dir), "--json", str(out)),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())

@@ -7,21 +7,19 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-from app.ml.backends import BACKENDS, cpu_flags
+from app.cli import marrow_command
+from app.ml.backends import BACKENDS, PRECISION, cpu_flags
 
 RATES = ("naive_cells_per_s", "naive_gradcam_cells_per_s", "batched_cells_per_s", "gradcam_cells_per_s",
          "fp32_cells_per_s")
-PRECISION = {"onnx": "fp32", "openvino-fp32": "fp32", "openvino-bf16": "bf16", "openvino-int8": "int8"}
 
 
 def test_bench_reports_the_backend_its_fp32_speed_and_their_agreement(real_cells_dir: Path, tmp_path: Path):
     out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))",
-                           "bench", "--n", "8", "--rounds", "1", "--data", str(real_cells_dir), "--json", str(out)],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(marrow_command("bench", "--n", "8", "--rounds", "1", "--data", str(real_cells_dir),
+                                         "--json", str(out)), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     assert (result["device"], result["n"], result["rounds"]) == ("cpu", 8, 1)

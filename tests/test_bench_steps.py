@@ -7,17 +7,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from app.bench.steps import WEB_STEPS, WORKER_STEPS
+from app.cli import marrow_command
 
 
 def test_bench_steps_prints_every_step_of_a_cell(real_cells_dir: Path, tmp_path: Path):
     out = tmp_path / "steps.json"
-    done = subprocess.run([sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))",
-                           "bench-steps", "--n", "8", "--rounds", "1", "--backend", "onnx",
-                           "--data", str(real_cells_dir), "--json", str(out)],
+    done = subprocess.run(marrow_command("bench-steps", "--n", "8", "--rounds", "1", "--backend", "onnx",
+                                         "--data", str(real_cells_dir), "--json", str(out)),
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, "MARROW_DATA_DIR": str(tmp_path)})
     assert done.returncode == 0, done.stderr[-2000:]

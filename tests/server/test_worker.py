@@ -6,17 +6,17 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import httpx
 from sqlalchemy import func, select
 
 from app.cells.models import Cell, Prediction
+from app.cli import marrow_command
 
 from support.app import new_case, upload
 
-MARROW = [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))"]
+MARROW = marrow_command()
 
 
 def _env(settings) -> dict[str, str]:
