@@ -11,6 +11,7 @@ import json
 import logging
 
 from celery import bootsteps
+from celery.exceptions import WorkerShutdown
 from celery.signals import worker_ready, worker_shutdown
 from sqlalchemy.exc import OperationalError
 
@@ -53,7 +54,14 @@ def _on_shutdown(**_kwargs) -> None:
 
 @worker_ready.connect
 def _on_ready(**_kwargs) -> None:
-    processor()
+    """Load the model before the first task; a worker that cannot (no model, a device it was
+    told to use and does not have) stops with exit code 1 instead of taking cells it would
+    fail, as `marrow run` stops a web server whose uploads would never be processed."""
+    try:
+        processor()
+    except Exception as exc:  # noqa: BLE001 - whatever the reason, this worker cannot classify
+        log.critical("the worker cannot load its model, so it stops: %s", exc, exc_info=True)
+        raise WorkerShutdown(1) from exc
 
 
 class RequeueOnConnect(bootsteps.StartStopStep):

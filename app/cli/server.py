@@ -112,10 +112,9 @@ def cmd_worker(args) -> int:
     upgrade(get_settings().db_url)
     # The worker app by name, as `celery -A worker.app worker` does: the worker package sits
     # above app/ and is never imported by it. Pool and other options: app.queue.celery_config.
-    celery_command.main(["--app", WORKER_APP, "worker", f"--loglevel={args.loglevel}",
-                         f"--hostname=marrow-{os.getpid()}@%h", "--without-gossip", "--without-mingle"],
-                        prog_name="marrow worker", standalone_mode=False)
-    return 0
+    return celery_command.main(["--app", WORKER_APP, "worker", f"--loglevel={args.loglevel}",
+                                f"--hostname=marrow-{os.getpid()}@%h", "--without-gossip", "--without-mingle"],
+                               prog_name="marrow worker", standalone_mode=False) or 0
 
 
 def cmd_run(args) -> int:
@@ -132,8 +131,8 @@ def cmd_run(args) -> int:
     upgrade(settings.db_url)
     # the worker requeues pending cells at start (app.processing.service.requeue_pending): in the same tasks
     worker = subprocess.Popen(marrow_command("worker"), env={**os.environ, "MARROW_TASK_CELLS": str(settings.task_cells)})
-    stopping = threading.Event()
-    threading.Thread(target=_stop_if_worker_dies, args=(worker, stopping), daemon=True).start()
+    stopping, worker_died = threading.Event(), threading.Event()
+    threading.Thread(target=_stop_if_worker_dies, args=(worker, stopping, worker_died), daemon=True).start()
     try:
         uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, log_level="info")
     finally:
@@ -145,13 +144,14 @@ def cmd_run(args) -> int:
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
-    return 0
+    return 1 if worker_died.is_set() else 0
 
 
-def _stop_if_worker_dies(worker: subprocess.Popen, stopping: threading.Event) -> None:
+def _stop_if_worker_dies(worker: subprocess.Popen, stopping: threading.Event, died: threading.Event) -> None:
     """A web server whose uploads are never processed is worse than a clear exit."""
     worker.wait()
     if not stopping.is_set():
+        died.set()
         print(f"marrow run: the worker exited with code {worker.returncode}; stopping", file=sys.stderr)
         os.kill(os.getpid(), signal.SIGINT)
 

@@ -20,7 +20,8 @@ from app.ml.card import CARD_FILE, CLASSES, DEFAULT_ARCH, WEIGHTS_FILE, ModelCar
 
 def resolve_device(device: str) -> str:
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("MARROW_DEVICE=cuda but no CUDA device is available")
+        raise RuntimeError("the CUDA device was asked for (--device cuda or MARROW_DEVICE=cuda), "
+                           "but PyTorch finds no CUDA device on this machine")
     return device
 
 

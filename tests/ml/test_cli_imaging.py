@@ -83,3 +83,14 @@ def test_calibrate_qc_writes_thresholds_that_sharpen_the_blurriest_30_percent(re
     assert len(flags) == 40
     assert sum("blurry" in f for f in flags) == 12  # below the 30th percentile of 40: 12 cells
     assert not any(word in f for f in flags for word in ("too_dark", "too_bright", "no_stain"))
+
+
+def test_classify_on_cuda_without_a_gpu_says_so(mixed_folder, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    assert main(["classify", str(mixed_folder), "--device", "cuda", "--csv", str(tmp_path / "c.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "marrow classify: error: the CUDA device was asked for (--device cuda or MARROW_DEVICE=cuda)" in err
+    assert not (tmp_path / "c.csv").exists()

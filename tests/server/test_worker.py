@@ -94,3 +94,28 @@ def test_run_serves_and_stops_cleanly_on_ctrl_c(settings, tmp_path):
         assert _stop(proc, signal.SIGINT) == 0, log_path.read_text()[-3000:]
     leftover = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert leftover == [], f"processes left behind: {leftover}"
+
+
+def test_run_stops_with_the_reason_when_the_worker_has_no_model(settings, tmp_path):
+    """A worker that cannot load its model stops (exit 1) instead of saying "ready." and failing
+    every cell it takes; `marrow run` then stops the web server too and exits 1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    empty = tmp_path / "no-model"
+    empty.mkdir()
+    log_path = tmp_path / "run.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([*MARROW, "run", "--port", str(port)], env={**_env(settings), "MARROW_MODEL_DIR": str(empty)},
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            assert proc.wait(120) == 1
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    out = log_path.read_text()
+    assert f"the worker cannot load its model, so it stops: {empty}: not a MarrowDiff checkpoint" in out, out[-3000:]
+    assert "marrow run: the worker exited with code 1; stopping" in out
+    assert " ready." not in out
+    leftover = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert leftover == [], f"processes left behind: {leftover}"
