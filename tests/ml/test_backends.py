@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.cli import main
 from app.ml import backends, probe
 from app.ml.backends import BF16_FLAGS, INT8_FLAGS, LIMITS, SIDE_BY_SIDE, Limits
 from app.ml.cache import graph_paths
@@ -128,33 +129,43 @@ def test_bf16_backend_agrees_with_pytorch_eager_within_its_limits(cache, cells):
 
 
 @pytest.fixture(scope="module")
-def int8_cache(real_cells_dir, pbc_cells_dir, tmp_path_factory) -> Path:
-    """A cache with the shipped model quantised on 32 of its training cells from both labs it
-    was trained on (a quick calibration: the shipping measurement is `marrow quantize`), its
-    report marked as shipping."""
-    nncf = pytest.importorskip("nncf", reason="nncf is not installed (pip install '.[quantize]')")
-    import openvino as ov
-
-    from app.ml.quantize import _prepared, split_samples
-
+def quantized(real_cells_dir, pbc_cells_dir, tmp_path_factory) -> tuple[Path, dict, dict]:
+    """`marrow quantize` of the shipped model on both labs it was trained on, with a quick
+    calibration (32 training cells) and measurement (48 validation cells): its cache, its JSON
+    and the report it left beside the int8 graph (which `auto` reads)."""
+    pytest.importorskip("nncf", reason="nncf is not installed (pip install '.[quantize]')")
     cache = tmp_path_factory.mktemp("int8-cache")
-    paths = backends.ensure_exported(SHIPPED_MODEL, cache)
-    from app.ml.card import CARD_FILE, ModelCard
+    out = cache / "quantize.json"
+    assert main(["quantize", str(real_cells_dir), str(pbc_cells_dir), "--model", str(SHIPPED_MODEL),
+                 "--cache", str(cache), "--calibration", "32", "--max-val", "48", "--json", str(out)]) == 0
+    paths = graph_paths(SHIPPED_MODEL / WEIGHTS_FILE, cache)
+    return cache, json.loads(out.read_text()), json.loads(paths.int8_report.read_text())
 
-    card = ModelCard.load(SHIPPED_MODEL / CARD_FILE)
-    train, _ = split_samples([real_cells_dir, pbc_cells_dir], card)
-    batch, _ = _prepared([s.path for s in train[::max(1, len(train) // 32)][:32]], card)
-    q = nncf.quantize(ov.Core().read_model(str(paths.onnx)), nncf.Dataset([batch[i:i + 1] for i in range(len(batch))]),
-                      subset_size=len(batch), fast_bias_correction=True)
-    ov.save_model(q, str(paths.int8_xml), compress_to_fp16=False)
-    paths.int8_report.write_text(json.dumps({"ships": True, "verdict": "test"}))
-    return cache
+
+@needs_shipped
+@needs_openvino
+def test_quantize_reports_its_verdict_from_its_own_figures(quantized):
+    cache, report, beside_graph = quantized
+    paths = graph_paths(SHIPPED_MODEL / WEIGHTS_FILE, cache)
+    assert paths.int8_xml.is_file() and report["graph"] == paths.int8_xml.name
+    assert beside_graph == report
+    assert report["calibration_cells"] == 32 and report["calibration_from"] == "training split"
+    assert report["validation_cells"] == 48
+    assert report["macro_f1_drop"] == pytest.approx(report["fp32_macro_f1"] - report["int8_macro_f1"], abs=2e-4)
+    limits = report["limits"]
+    assert report["ships"] == (report["macro_f1_drop"] <= limits["max_macro_f1_drop"]
+                               and report["top1_agreement"] >= limits["min_top1_agreement"])
+    assert report["verdict"].endswith("does not ship" if not report["ships"] else ": ships")
+    assert report["fp32_macro_f1"] > 0.5  # the shipped model on its own validation cells
 
 
 @needs_shipped
 @needs_openvino
 @needs_int8
-def test_int8_backend_agrees_with_pytorch_eager_within_its_limits(int8_cache, cells):
+def test_int8_backend_agrees_with_pytorch_eager_within_its_limits(quantized, cells):
+    int8_cache, _, _ = quantized
+    paths = graph_paths(SHIPPED_MODEL / WEIGHTS_FILE, int8_cache)
+    paths.int8_report.write_text(json.dumps({"ships": True, "verdict": "test"}))  # whatever 48 cells said
     predictor = Predictor(SHIPPED_MODEL, backend="openvino-int8", cache_dir=int8_cache, threads=2)
     fast = _probs(predictor.predict(cells))
     eager = _eager(predictor, cells)
@@ -266,6 +277,22 @@ def test_export_in_a_child_process_when_the_cache_is_missing(random_checkpoint, 
     w = backends.classifier_weight(random_checkpoint, paths)
     assert w.shape == (7, 1920) and w.dtype == np.float32
     assert paths == graph_paths(random_checkpoint / WEIGHTS_FILE, tmp_path)
+
+
+def test_export_command_writes_the_cache_once_and_again_when_forced(random_checkpoint, cache, capsys):
+    """`marrow export` prints the graph's path; with the cache complete it leaves it alone, and
+    `--force` writes it again (the same graph description and probe reference)."""
+    paths = backends.ensure_exported(random_checkpoint, cache)
+    before = {p: p.stat().st_mtime_ns for p in (paths.onnx, paths.meta, paths.probe)}
+    meta, probe_logits = json.loads(paths.meta.read_text()), np.load(paths.probe)["logits"]
+    assert main(["export", "--model", str(random_checkpoint), "--cache", str(cache)]) == 0
+    assert capsys.readouterr().out.strip() == str(paths.onnx)
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert main(["export", "--model", str(random_checkpoint), "--cache", str(cache), "--force"]) == 0
+    assert capsys.readouterr().out.strip() == str(paths.onnx)
+    assert all(p.stat().st_mtime_ns > t for p, t in before.items())
+    assert json.loads(paths.meta.read_text()) == meta
+    np.testing.assert_allclose(np.load(paths.probe)["logits"], probe_logits, rtol=0, atol=1e-5)
 
 
 @needs_openvino
