@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import DateTime, MetaData, create_engine, event, text
+from sqlalchemy import DateTime, MetaData, create_engine, event, make_url, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -100,7 +101,13 @@ def upgrade(url: str, revision: str = "head") -> None:
         return
     engine = make_engine(url)
     try:
-        with engine.connect() as conn:
+        try:
+            conn = engine.connect()
+        except OperationalError as exc:  # a wrong DATABASE_URL, or the server not up: one line, not a traceback
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            shown = make_url(url).render_as_string(hide_password=True)
+            raise RuntimeError(f"cannot reach the database {shown} (DATABASE_URL): {reason}") from exc
+        with conn:
             conn.execute(text("SELECT pg_advisory_lock(7411)"))
             try:
                 command.upgrade(alembic_config(url), revision)

@@ -56,3 +56,26 @@ def test_a_database_with_users_is_past_its_first_run_after_upgrade(tmp_path):
     with make_sessionmaker(engine)() as session, pytest.raises(users.SetupDone):
         users.create_first_admin(session, "eve", "a long password")
     engine.dispose()
+
+
+@pytest.mark.parametrize("command", ["web", "worker"])
+def test_an_unreachable_database_is_one_line_naming_it_without_its_password(command, tmp_path):
+    """A wrong DATABASE_URL (or PostgreSQL not up yet) stops `marrow web` / `worker` at start
+    with the URL, its password hidden, and the driver's reason: exit 2, no traceback."""
+    import os
+    import socket
+    import subprocess
+
+    from app.cli import marrow_command
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARROW_") and k != "BROKER_URL"}
+    env.update(MARROW_DATA_DIR=str(tmp_path), DATABASE_URL=f"postgresql+psycopg://marrow:s3cret@127.0.0.1:{port}/marrow")
+    r = subprocess.run(marrow_command(command), env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.startswith(f"marrow {command}: error: cannot reach the database "
+                               f"postgresql+psycopg://marrow:***@127.0.0.1:{port}/marrow (DATABASE_URL): "
+                               f"connection failed"), r.stderr
+    assert "s3cret" not in r.stderr and "Traceback" not in r.stderr
