@@ -53,7 +53,9 @@ def started_app(data_dir: Path) -> Iterator[tuple[str, str, int]]:
     import socket
 
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL", "MARROW_STORAGE_DIR")}
-    env.update(MARROW_DATA_DIR=str(data_dir), MARROW_MODEL_DIR=str(get_settings().model_dir.resolve()))
+    settings = get_settings()  # the product's model and its cache (exported and compiled once, for every run)
+    env.update(MARROW_DATA_DIR=str(data_dir), MARROW_MODEL_DIR=str(settings.model_dir.resolve()),
+               MARROW_MODEL_CACHE_DIR=str(settings.model_cache.resolve()))
     subprocess.run(marrow_command("users", "add", "bench", "--role", "admin", "--password-stdin"), env=env,
                    input="bench-password\n", text=True, check=True, capture_output=True)
     token = subprocess.run(marrow_command("token", "bench"), env=env, text=True, check=True,
@@ -150,14 +152,14 @@ class RawModel:
     """The reference: Predictor.predict (with Grad-CAM) over decoded cells, batch by batch at the
     worker's batch size, loaded once."""
 
-    def __init__(self, cells: list[Path], cache_dir: Path | None):
+    def __init__(self, cells: list[Path]):
         from app.ml.decode import decode_path
         from app.ml.pipeline import DEFAULT_BATCH_SIZE
         from app.ml.predictor import Predictor
 
         settings = get_settings()
         self.predictor = Predictor(settings.model_dir, device=settings.device, backend=settings.backend,
-                                   cache_dir=cache_dir or settings.model_cache)
+                                   cache_dir=settings.model_cache)
         self.images = [decode_path(p).rgb for p in cells[:MODEL_CELLS]]
         self.batch_size = settings.batch_size or DEFAULT_BATCH_SIZE[settings.device]
         self.predictor.predict(self.images[:self.batch_size], with_cam=True)  # warm-up
@@ -249,11 +251,11 @@ def run_benchmark(url: str | None, token: str | None, n_cells: int, data_dir: Pa
     if url:
         if not token:
             raise ValueError("--url needs --token")
-        raw = RawModel(batches[0], None)
+        raw = RawModel(batches[0])
         per_round, latency, workers = _rounds(url.rstrip("/"), token, None, raw, batches, warmup)
     else:
         with tempfile.TemporaryDirectory(prefix="marrow-bench-") as tmp:
-            raw = RawModel(batches[0], Path(tmp) / "model-cache")  # exported once, then the app's worker reuses it
+            raw = RawModel(batches[0])
             with started_app(Path(tmp)) as (app_url, app_token, pid):
                 per_round, latency, workers = _rounds(app_url, app_token, pid, raw, batches, warmup)
     info = raw.predictor.describe()

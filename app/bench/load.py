@@ -277,10 +277,12 @@ def started_stack(workers: int, reviewers: int) -> Iterator[tuple[str, str, list
             names = [create_user(s, f"bench-reviewer-{i}", "reviewer", REVIEWER_PASSWORD).name
                      for i in range(reviewers)]
         engine.dispose()
+        settings = get_settings()  # the product's model and its cache (exported and compiled once, for every run)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MARROW_", "DATABASE_URL", "BROKER_URL"))}
         env.update(DATABASE_URL=db_url, BROKER_URL=redis_url, MARROW_ENV="production",
                    MARROW_SECRET_KEY=secrets.token_hex(32), MARROW_DATA_DIR=tmp,
-                   MARROW_MODEL_DIR=str(get_settings().model_dir.resolve()), PYTHONUNBUFFERED="1")
+                   MARROW_MODEL_DIR=str(settings.model_dir.resolve()),
+                   MARROW_MODEL_CACHE_DIR=str(settings.model_cache.resolve()), PYTHONUNBUFFERED="1")
         port = free_port()
         procs: dict[str, tuple] = {}
         try:

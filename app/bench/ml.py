@@ -36,6 +36,7 @@ import numpy as np
 
 from app.bench.cells import DEFAULT_DATA_DIR, pick_cells
 from app.bench.machine import CpuMeter, cpu_name, steal_note
+from app.config import get_settings
 from app.ml.card import CARD_FILE, SHIPPED_MODEL, WEIGHTS_FILE
 
 
@@ -177,7 +178,8 @@ def run_bench(data_dir: str | Path | None = None, n: int = 64, device: str = "cp
             f"{rounds} rounds; batch size {batch_size}")
 
         naive = NaiveDemo(model_dir, device)
-        products = {"batched": Predictor(model_dir, device=device, cache_dir=scratch / "onnx", backend=backend)}
+        cache = get_settings().model_cache  # the product's: exported and compiled once, for every run
+        products = {"batched": Predictor(model_dir, device=device, cache_dir=cache, backend=backend)}
         if device == "cuda":
             products["amp"] = Predictor(model_dir, device=device, amp=True)
         predictor = products["batched"]
@@ -186,7 +188,7 @@ def run_bench(data_dir: str | Path | None = None, n: int = 64, device: str = "cp
         fp32 = None
         if device == "cpu":
             fp32 = predictor if predictor.backend == "onnx" else Predictor(
-                model_dir, device=device, cache_dir=scratch / "onnx", backend="onnx")
+                model_dir, device=device, cache_dir=cache, backend="onnx")
 
         methods: dict[str, Callable[[list[Path]], object]] = {
             "naive": naive.run,
