@@ -43,8 +43,9 @@ needs_shipped = pytest.mark.skipif(not is_checkpoint(SHIPPED_MODEL), reason=f"no
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("model-cache")
+def cache(model_cache) -> Path:
+    """The session's model cache: the random checkpoint exported once for every test."""
+    return model_cache
 
 
 @pytest.fixture(scope="module")
@@ -313,7 +314,7 @@ def test_openvino_compiles_into_a_shared_cache_one_process_at_a_time(random_chec
     with held:
         t = threading.Thread(target=lambda: made.append(backends.OpenVinoBackend(paths.onnx, "fp32", 2, cache)))
         t.start()
-        t.join(timeout=10)  # without the lock a compile of this graph ends within about 3 s
+        t.join(timeout=6)  # without the lock a compile of this graph ends within about 3 s
         assert t.is_alive() and not made and not blobs()
     t.join(timeout=120)
     assert made and len(blobs()) == 1
