@@ -20,3 +20,10 @@ class Unavailable(DomainError):
     """The database cannot be reached (stopped, restarting): the same request works once it is back."""
 
     status_code = 503
+
+
+class StorageFailed(DomainError):
+    """The server could not write to its image storage (disk full, storage unmounted or read-only):
+    the upload is refused whole, so nothing is half-saved, and says so instead of a bare 500."""
+
+    status_code = 507

@@ -2,8 +2,8 @@
 
 One Processor (and so one loaded model) per worker process, created when the worker starts so
 the first batch does not pay for loading the model. Every connection to the broker, the first
-and each one after an outage, requeues the pending cells; a task that meets the database down
-is retried until it is back.
+and each one after an outage, requeues the pending cells; a task that meets the database down,
+or image storage it cannot write (full, read-only), is retried until it is back.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from celery.signals import worker_ready, worker_shutdown
 from sqlalchemy.exc import OperationalError
 
 from app.config import get_settings
+from app.errors import StorageFailed
 from app.processing.runtime import remove_report, write_report
 from app.processing.service import Processor, requeue_pending
 from app.queue import PROCESS_CELLS, make_celery
@@ -23,7 +24,7 @@ from app.queue import PROCESS_CELLS, make_celery
 log = logging.getLogger(__name__)
 settings = get_settings()
 celery = make_celery(settings.broker)  # every option: app.queue.celery_config
-DB_RETRY_MAX_S = 10  # a task that met the database down retries at most this far apart
+RETRY_MAX_S = 10  # a task that met the database down, or storage it cannot write, retries at most this far apart
 _processor: Processor | None = None
 
 
@@ -81,7 +82,12 @@ class RequeueOnConnect(bootsteps.StartStopStep):
 celery.steps["consumer"].add(RequeueOnConnect)
 
 
-@celery.task(name=PROCESS_CELLS, acks_late=True, reject_on_worker_lost=True, autoretry_for=(OperationalError,),
-             retry_backoff=True, retry_backoff_max=DB_RETRY_MAX_S, max_retries=None)
+@celery.task(name=PROCESS_CELLS, acks_late=True, reject_on_worker_lost=True,
+             autoretry_for=(OperationalError, StorageFailed), retry_backoff=True, retry_backoff_max=RETRY_MAX_S,
+             max_retries=None)
 def process_cells(upload_id: int, cell_ids: list[int]) -> int:
-    return processor().process(upload_id, cell_ids)
+    try:
+        return processor().process(upload_id, cell_ids)
+    except StorageFailed as exc:  # said at warning level on every try, then retried like a database outage
+        log.warning("upload %s: %s; its cells stay queued and are retried", upload_id, exc)
+        raise

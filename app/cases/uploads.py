@@ -26,6 +26,7 @@ from app.cases.models import Case, Upload, UploadStatus
 from app.cases.service import ensure_open, lock_case
 from app.cells.models import Cell
 from app.config import MiB, Settings
+from app.errors import StorageFailed
 from app.ml.decode import decode_bytes
 from app.queue import enqueue_cells
 from app.storage import Storage, sha256
@@ -161,7 +162,11 @@ def _check(storage: Storage, item: tuple[str, bytes | None, str | None]) -> Chec
     if decoded.error:
         return Checked(name, decoded.error)
     digest = sha256(data)
-    storage.put(storage.image_key(digest), data)
+    try:
+        storage.put(storage.image_key(digest), data)
+    except OSError as exc:
+        raise StorageFailed(f"the server could not store {name}: {exc.strerror or exc}. Nothing from this upload "
+                            f"was saved; ask your administrator to check the image storage, then upload again") from exc
     return Checked(name, None, digest, decoded.format, decoded.width, decoded.height)
 
 

@@ -27,6 +27,7 @@ from app.cells.models import Cell, CellStatus, LabelSource, Prediction
 from app.cells.overlays import stored_heatmap
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker, utcnow
+from app.errors import StorageFailed
 from app.ml import encode
 from app.ml.pipeline import DEFAULT_BATCH_SIZE, CellResult, batches, run
 from app.ml.predictor import Prediction as PipelinePrediction
@@ -113,7 +114,11 @@ class Processor:
         if r.prediction is None:
             return None, None
         thumb = self.storage.thumbnail_key(digest)
-        self.storage.put(thumb, thumbnail_jpeg(r.view))
+        try:
+            self.storage.put(thumb, thumbnail_jpeg(r.view))
+        except OSError as exc:  # the task is retried (worker.app): the cells stay pending, none is lost
+            raise StorageFailed(f"could not write a thumbnail to the image storage {self.storage.root}: "
+                                f"{exc.strerror or exc}") from exc
         return thumb, self.storage.overlay_key(digest, predictor.version)  # drawn when first opened
 
     def _save(self, upload_id: int, batch: list[tuple[int, CellResult]],

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 
 from PIL import Image
 from sqlalchemy import func, select, update
@@ -140,3 +141,62 @@ def test_the_gradcam_overlay_is_drawn_when_first_opened(client, auth, processed_
     r = client.get(f"/api/cells/{third.id}/gradcam", headers=auth)
     assert r.status_code == 404 and "heatmap.png is missing" in r.json()["detail"]
     assert not (settings.storage_path / third.overlay_path).exists()
+
+
+def test_an_upload_the_storage_cannot_take_is_refused_whole_naming_the_file(client, auth, settings, sessions,
+                                                                           real_cells):
+    """Storage that cannot be written (here its images folder is a file; a full disk reads the
+    same) answers 507 with the file and the reason, and the case gets nothing of the upload."""
+    from support.app import new_case, upload
+
+    case_id = new_case(client, auth)
+    settings.storage_path.mkdir(parents=True, exist_ok=True)
+    (settings.storage_path / "images").write_text("not a folder")
+    r = upload(client, auth, case_id, real_cells)
+    assert r.status_code == 507
+    assert r.json()["detail"].startswith(f"the server could not store {real_cells[0][0]}: Not a directory. "
+                                         "Nothing from this upload was saved")
+    case = client.get(f"/api/cases/{case_id}", headers=auth).json()
+    assert (case["cells_total"], case["status"]) == (0, "empty")
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Upload)) == 0
+    (settings.storage_path / "images").unlink()
+    assert upload(client, auth, case_id, real_cells).status_code == 202  # the same files, once it is fixed
+
+
+def test_thumbnails_the_storage_cannot_take_leave_the_cells_queued_for_the_retry(client, auth, settings, predictor,
+                                                                                sessions, real_cells):
+    """The worker cannot write a thumbnail: the task fails with StorageFailed (the Celery task
+    retries it, worker.app), no cell is failed or lost, and the retry once the storage is
+    fixed processes every cell."""
+    from app.errors import StorageFailed
+    from support.app import new_case, upload
+
+    r = upload(client, auth, new_case(client, auth), real_cells).json()
+    ids = [x["cell_id"] for x in r["accepted"]]
+    (settings.storage_path / "thumbnails").write_text("not a folder")
+    processor = Processor(settings, predictor)
+    with pytest.raises(StorageFailed, match="could not write a thumbnail to the image storage .*: Not a directory"):
+        processor.process(r["upload_id"], ids)
+    with sessions() as session:
+        assert set(session.scalars(select(Cell.status))) == {"pending"}
+    (settings.storage_path / "thumbnails").unlink()
+    assert processor.process(r["upload_id"], ids) == len(ids)
+    with sessions() as session:
+        assert set(session.scalars(select(Cell.status))) == {"done"}
+
+
+def test_a_cell_whose_image_left_the_storage_fails_alone_with_the_reason(client, auth, settings, predictor,
+                                                                         sessions, real_cells):
+    from support.app import new_case, upload
+
+    r = upload(client, auth, new_case(client, auth), real_cells).json()
+    ids = [x["cell_id"] for x in r["accepted"]]
+    with sessions() as session:
+        gone = session.get(Cell, ids[2])
+        Storage(settings.storage_path).path(gone.image_path).unlink()
+    assert Processor(settings, predictor).process(r["upload_id"], ids) == len(ids)
+    with sessions() as session:
+        rows = {c.id: (c.status, c.error) for c in session.scalars(select(Cell))}
+    assert rows.pop(ids[2]) == ("failed", "cannot read file: No such file or directory")
+    assert set(rows.values()) == {("done", None)}
