@@ -386,8 +386,9 @@ def select(requested: str, paths: GraphPaths, card, fc_weight: np.ndarray, threa
                     check["limits"])
         del backend
     if chosen is None:
-        raise RuntimeError("no CPU backend could be loaded: " + "; ".join(
-            f"{c['backend']}: {c.get('error', 'check failed')}" for c in record["checks"]))
+        raise RuntimeError(f"no CPU backend could load the cached graph {paths.onnx} (if it is damaged, "
+                           f"`marrow export --force` writes it again): " + "; ".join(
+                               f"{c['backend']}: {c.get('error', 'check failed')}" for c in record["checks"]))
     last = record["checks"][-1]
     if not last["passed"]:
         log.warning("backend %s is used but failed its check on the probe cells: %s", chosen.name, last)

@@ -280,20 +280,29 @@ def test_export_in_a_child_process_when_the_cache_is_missing(random_checkpoint, 
     assert paths == graph_paths(random_checkpoint / WEIGHTS_FILE, tmp_path)
 
 
-def test_export_command_writes_the_cache_once_and_again_when_forced(random_checkpoint, cache, capsys):
-    """`marrow export` prints the graph's path; with the cache complete it leaves it alone, and
-    `--force` writes it again (the same graph description and probe reference)."""
-    paths = backends.ensure_exported(random_checkpoint, cache)
-    before = {p: p.stat().st_mtime_ns for p in (paths.onnx, paths.meta, paths.probe)}
+def test_a_damaged_cached_graph_is_named_and_export_force_writes_it_again(random_checkpoint, cache, tmp_path,
+                                                                          capsys):
+    """A cached graph cut short (a disk that filled, a bad copy): no backend loads it and the
+    error says so with the remedy; `marrow export` leaves a complete-looking cache alone, and
+    `--force` writes the graph again (the same description and probe reference)."""
+    import shutil
+
+    damaged = tmp_path / "cache"
+    shutil.copytree(backends.ensure_exported(random_checkpoint, cache).onnx.parent, damaged)
+    paths = graph_paths(random_checkpoint / WEIGHTS_FILE, damaged)
     meta, probe_logits = json.loads(paths.meta.read_text()), np.load(paths.probe)["logits"]
-    assert main(["export", "--model", str(random_checkpoint), "--cache", str(cache)]) == 0
+    paths.onnx.write_bytes(paths.onnx.read_bytes()[:100_000])
+    with pytest.raises(RuntimeError, match=r"(?s)no CPU backend could load the cached graph .*"
+                                           r"`marrow export --force` writes it again\): .*onnx: "):
+        Predictor(random_checkpoint, cache_dir=damaged, threads=2)
+    assert main(["export", "--model", str(random_checkpoint), "--cache", str(damaged)]) == 0
     assert capsys.readouterr().out.strip() == str(paths.onnx)
-    assert {p: p.stat().st_mtime_ns for p in before} == before
-    assert main(["export", "--model", str(random_checkpoint), "--cache", str(cache), "--force"]) == 0
+    assert paths.onnx.stat().st_size == 100_000  # left alone: its files are all there
+    assert main(["export", "--model", str(random_checkpoint), "--cache", str(damaged), "--force"]) == 0
     assert capsys.readouterr().out.strip() == str(paths.onnx)
-    assert all(p.stat().st_mtime_ns > t for p, t in before.items())
     assert json.loads(paths.meta.read_text()) == meta
     np.testing.assert_allclose(np.load(paths.probe)["logits"], probe_logits, rtol=0, atol=1e-5)
+    assert Predictor(random_checkpoint, cache_dir=damaged, threads=2).selection["check"]["passed"]
 
 
 @needs_openvino
