@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (FileNotFoundError, ValueError, RuntimeError, DomainError) as exc:
-        print(f"marrow {args.command}: error: {exc}", file=sys.stderr)
+        command = " ".join(filter(None, (args.command, getattr(args, "action", None))))  # e.g. "users add"
+        print(f"marrow {command}: error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 from sqlalchemy import select
 
+from app.cli import marrow_command
 from app.users.models import ApiToken, User
 from app.users.service import create_user, set_active, verify_password
 
@@ -60,11 +60,12 @@ def test_cli_users_add_and_token(settings, client):
     env.pop("DATABASE_URL", None)
 
     def marrow(*args, stdin=None):
-        return subprocess.run([sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main())", *args],
-                              input=stdin, env=env, capture_output=True, text=True, timeout=120)
+        return subprocess.run(marrow_command(*args), input=stdin, env=env, capture_output=True, text=True, timeout=120)
 
     r = marrow("users", "add", "carl", "--role", "reviewer", "--password-stdin", stdin="s3cret-passphrase\n")
     assert r.returncode == 0, r.stderr
+    r = marrow("users", "add", "carl", "--role", "admin", "--password-stdin", stdin="s3cret-passphrase\n")
+    assert (r.returncode, r.stderr) == (2, "marrow users add: error: user 'carl' already exists\n")
     r = marrow("token", "carl")
     assert r.returncode == 0, r.stderr
     token = r.stdout.strip()
