@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,10 +149,16 @@ def decode_bytes(data: bytes, max_pixels: int = MAX_PIXELS, reduced: bool = Fals
     return Decoded(np.ascontiguousarray(rgb), format=fmt, mode=mode, width=w, height=h)
 
 
-def decode_path(path: str | Path, max_pixels: int = MAX_PIXELS) -> Decoded:
-    """Decode a file; unreadable files get a reason like undecodable ones."""
+def decode_loaded(load: Callable[[], bytes], max_pixels: int = MAX_PIXELS, checked: bool = False) -> Decoded:
+    """Decode the bytes `load` returns (a file, a stored image); a file it cannot read gets a
+    reason like an undecodable one, so one missing file never stops a batch."""
     try:
-        data = Path(path).read_bytes()
+        data = load()
     except OSError as exc:
         return Decoded(None, error=f"cannot read file: {exc.strerror or exc}")
-    return decode_bytes(data, max_pixels)
+    return decode_bytes(data, max_pixels, checked=checked)
+
+
+def decode_path(path: str | Path, max_pixels: int = MAX_PIXELS) -> Decoded:
+    """Decode a file; unreadable files get a reason like undecodable ones."""
+    return decode_loaded(Path(path).read_bytes, max_pixels)

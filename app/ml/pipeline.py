@@ -28,7 +28,7 @@ import numpy as np
 
 from app.ml import framing
 from app.ml.backends import SIDE_BY_SIDE
-from app.ml.decode import Decoded, decode_bytes, decode_path
+from app.ml.decode import decode_loaded, decode_path
 from app.ml.gradcam import Box, cam_in_image
 from app.ml.predictor import Prediction, Predictor
 from app.ml.quality import QualityRecord, Thresholds, assess, measure_view
@@ -84,16 +84,6 @@ def network_image(image: np.ndarray, cell: np.ndarray, view: np.ndarray, repaire
     return view if whole and view.shape[:2] == (size, size) else image
 
 
-def _decode_loaded(load: Callable[[], bytes], checked: bool) -> Decoded:
-    """`load`'s bytes decoded; a file it cannot read (gone from the storage) is that cell's
-    reason, as `decode_path` gives for a path, and never stops the batch."""
-    try:
-        data = load()
-    except OSError as exc:
-        return Decoded(None, error=f"cannot read file: {exc.strerror or exc}")
-    return decode_bytes(data, checked=checked)
-
-
 @dataclass(frozen=True)
 class CellChecks:
     """How each cell is checked before the network: QC thresholds, unsharp repair, the model's
@@ -113,7 +103,7 @@ class CellChecks:
 
     def __call__(self, item: Item) -> _Checked:
         name, load = item
-        decoded = decode_path(name) if load is None else _decode_loaded(load, self.upload_checked)
+        decoded = decode_path(name) if load is None else decode_loaded(load, checked=self.upload_checked)
         view = measure_view(decoded.rgb) if decoded.rgb is not None else None
         record, model_input = assess(name, decoded, self.thresholds, self.repair, view)
         # the nucleus is looked for on every model (the count-or-UNK rule needs it); only models
