@@ -9,8 +9,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 DEFAULT_SECRET = "dev-insecure-change-me"
 MiB = 1024 * 1024
@@ -51,9 +53,20 @@ class Settings(BaseSettings):
     repair: bool = True  # unsharp masking of blurry cells before classification
 
     # Upload limits (see README, "Uploads").
-    max_request_mb: int = 1024
-    max_file_mb: int = 32
-    max_files: int = 20_000  # image files per request, zip members included
+    max_request_mb: int = Field(1024, ge=1)
+    max_file_mb: int = Field(32, ge=1)
+    max_files: int = Field(20_000, ge=1)  # image files per request, zip members included
+
+    @field_validator("database_url")
+    @classmethod
+    def _a_database_url(cls, url: str | None) -> str | None:
+        """Refused at start, not at the first query with a traceback."""
+        if url is not None:
+            try:
+                make_url(url)
+            except (ArgumentError, ValueError):  # no scheme; a port that is not a number
+                raise ValueError("not a database URL (e.g. postgresql+psycopg://user:password@host/marrow)") from None
+        return url
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:
@@ -83,5 +96,21 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    """The process-wide settings (read once)."""
-    return Settings()
+    """The process-wide settings (read once). A bad value is refused naming the variable a lab
+    set (`MARROW_BATCH_SIZE='0': ...`), not pydantic's field name and a link."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ValueError("invalid setting: " + "; ".join(_setting_error(e) for e in exc.errors())) from exc
+
+
+def _setting_error(error: dict) -> str:
+    message = error["msg"].removeprefix("Value error, ")
+    loc = error.get("loc") or ()
+    if not loc:  # a check across settings (the secret key): its message names the variables
+        return message
+    field = Settings.model_fields.get(str(loc[0]))
+    name = f"MARROW_{str(loc[0]).upper()}" if field is not None and field.validation_alias is None else str(loc[0])
+    if "URL" in name or "SECRET" in name:  # may hold a password: never printed
+        return f"{name}: {message}"
+    return f"{name}={error.get('input')!r}: {message}"
