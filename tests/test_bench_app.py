@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import marrow_command
+from app.cli import main, marrow_command
 
 MARROW = marrow_command()
 
@@ -53,3 +53,9 @@ def test_bench_app_reads_progress_more_often_as_the_end_nears():
     assert _next_poll(100, 1000, 1.2) == POLL_S[1]  # about 11 s to go: the longest wait
     assert _next_poll(992, 1000, 11.5) == pytest.approx(8 * 11.5 / 992 / 2)  # the last 8: ~0.05 s
     assert _next_poll(999, 1000, 12.0) == POLL_S[0]  # never closer than the shortest wait
+
+
+@pytest.mark.parametrize("option", [["--cells", "0"], ["--rounds", "0"]])
+def test_bench_app_refuses_counts_below_one(option, capsys):
+    assert main(["bench-app", *option]) == 2
+    assert capsys.readouterr().err == "marrow bench-app: error: --cells and --rounds must be at least 1\n"

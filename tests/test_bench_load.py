@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from app.bench.servers import postgres_bindir, redis_binary
-from app.cli import marrow_command
+from app.cli import main, marrow_command
 
 WORKER_RSS_LIMIT_MB = 1024  # issue 14: a worker whose backend needs no PyTorch stays under 1 GB
 
@@ -39,3 +39,42 @@ def test_bench_load_counts_every_case_exactly_and_reports_each_process(real_cell
     # the worker says which backend it loaded, and its check against fp32 passed
     [worker] = result["worker_inference"]
     assert worker["backend"] and worker["check"]["passed"], worker
+
+
+def test_bench_load_stopped_by_sigterm_leaves_no_server_behind(real_cells_dir: Path, tmp_path: Path):
+    """`kill` (or a timeout) unwinds like Ctrl-C: the PostgreSQL, Redis, web and worker the
+    command started are stopped with it."""
+    import signal
+    import time
+
+    import psutil
+
+    if postgres_bindir() is None or redis_binary() is None:
+        pytest.skip("PostgreSQL or redis-server is not installed (scripts/test.sh installs both)")
+    err = tmp_path / "stderr"
+    with err.open("w") as log:
+        proc = subprocess.Popen(marrow_command("bench-load", "--uploaders", "1", "--cells", "2", "--reviewers", "0",
+                                               "--workers", "1", "--data-dir", str(real_cells_dir)),
+                                stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.monotonic() + 300
+        while "ready on" not in err.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, err.read_text()[-2000:]
+            time.sleep(0.2)
+        started = psutil.Process(proc.pid).children(recursive=True)
+        names = " ".join(" ".join(p.cmdline()) for p in started)
+        assert "postgres" in names and "redis-server" in names and " web " in names and " worker" in names
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(120) == 128 + signal.SIGTERM
+        gone, alive = psutil.wait_procs(started, timeout=10)
+        assert alive == [], [" ".join(p.cmdline()) for p in alive]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.parametrize("option", [["--uploaders", "0"], ["--cells", "-1"], ["--workers", "0"], ["--reviewers", "-1"]])
+def test_bench_load_refuses_counts_below_one_before_starting_anything(option, capsys):
+    assert main(["bench-load", *option]) == 2
+    assert capsys.readouterr().err == ("marrow bench-load: error: --uploaders, --cells and --workers must be at least 1, "
+                                       "--reviewers at least 0\n")

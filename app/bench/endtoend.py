@@ -238,8 +238,8 @@ def _rounds(url: str, token: str, pid: int | None, raw: RawModel, batches: list[
 
 
 def run_benchmark(url: str | None, token: str | None, n_cells: int, data_dir: Path | None, rounds: int = 3) -> dict:
-    if rounds < 1:
-        raise ValueError("--rounds must be at least 1")
+    if rounds < 1 or n_cells < 1:
+        raise ValueError("--cells and --rounds must be at least 1")
     # Other cells in every round: the storage keeps one copy of an image, its thumbnail and its
     # heatmap, so cells uploaded before would skip writing their files.
     try:

@@ -309,6 +309,8 @@ def started_stack(workers: int, reviewers: int) -> Iterator[tuple[str, str, list
 def benchmark(args) -> dict:
     """`marrow bench-load` (arguments: app/cli/server.py)."""
     data_dir = args.data_dir or default_data_dir()
+    if min(args.uploaders, args.cells) < 1 or args.reviewers < 0 or (args.workers < 1 and not args.url):
+        raise ValueError("--uploaders, --cells and --workers must be at least 1, --reviewers at least 0")
     if args.url:
         if not args.token or not args.reviewer:
             raise ValueError("--url needs --token and --reviewer NAME (their password in $MARROW_BENCH_PASSWORD)")

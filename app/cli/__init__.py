@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from app.errors import DomainError
@@ -39,8 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop(signum: int, _frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM (`kill`, a timeout, a supervisor) unwinds like Ctrl-C: the servers a benchmark
+    # started and the temporary folders are cleaned up. `marrow run`/`web`/`worker` install
+    # their own handlers (uvicorn's, Celery's warm shutdown) over this one while they serve.
+    previous = signal.signal(signal.SIGTERM, _stop) if threading.current_thread() is threading.main_thread() else None
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -49,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         command = " ".join(filter(None, (args.command, getattr(args, "action", None))))  # e.g. "users add"
         print(f"marrow {command}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
