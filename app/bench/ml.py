@@ -37,7 +37,7 @@ import numpy as np
 from app.bench.cells import DEFAULT_DATA_DIR, pick_cells
 from app.bench.machine import CpuMeter, cpu_name, steal_note
 from app.config import get_settings
-from app.ml.card import CARD_FILE, SHIPPED_MODEL, WEIGHTS_FILE
+from app.ml.card import CARD_FILE, SHIPPED_MODEL, WEIGHTS_FILE, is_checkpoint, require_checkpoint
 
 
 def resolve_model(model_dir: str | Path | None, scratch: Path) -> tuple[Path, str]:
@@ -50,11 +50,9 @@ def resolve_model(model_dir: str | Path | None, scratch: Path) -> tuple[Path, st
 
     explicit = model_dir is not None
     d = Path(model_dir) if explicit else SHIPPED_MODEL
-    if (d / WEIGHTS_FILE).is_file() and (d / CARD_FILE).is_file():
-        card = ModelCard.load(d / CARD_FILE)
+    if explicit or is_checkpoint(d):
+        card = ModelCard.load(require_checkpoint(d) / CARD_FILE)
         return d, f"{d} (version {card.version}, {card.architecture}, input {card.input_size})"
-    if explicit:
-        raise FileNotFoundError(f"{d}: not a MarrowDiff checkpoint (needs {WEIGHTS_FILE} and {CARD_FILE})")
     import torch
 
     from app.ml.checkpoint import build_model, save_checkpoint

@@ -111,6 +111,14 @@ def is_checkpoint(model_dir: str | Path) -> bool:
     return (d / WEIGHTS_FILE).is_file() and (d / CARD_FILE).is_file()
 
 
+def require_checkpoint(model_dir: str | Path) -> Path:
+    """`model_dir` as a Path, or the error every command gives for a folder without a model."""
+    d = Path(model_dir)
+    if not is_checkpoint(d):
+        raise FileNotFoundError(f"{d}: not a MarrowDiff checkpoint (needs {WEIGHTS_FILE} and {CARD_FILE})")
+    return d
+
+
 def load_classes(model_dir: str | Path) -> tuple[CellClass, ...]:
     """The classes of the checkpoint in `model_dir` (from its card), or the default taxonomy
     when no checkpoint is there yet (a fresh install before `marrow train`)."""

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from timm.models import load_state_dict
 
 from app.ml import pretrained
-from app.ml.card import CARD_FILE, CLASSES, DEFAULT_ARCH, WEIGHTS_FILE, ModelCard, is_checkpoint
+from app.ml.card import CARD_FILE, CLASSES, DEFAULT_ARCH, WEIGHTS_FILE, ModelCard, require_checkpoint
 
 
 def resolve_device(device: str) -> str:
@@ -75,9 +75,7 @@ def save_checkpoint(model: torch.nn.Module, card: ModelCard, out_dir: str | Path
 
 
 def load_checkpoint(model_dir: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, ModelCard]:
-    d = Path(model_dir)
-    if not is_checkpoint(d):
-        raise FileNotFoundError(f"{d}: not a MarrowDiff checkpoint (needs {WEIGHTS_FILE} and {CARD_FILE})")
+    d = require_checkpoint(model_dir)
     card = ModelCard.load(d / CARD_FILE)
     model = timm.create_model(card.architecture, pretrained=False, num_classes=len(card.classes),
                               checkpoint_path=str(d / WEIGHTS_FILE))

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from app.ml import channel_pad, preprocess, probe
-from app.ml.card import SHIPPED_MODEL, WEIGHTS_FILE
+from app.ml.card import SHIPPED_MODEL, WEIGHTS_FILE, require_checkpoint
 from app.ml.cache import graph_paths
 from app.ml.checkpoint import load_checkpoint
 
@@ -93,7 +93,7 @@ def raw_cams(features: np.ndarray, fc_weight: np.ndarray, targets: np.ndarray) -
 def export(model_dir: str | Path = SHIPPED_MODEL, cache_dir: str | Path | None = None,
            force: bool = False, log=lambda s: print(s, file=sys.stderr, flush=True)) -> Path:
     """Write the cached graph, its description and the probe reference; returns the graph's path."""
-    model_dir = Path(model_dir)
+    model_dir = require_checkpoint(model_dir)
     cache_dir = Path(cache_dir) if cache_dir else model_dir / ".cache"
     paths = graph_paths(model_dir / WEIGHTS_FILE, cache_dir)
     if not force and all(p.is_file() for p in (paths.onnx, paths.meta, paths.probe)):

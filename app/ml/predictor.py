@@ -24,7 +24,7 @@ from scipy.special import softmax
 
 from app.ml import backends, preprocess
 from app.ml.backends import BACKENDS, Backend
-from app.ml.card import CARD_FILE, SHIPPED_MODEL, CellClass, ModelCard, is_checkpoint, WEIGHTS_FILE
+from app.ml.card import CARD_FILE, SHIPPED_MODEL, CellClass, ModelCard, require_checkpoint
 from app.ml.unidentified import UNK, energy
 
 log = logging.getLogger(__name__)
@@ -70,10 +70,7 @@ class Predictor:
         backend = backend or os.environ.get("MARROW_BACKEND") or "auto"
         if backend != "auto" and backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; expected auto or one of {', '.join(BACKENDS)}")
-        self.model_dir = Path(model_dir)
-        if not is_checkpoint(self.model_dir):
-            raise FileNotFoundError(f"{self.model_dir}: not a MarrowDiff checkpoint (needs {WEIGHTS_FILE} "
-                                    f"and {CARD_FILE})")
+        self.model_dir = require_checkpoint(model_dir)
         self.card = ModelCard.load(self.model_dir / CARD_FILE)
         self.device = device
         if device == "cuda":

@@ -305,6 +305,13 @@ def test_a_damaged_cached_graph_is_named_and_export_force_writes_it_again(random
     assert Predictor(random_checkpoint, cache_dir=damaged, threads=2).selection["check"]["passed"]
 
 
+@pytest.mark.parametrize("command", ["export", "bench"])
+def test_a_folder_without_a_model_is_named_by_export_and_bench(command, tmp_path, capsys):
+    assert main([command, "--model", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"marrow {command}: error: {tmp_path}: not a MarrowDiff checkpoint "
+                                       f"(needs model.safetensors and model_card.json)\n")
+
+
 @needs_openvino
 def test_openvino_compiles_into_a_shared_cache_one_process_at_a_time(random_checkpoint, tmp_path):
     """Workers starting together share the model cache: while another process holds the cache's
