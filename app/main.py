@@ -12,7 +12,7 @@ from app.ml.card import load_classes
 from app.config import Settings, get_settings
 from app.db import make_engine, make_sessionmaker
 from app.deps import SessionDep
-from app.errors import DomainError, Unavailable
+from app.errors import DomainError, StorageFailed, Unavailable
 from app.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/api/ready", tags=["meta"])
     def ready(session: SessionDep) -> dict:
         """Readiness: the web process can reach its database (503 while it cannot, through the
-        handler above); for a load balancer or orchestrator that should route around an outage."""
+        handler above) and write to its image storage (507, as an upload would get); for a load
+        balancer, an orchestrator or a monitor that should see an outage before a user does."""
         session.execute(text("SELECT 1"))
+        if reason := app.state.storage.writable():
+            raise StorageFailed(f"the image storage {app.state.storage.root} cannot be written: {reason}")
         return {"status": "ready"}
 
     for router in (cases_router, cells_router, audit_router, exports_router, taxonomy_router, reports_router,

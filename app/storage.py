@@ -61,5 +61,16 @@ class Storage:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def writable(self) -> str | None:
+        """None when a file can be created (and removed) under the root, else the reason: what a
+        readiness check asks before uploads would fail."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".ready-"):
+                pass
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        return None
+
     def read(self, key: str) -> bytes:
         return self.path(key).read_bytes()

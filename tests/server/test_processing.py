@@ -200,3 +200,17 @@ def test_a_cell_whose_image_left_the_storage_fails_alone_with_the_reason(client,
         rows = {c.id: (c.status, c.error) for c in session.scalars(select(Cell))}
     assert rows.pop(ids[2]) == ("failed", "cannot read file: No such file or directory")
     assert set(rows.values()) == {("done", None)}
+
+
+def test_ready_says_when_the_storage_cannot_take_a_file(client, settings):
+    """A monitor polling /api/ready sees a storage outage before a technologist's upload does."""
+    import shutil
+
+    assert client.get("/api/ready").json() == {"status": "ready"}
+    shutil.rmtree(settings.storage_path, ignore_errors=True)
+    settings.storage_path.write_text("not a folder")  # a full or read-only disk reads the same
+    r = client.get("/api/ready")
+    assert r.status_code == 507
+    assert r.json()["detail"] == f"the image storage {settings.storage_path.resolve()} cannot be written: File exists"
+    settings.storage_path.unlink()
+    assert client.get("/api/ready").json() == {"status": "ready"}
