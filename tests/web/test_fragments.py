@@ -133,6 +133,16 @@ def test_upload_from_the_page_lists_rejected_files(client, auth, htmx):
     assert 'hx-trigger="every 1s"' in review and review.count('class="tile c-pending') == 3
 
 
+def test_upload_from_the_page_says_when_the_storage_cannot_take_it(client, auth, htmx, settings):
+    case_id = new_case(client, auth)
+    settings.storage_path.mkdir(parents=True, exist_ok=True)
+    (settings.storage_path / "images").write_text("not a folder")  # a full or read-only disk reads the same
+    r = client.post(f"/cases/{case_id}/uploads", files=[("files", ("c1.png", image_bytes(1), "image/png"))],
+                    headers=htmx)
+    assert r.status_code == 507 and r.headers["HX-Retarget"] == "#messages"
+    assert "the server could not store c1.png: Not a directory. Nothing from this upload was saved" in r.text
+
+
 def test_session_reaches_the_api_but_not_without_csrf(client, auth, page, processed_case):
     cell = _cells(client, auth, processed_case)[0]
     thumb = client.get(f"/api/cells/{cell['id']}/thumbnail")  # the cookie alone: what <img> sends
