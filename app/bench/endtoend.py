@@ -34,6 +34,7 @@ import httpx
 import psutil
 
 from app.bench.cells import another_label, default_data_dir, percentile_ms, pick_cells
+from app.bench.servers import free_port
 from app.bench.machine import CpuMeter, steal_note
 from app.cli import marrow_command
 from app.config import get_settings
@@ -50,8 +51,6 @@ POLL_S = (0.02, 0.5)  # the shortest and longest wait between two reads of an up
 @contextlib.contextmanager
 def started_app(data_dir: Path) -> Iterator[tuple[str, str, int]]:
     """`marrow run` on a free port with everything under data_dir; yields (url, token, its pid)."""
-    import socket
-
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL", "MARROW_STORAGE_DIR")}
     settings = get_settings()  # the product's model and its cache (exported and compiled once, for every run)
     env.update(MARROW_DATA_DIR=str(data_dir), MARROW_MODEL_DIR=str(settings.model_dir.resolve()),
@@ -60,9 +59,7 @@ def started_app(data_dir: Path) -> Iterator[tuple[str, str, int]]:
                    input="bench-password\n", text=True, check=True, capture_output=True)
     token = subprocess.run(marrow_command("token", "bench"), env=env, text=True, check=True,
                            capture_output=True).stdout.split()[-1]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = (data_dir / "app.log").open("w")
     proc = subprocess.Popen(marrow_command("run", "--port", str(port)), env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -63,14 +63,12 @@ def test_an_unreachable_database_is_one_line_naming_it_without_its_password(comm
     """A wrong DATABASE_URL (or PostgreSQL not up yet) stops `marrow web` / `worker` at start
     with the URL, its password hidden, and the driver's reason: exit 2, no traceback."""
     import os
-    import socket
     import subprocess
 
+    from app.bench.servers import free_port
     from app.cli import marrow_command
 
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens on it
     env = {k: v for k, v in os.environ.items() if not k.startswith("MARROW_") and k != "BROKER_URL"}
     env.update(MARROW_DATA_DIR=str(tmp_path), DATABASE_URL=f"postgresql+psycopg://marrow:s3cret@127.0.0.1:{port}/marrow")
     r = subprocess.run(marrow_command(command), env=env, capture_output=True, text=True, timeout=60, check=False)

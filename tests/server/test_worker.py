@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 
@@ -12,6 +11,7 @@ import httpx
 from sqlalchemy import func, select
 
 from app.cells.models import Cell, Prediction
+from app.bench.servers import free_port
 from app.cli import marrow_command
 
 from support.app import new_case, upload
@@ -75,9 +75,7 @@ def test_worker_killed_mid_upload_ends_with_one_prediction_per_cell(client, auth
 
 
 def test_run_serves_and_stops_cleanly_on_ctrl_c(settings, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log_path = tmp_path / "run.log"
     with log_path.open("w") as log:
         proc = _start(["run", "--port", str(port)], settings, log)
@@ -99,15 +97,12 @@ def test_run_serves_and_stops_cleanly_on_ctrl_c(settings, tmp_path):
 def test_run_stops_with_the_reason_when_the_worker_has_no_model(settings, tmp_path):
     """A worker that cannot load its model stops (exit 1) instead of saying "ready." and failing
     every cell it takes; `marrow run` then stops the web server too and exits 1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     empty = tmp_path / "no-model"
     empty.mkdir()
     log_path = tmp_path / "run.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen([*MARROW, "run", "--port", str(port)], env={**_env(settings), "MARROW_MODEL_DIR": str(empty)},
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = _start(["run", "--port", str(port)], settings.model_copy(update={"model_dir": empty}), log)
         try:
             assert proc.wait(120) == 1
         finally:
