@@ -59,6 +59,16 @@ class UTCDateTime(TypeDecorator):
         return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
+def driver_reason(exc: BaseException) -> str:
+    """What the database driver (or the broker's) said, in one line: the innermost cause's first
+    line ("database or disk is full", "connection failed: ..."), without the SQL, parameters and
+    link that SQLAlchemy and kombu wrap around it."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -104,9 +114,8 @@ def upgrade(url: str, revision: str = "head") -> None:
         try:
             conn = engine.connect()
         except OperationalError as exc:  # a wrong DATABASE_URL, or the server not up: one line, not a traceback
-            reason = str(exc.orig or exc).strip().splitlines()[0]
             shown = make_url(url).render_as_string(hide_password=True)
-            raise RuntimeError(f"cannot reach the database {shown} (DATABASE_URL): {reason}") from exc
+            raise RuntimeError(f"cannot reach the database {shown} (DATABASE_URL): {driver_reason(exc)}") from exc
         with conn:
             conn.execute(text("SELECT pg_advisory_lock(7411)"))
             try:

@@ -33,6 +33,9 @@ def celery_config(broker: str) -> dict:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,  # a worker holds only the batch it is working on
         "broker_connection_retry_on_startup": True,
+        # Celery 6's default, said here so Celery does not warn at every reconnection (a solo
+        # worker runs its task in the consumer's thread, so there is nothing to cancel anyway).
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_hijack_root_logger": False,
         # One process per machine (or GPU) holding one model; the model itself uses every core.
         "worker_pool": "solo",

@@ -13,9 +13,11 @@ import logging
 from celery import bootsteps
 from celery.exceptions import WorkerShutdown
 from celery.signals import worker_ready, worker_shutdown
-from sqlalchemy.exc import OperationalError
+from kombu.exceptions import OperationalError as BrokerUnavailable
+from sqlalchemy.exc import OperationalError, TimeoutError as PoolTimeout
 
 from app.config import get_settings
+from app.db import driver_reason
 from app.errors import StorageFailed
 from app.processing.runtime import remove_report, write_report
 from app.processing.service import Processor, requeue_pending
@@ -75,6 +77,11 @@ class RequeueOnConnect(bootsteps.StartStopStep):
     def start(self, c) -> None:
         try:
             requeue_pending(settings)
+        except (OperationalError, BrokerUnavailable, PoolTimeout) as exc:
+            # The database or broker down, full or read-only (kombu's pool runs dry after a few dozen
+            # failed tries). The consumer reconnects several times a second meanwhile, so the
+            # reason in one line, not a hundred lines of traceback each time.
+            log.error("could not requeue the pending cells, the next connection tries again: %s", driver_reason(exc))
         except Exception:  # noqa: BLE001 - the worker goes on; the next (re)connection requeues
             log.exception("could not requeue the pending cells")
 

@@ -254,10 +254,13 @@ def product_label(p: PipelinePrediction, codes: set[str]) -> tuple[str, str | No
 def requeue_pending(settings: Settings) -> int:
     """Enqueue every cell still pending (after a broker outage, or a worker killed on the
     embedded broker, which does not redeliver). Redone work is harmless: see the module doc."""
-    sessions = make_sessionmaker(make_engine(settings.db_url))
-    with sessions() as session:
-        rows = session.execute(select(Cell.upload_id, Cell.id).where(Cell.status == CellStatus.PENDING)
-                               .order_by(Cell.upload_id, Cell.id)).all()
+    engine = make_engine(settings.db_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            rows = session.execute(select(Cell.upload_id, Cell.id).where(Cell.status == CellStatus.PENDING)
+                                   .order_by(Cell.upload_id, Cell.id)).all()
+    finally:
+        engine.dispose()  # called on every connection to the broker: no pool left behind each time
     by_upload: dict[int, list[int]] = {}
     for upload_id, cell_id in rows:
         by_upload.setdefault(upload_id, []).append(cell_id)

@@ -23,6 +23,8 @@ def _env(settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL")}
     env.update(MARROW_DATA_DIR=str(settings.data_dir), MARROW_MODEL_DIR=str(settings.model_dir),
                MARROW_MODEL_CACHE_DIR=str(settings.model_cache), MARROW_BATCH_SIZE="2", MARROW_TASK_CELLS="2")
+    if settings.broker_url:
+        env["BROKER_URL"] = settings.broker_url
     return env
 
 
@@ -72,6 +74,28 @@ def test_worker_killed_mid_upload_ends_with_one_prediction_per_cell(client, auth
         assert session.scalar(select(func.count()).select_from(Cell)) == len(real_cells)
         assert session.scalar(select(func.count()).select_from(Prediction)) == len(real_cells)
     assert client.get(f"/api/cases/{case_id}", headers=auth).json()["status"] == "ready"
+
+
+def test_a_broker_it_cannot_write_costs_the_log_one_line_a_try(client, auth, settings, real_cells, tmp_path):
+    """The embedded broker's database cannot be written (read-only here; a full disk does the
+    same): Celery reconnects several times a second, and the worker's requeue on each connection
+    says why in one line. It used to log about 120 lines of traceback a try, 4,800 lines in
+    25 s, filling the disk an administrator was short of."""
+    case_id = new_case(client, auth)
+    assert upload(client, auth, case_id, real_cells[:2]).status_code == 202  # pending cells, the broker's tables
+    broker = settings.data_dir / "broker.sqlite"
+    read_only = settings.model_copy(update={"broker_url": f"sqla+sqlite:///file:{broker}?mode=ro&uri=true"})
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        worker = _start(["worker"], read_only, log)
+        _wait(lambda: log_path.read_text().count("could not requeue") >= 10, 120, worker, log_path)
+        _stop(worker, signal.SIGKILL)
+    out = log_path.read_text()
+    tries = out[out.index("could not requeue"):]
+    assert ("could not requeue the pending cells, the next connection tries again: attempt to write a readonly "
+            "database") in tries
+    assert "[SQL:" not in tries and "CPendingDeprecationWarning" not in tries, tries[:3000]
+    assert len(tries.splitlines()) < 15 * tries.count("could not requeue"), tries[:3000]
 
 
 def test_run_serves_and_stops_cleanly_on_ctrl_c(settings, tmp_path):
