@@ -5,6 +5,7 @@ with a busy timeout; PostgreSQL needs nothing special.
 """
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -20,6 +21,9 @@ from app.errors import NotFound
 T = TypeVar("T")  # a mapped class
 
 ROOT = Path(__file__).resolve().parents[1]
+SQLITE_IOERR, SQLITE_FULL = 10, 13  # sqlite3's primary result codes: "disk I/O error", "database or disk is full"
+LOW_DISK_BYTES = 1024 * 1024  # less free than this beside an SQLite database that fails: its disk is full
+PG_DISK_FULL = "53100"  # PostgreSQL's SQLSTATE disk_full
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -67,6 +71,23 @@ def driver_reason(exc: BaseException) -> str:
         exc = exc.__cause__
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+def disk_full(exc: OperationalError, url: str) -> bool:
+    """The database's disk is full: unlike a database that is restarting, no retry helps until
+    an administrator frees space. PostgreSQL says so (disk_full, 53100); SQLite says so for a
+    write (SQLITE_FULL), but once its WAL index cannot grow every read fails with a "disk I/O
+    error" (SQLITE_IOERR_SHMSIZE), so an I/O error with the database's folder out of space
+    counts too."""
+    if getattr(exc.orig, "sqlstate", None) == PG_DISK_FULL:
+        return True
+    code = (getattr(exc.orig, "sqlite_errorcode", None) or 0) & 0xFF  # the primary code of an extended one
+    if code != SQLITE_IOERR:
+        return code == SQLITE_FULL
+    try:
+        return shutil.disk_usage(Path(make_url(url).database or ".").resolve().parent).free < LOW_DISK_BYTES
+    except OSError:
+        return False
 
 
 def make_engine(url: str) -> Engine:

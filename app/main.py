@@ -10,7 +10,7 @@ from sqlalchemy.exc import OperationalError
 
 from app.ml.card import load_classes
 from app.config import Settings, get_settings
-from app.db import make_engine, make_sessionmaker
+from app.db import disk_full, make_engine, make_sessionmaker
 from app.deps import SessionDep
 from app.errors import DomainError, StorageFailed, Unavailable
 from app.storage import Storage
@@ -47,11 +47,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(OperationalError)
     async def _database_unavailable(request: Request, exc: OperationalError) -> Response:
         """PostgreSQL stopped or restarting: a 503 that says so, not a 500 (which also dropped
-        the client's connection); the pool reconnects by itself once it is back. Answered as a
-        DomainError, so the pages show their error page."""
-        log.warning("database unavailable: %s", exc.orig)
-        return await app.exception_handlers[DomainError](
-            request, Unavailable("the database is unavailable; try again in a moment"))
+        the client's connection); the pool reconnects by itself once it is back. The database's
+        disk full: a 507 that says waiting will not help. Answered as a DomainError, so the
+        pages show their error page."""
+        if disk_full(exc, settings.db_url):
+            log.error("the database's disk is full: %s", exc.orig)
+            error: DomainError = StorageFailed("the database's disk is full; ask your administrator to free "
+                                               "space, then try again")
+        else:
+            log.warning("database unavailable: %s", exc.orig)
+            error = Unavailable("the database is unavailable; try again in a moment")
+        return await app.exception_handlers[DomainError](request, error)
 
     @app.get("/api/health", tags=["meta"])
     def health() -> dict:

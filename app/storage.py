@@ -8,6 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 
+PROBE_BYTES = 64 * 1024  # what `writable` writes: about one cell image
+
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -62,12 +64,14 @@ class Storage:
             raise
 
     def writable(self) -> str | None:
-        """None when a file can be created (and removed) under the root, else the reason: what a
-        readiness check asks before uploads would fail."""
+        """None when a file of a cell image's size can be written (and removed) under the root,
+        else the reason: what a readiness check asks before uploads would fail. An empty file
+        is not enough: a full disk still creates one."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".ready-"):
-                pass
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".ready-") as fh:
+                fh.write(bytes(PROBE_BYTES))
+                fh.flush()
         except OSError as exc:
             return exc.strerror or str(exc)
         return None

@@ -214,3 +214,49 @@ def test_ready_says_when_the_storage_cannot_take_a_file(client, settings):
     assert r.json()["detail"] == f"the image storage {settings.storage_path.resolve()} cannot be written: File exists"
     settings.storage_path.unlink()
     assert client.get("/api/ready").json() == {"status": "ready"}
+
+
+def test_the_ready_probe_writes_bytes_because_a_full_disk_still_creates_empty_files(tmp_path):
+    """A full disk still creates an empty file, so the storage probe of /api/ready writes a cell
+    image's worth. A file size limit (RLIMIT_FSIZE) refuses bytes as a full disk does and lets
+    empty files through."""
+    import resource
+    import signal
+
+    storage = Storage(tmp_path / "storage")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel stops the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1024, hard))
+    try:
+        refused = storage.writable()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    assert refused == "File too large"
+    assert storage.writable() is None
+    assert list(storage.root.iterdir()) == []  # the probe leaves nothing behind
+
+
+def test_a_full_database_says_so_instead_of_try_again(client, auth):
+    """SQLite out of room (here its own page limit; a full disk answers the same SQLITE_FULL): a
+    507 that sends the user to an administrator, not the 503 "try again in a moment" of a
+    database that is restarting. Once there is room the same request works."""
+    from sqlalchemy import event
+
+    engine = client.app.state.engine
+
+    def no_more_pages(dbapi_conn, _record) -> None:
+        pages = dbapi_conn.execute("PRAGMA page_count").fetchone()[0]
+        dbapi_conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    case = {"accession": "MD-FULL", "note": "x" * 10_000}  # needs pages the database does not have
+    engine.dispose()
+    event.listen(engine, "connect", no_more_pages)
+    try:
+        r = client.post("/api/cases", json=case, headers=auth)
+    finally:
+        event.remove(engine, "connect", no_more_pages)
+        engine.dispose()
+    assert r.status_code == 507
+    assert r.json()["detail"] == "the database's disk is full; ask your administrator to free space, then try again"
+    assert client.post("/api/cases", json=case, headers=auth).status_code == 201
