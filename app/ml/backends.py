@@ -239,6 +239,11 @@ def ensure_exported(model_dir: Path, cache_dir: Path) -> GraphPaths:
     paths = graph_paths(Path(model_dir) / WEIGHTS_FILE, cache_dir)
     if paths.exported():
         return paths
+    try:  # before a minute of exporting
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RuntimeError(f"the model cache {cache_dir} cannot be written: {exc.strerror or exc}; "
+                           f"point MARROW_MODEL_CACHE_DIR at a folder this user can write") from exc
     if _torch_loaded():
         from app.ml.export import export
 
@@ -250,7 +255,9 @@ def ensure_exported(model_dir: Path, cache_dir: Path) -> GraphPaths:
     done = subprocess.run([sys.executable, "-m", "app.ml.export", str(model_dir), str(cache_dir)],
                           env=env, capture_output=True, text=True)
     if done.returncode != 0 or not paths.exported():
-        raise RuntimeError(f"exporting {model_dir} failed (exit {done.returncode}): {done.stderr[-2000:]}")
+        log.error("exporting %s failed:\n%s", model_dir, done.stderr[-4000:])
+        reason = (done.stderr.strip().splitlines() or ["no message"])[-1]  # the exception, after its traceback
+        raise RuntimeError(f"exporting {model_dir} failed (exit {done.returncode}): {reason}")
     return paths
 
 

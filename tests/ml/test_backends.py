@@ -280,6 +280,29 @@ def test_export_in_a_child_process_when_the_cache_is_missing(random_checkpoint, 
     assert paths == graph_paths(random_checkpoint / WEIGHTS_FILE, tmp_path)
 
 
+def test_a_cache_it_cannot_write_or_weights_it_cannot_read_say_why_in_one_line(random_checkpoint, tmp_path,
+                                                                               monkeypatch):
+    """MARROW_MODEL_CACHE_DIR on a file (a mistyped or read-only path reads the same) is named at
+    once, not after a minute of exporting; damaged weights fail the export child with its
+    exception's line, not 2,000 characters of its traceback."""
+    import shutil
+
+    monkeypatch.setattr(backends, "_torch_loaded", lambda: False)
+    blocked = tmp_path / "cache"
+    blocked.write_text("not a folder")
+    with pytest.raises(RuntimeError) as err:
+        backends.ensure_exported(random_checkpoint, blocked)
+    assert str(err.value) == (f"the model cache {blocked} cannot be written: File exists; point "
+                              f"MARROW_MODEL_CACHE_DIR at a folder this user can write")
+    damaged = tmp_path / "model"
+    shutil.copytree(random_checkpoint, damaged)
+    (damaged / WEIGHTS_FILE).write_bytes((damaged / WEIGHTS_FILE).read_bytes()[:1000])
+    with pytest.raises(RuntimeError) as err:
+        backends.ensure_exported(damaged, tmp_path / "cache-2")
+    assert str(err.value).startswith(f"exporting {damaged} failed (exit 1): ")
+    assert "\n" not in str(err.value) and "Traceback" not in str(err.value), str(err.value)
+
+
 def test_a_damaged_cached_graph_is_named_and_export_force_writes_it_again(random_checkpoint, cache, tmp_path,
                                                                           capsys):
     """A cached graph cut short (a disk that filled, a bad copy): no backend loads it and the
