@@ -1,21 +1,31 @@
-"""The case's PDF for the patient's chart (fpdf2; core Helvetica, so text stays extractable)."""
+"""The case's PDF for the patient's chart (fpdf2).
+
+Its text is DejaVu Sans, embedded and subset (matplotlib, a dependency, ships the font), so names
+in Latin, Greek or Cyrillic scripts print as typed and the text stays extractable. A character
+the font has no glyph for (CJK, emoji) prints as its code point, <U+6F22>: a patient's accession
+is never changed silently, as the Latin-1 core fonts' "?" did.
+"""
 from __future__ import annotations
 
+import importlib.util
 from datetime import datetime
+from pathlib import Path
 
 from fpdf import FPDF
 
 from app.storage import Storage
 
+FONT = "DejaVu"
+FONT_DIR = Path(importlib.util.find_spec("matplotlib").origin).parent / "mpl-data" / "fonts" / "ttf"
+FONT_FILES = {"": "DejaVuSans.ttf", "B": "DejaVuSans-Bold.ttf", "I": "DejaVuSans-Oblique.ttf"}
 DEFINITION_NOTE = ("Percent = cells of a category / counted cells (unidentified cells and the not-counted "
                    "categories are in no denominator). 95 % CI = exact (Clopper-Pearson) binomial interval, "
-                   "as tabulated by Ruemke for differential counts.")
+                   "as tabulated by Rümke for differential counts.")
 
 
-def _t(text) -> str:
-    """Core fonts are Latin-1: replace what they cannot show."""
-    return str(text).replace("\u2265", ">=").replace("\u2013", "-").replace("\u2014", "-") \
-        .encode("latin-1", "replace").decode("latin-1")
+def printable(text, cmap: dict[int, int]) -> str:
+    """The text with every character the font cannot draw written as its code point."""
+    return "".join(ch if ord(ch) in cmap or ch == "\n" else f"<U+{ord(ch):04X}>" for ch in str(text))
 
 
 def _pct(v) -> str:
@@ -29,13 +39,19 @@ def _when(dt: datetime | None) -> str:
 def render_pdf(data: dict, storage: Storage) -> bytes:
     case = data["case"]
     pdf = FPDF(format="A4")
+    for style, name in FONT_FILES.items():
+        pdf.add_font(FONT, style, str(FONT_DIR / name))
+
+    def _t(text) -> str:
+        return printable(text, pdf.current_font.cmap)
+
     pdf.set_auto_page_break(True, margin=15)
     pdf.set_title(f"Bone-marrow differential {case['accession']}")
     pdf.set_creator("MarrowDiff")
     pdf.add_page()
-    pdf.set_font("Helvetica", "B", 15)
+    pdf.set_font(FONT, "B", 15)
     pdf.cell(0, 9, _t("Bone-marrow differential count"), new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("Helvetica", "", 10)
+    pdf.set_font(FONT, "", 10)
     for label, value in (("Case", f"{case['accession']} (case {case['id']})"), ("Specimen", case["specimen"]),
                          ("Status", case["status"]),
                          ("Signed by", f"{case['signed_by']} at {_when(case['signed_at'])}" if case["signed_at"]
@@ -43,24 +59,24 @@ def render_pdf(data: dict, storage: Storage) -> bytes:
                          ("Model version", ", ".join(data["model_versions"]) or "none"),
                          ("Cells", f"{case['cells_total']} imaged, {data['counted_total']} counted, "
                                    f"target {'/'.join(map(str, data['targets']))}")):
-        pdf.set_font("Helvetica", "B", 10)
+        pdf.set_font(FONT, "B", 10)
         pdf.cell(32, 6, _t(label + ":"))
-        pdf.set_font("Helvetica", "", 10)
-        pdf.multi_cell(0, 6, _t(value), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font(FONT, "", 10)
+        pdf.multi_cell(0, 6, _t(value), new_x="LMARGIN", new_y="NEXT", align="L")
     pdf.ln(2)
     blast = data["blast_percent"]
-    pdf.set_font("Helvetica", "B", 11)
+    pdf.set_font(FONT, "B", 11)
     marks = " / ".join(f"{m:g} %" for m in data["marks"])
     level = {None: "no cells counted", 0: f"below {data['marks'][0]:g} %", 1: f"at or above {data['marks'][0]:g} %",
              2: f"at or above {data['marks'][1]:g} %"}[data["blast_level"]]
     pdf.cell(0, 7, _t(f"Blasts: {_pct(blast) or '-'} % ({level}; marks {marks})"), new_x="LMARGIN", new_y="NEXT")
 
-    pdf.set_font("Helvetica", "B", 9)
+    pdf.set_font(FONT, "B", 9)
     widths = (18, 58, 18, 22, 40)
     for w, head in zip(widths, ("Code", "Category", "Count", "%", "95 % CI")):
         pdf.cell(w, 6, _t(head), border="B")
     pdf.ln()
-    pdf.set_font("Helvetica", "", 9)
+    pdf.set_font(FONT, "", 9)
     if data["unidentified"]:
         for w, v in zip(widths, ("UNK", "Unidentified (not counted)", str(data["unidentified"]), "", "")):
             pdf.cell(w, 5, _t(v))
@@ -73,9 +89,9 @@ def render_pdf(data: dict, storage: Storage) -> bytes:
             pdf.cell(w, 5, _t(v))
         pdf.ln()
     pdf.ln(2)
-    pdf.set_font("Helvetica", "B", 10)
+    pdf.set_font(FONT, "B", 10)
     pdf.cell(0, 6, _t("Ratios and indices"), new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("Helvetica", "", 9)
+    pdf.set_font(FONT, "", 9)
     for ix in data["indices"]:
         if ix["kind"] == "ratio":
             value = "-" if ix["value"] is None else f"{ix['value']:.2f}"
@@ -84,15 +100,16 @@ def render_pdf(data: dict, storage: Storage) -> bytes:
         else:
             value = "-" if ix["value"] is None else f"{ix['value']:.1f} %"
             ci = f" (95 % CI {ix['ci_low']:.1f} - {ix['ci_high']:.1f})" if ix["ci_low"] is not None else ""
-        pdf.multi_cell(0, 5, _t(f"{ix['name']}: {value}{ci}   [{ix['definition']}]"), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(0, 5, _t(f"{ix['name']}: {value}{ci}   [{ix['definition']}]"), new_x="LMARGIN", new_y="NEXT",
+                       align="L")
     pdf.ln(2)
-    pdf.set_font("Helvetica", "B", 10)
+    pdf.set_font(FONT, "B", 10)
     pdf.cell(0, 6, _t("Flags"), new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("Helvetica", "", 9)
+    pdf.set_font(FONT, "", 9)
     for flag in data["flags"] or ["none"]:
-        pdf.multi_cell(0, 5, _t(f"- {flag}"), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(0, 5, _t(f"- {flag}"), new_x="LMARGIN", new_y="NEXT", align="L")
     pdf.ln(2)
-    pdf.set_font("Helvetica", "B", 10)
+    pdf.set_font(FONT, "B", 10)
     pdf.cell(0, 6, _t(f"Blasts ({data['blast_total']} cells; first {len(data['blast_images'])} shown)"),
              new_x="LMARGIN", new_y="NEXT")
     side, gap = 22, 2
@@ -106,6 +123,6 @@ def render_pdf(data: dict, storage: Storage) -> bytes:
             if path.is_file():
                 pdf.image(str(path), x=pdf.l_margin + i * (side + gap), y=y, w=side, h=side)
         pdf.set_y(y + side + gap)
-    pdf.set_font("Helvetica", "I", 7)
-    pdf.multi_cell(0, 4, _t(DEFINITION_NOTE), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font(FONT, "I", 7)
+    pdf.multi_cell(0, 4, _t(DEFINITION_NOTE), new_x="LMARGIN", new_y="NEXT", align="L")
     return bytes(pdf.output())

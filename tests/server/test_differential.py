@@ -150,6 +150,19 @@ def test_report_pdf_and_fhir_bundle(client, auth, sessions):
     assert raw["resourceType"] == "Bundle" and raw["type"] == "collection"
 
 
+def test_report_pdf_prints_identifiers_in_other_scripts_as_typed(client, auth, sessions):
+    """An accession is a patient identifier: Latin, Greek and Cyrillic letters print as typed (the
+    Latin-1 core fonts printed "?" for Ł, Ω, Ж), and a character the font has no glyph for prints
+    as its code point rather than as something else."""
+    from pypdf import PdfReader
+
+    case_id, _ = labelled_case(client, auth, sessions, ["BLA", "NGS"], "Łódź-Ωμέγα-Жук-漢7")
+    r = client.get(f"/api/cases/{case_id}/report.pdf", headers=auth)
+    text = " ".join(page.extract_text() for page in PdfReader(io.BytesIO(r.content)).pages)
+    assert "Łódź-Ωμέγα-Жук-<U+6F22>7" in text, text[:500]
+    assert "Rümke" in text, text
+
+
 def test_relabel_and_sign_are_audited_and_model_label_changes_too(client, auth, sessions):
     case_id, ids = labelled_case(client, auth, sessions, ["UNK", "BLA"])
     client.patch(f"/api/cells/{ids[0]}", json={"label": "PLM"}, headers=auth)
