@@ -2,8 +2,9 @@
 upload route and the case page's upload form (the same limits, checks and queueing)."""
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import BinaryIO
 
 from fastapi import HTTPException, Request, status
@@ -14,6 +15,7 @@ from starlette.datastructures import UploadFile
 from app.cases.models import Case
 from app.cases.uploads import UploadResult, receive_upload
 from app.config import MiB, Settings
+from app.errors import StorageFailed
 from app.storage import Storage
 from app.users.models import User
 
@@ -28,7 +30,14 @@ async def upload_parts(request: Request, settings: Settings) -> AsyncIterator[li
     if int(length) > settings.max_request_mb * MiB:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
                             f"upload over {settings.max_request_mb} MiB; split it into several requests")
-    async with request.form(max_files=settings.max_files, max_fields=100) as form:
+    async with AsyncExitStack() as stack:
+        try:  # parts over 1 MiB are spooled to the temporary folder as they arrive
+            form = await stack.enter_async_context(request.form(max_files=settings.max_files, max_fields=100))
+        except OSError as exc:
+            raise StorageFailed(f"the server could not receive this upload: its temporary folder "
+                                f"{tempfile.gettempdir()} cannot take it ({exc.strerror or exc}). Nothing from this "
+                                f"upload was saved; ask your administrator to free space there (or point TMPDIR "
+                                f"elsewhere), then upload again") from exc
         parts = [(f.filename or "unnamed", f.file) for f in form.getlist("files") if isinstance(f, UploadFile)]
         if not parts:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "no files in the field `files`")

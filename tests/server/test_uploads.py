@@ -90,6 +90,26 @@ def test_upload_limits(client, auth, settings):
     assert client.post(f"/api/cases/{case_id}/uploads", headers=auth, data={"x": "1"}).status_code == 422
 
 
+def test_an_upload_the_temporary_folder_cannot_take_is_refused_whole_saying_where(client, auth, tmp_path,
+                                                                                  monkeypatch):
+    """Parts over 1 MiB are spooled to the temporary folder while the request arrives; when it
+    cannot take them (full: measured on a 1 MiB tmpfs as TMPDIR; here a file where the folder
+    should be) the upload is a 507 naming the folder, not a bare 500, and the case gets nothing."""
+    import tempfile
+
+    case_id = new_case(client, auth)
+    blocked = tmp_path / "tmp"
+    blocked.write_text("not a folder")
+    monkeypatch.setattr(tempfile, "tempdir", str(blocked))
+    r = upload(client, auth, case_id, [("ok.png", image_bytes(1)), ("big.png", b"\x89PNG" + bytes(1536 * 1024))])
+    assert r.status_code == 507
+    assert r.json()["detail"].startswith(f"the server could not receive this upload: its temporary folder {blocked} "
+                                         f"cannot take it (Not a directory). Nothing from this upload was saved")
+    monkeypatch.undo()
+    assert client.get(f"/api/cases/{case_id}", headers=auth).json()["cells_total"] == 0
+    assert upload(client, auth, case_id, [("ok.png", image_bytes(1))]).status_code == 202
+
+
 def test_unicode_and_control_characters_in_names(client, auth, settings):
     case_id = new_case(client, auth)
     r = upload(client, auth, case_id,
