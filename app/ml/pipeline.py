@@ -68,7 +68,8 @@ DEFAULT_BATCH_SIZE = {"cpu": 4, "cuda": 8}
 @dataclass
 class _Checked:
     record: QualityRecord
-    rgb: np.ndarray | None
+    rgb: np.ndarray | None  # None: not decodable, or not kept (CellChecks.keep_image)
+    shape: tuple[int, ...] | None  # the decoded image's
     model_input: np.ndarray | None  # None: not decodable
     framing: framing.Framing | None  # None: not decodable
     view: np.ndarray | None  # None: not decodable
@@ -95,6 +96,7 @@ class CellChecks:
     crop: framing.Crop | None
     upload_checked: bool
     input_size: int
+    keep_image: bool = True  # False: results carry no decoded image (the worker draws none)
 
     @property
     def framed(self) -> bool:
@@ -113,7 +115,8 @@ class CellChecks:
             model_input = framing.frame(model_input, where)
         if model_input is not None:
             model_input = network_image(model_input, decoded.rgb, view, record.repaired, self.input_size)
-        return _Checked(record, decoded.rgb, model_input, where, view)
+        shape = decoded.rgb.shape if decoded.rgb is not None else None
+        return _Checked(record, decoded.rgb if self.keep_image else None, shape, model_input, where, view)
 
 
 def _predict(chunk: list[Item], checked: list[_Checked], predictor: Predictor, with_cam: bool,
@@ -129,7 +132,7 @@ def _predict(chunk: list[Item], checked: list[_Checked], predictor: Predictor, w
         box = None
         if p is not None:
             p.unidentified = decide(p.probability, p.energy, c.record.flags, c.framing.found, rule)
-            box = framing.input_square(c.framing, c.rgb.shape, framed)
+            box = framing.input_square(c.framing, c.shape, framed)
         out.append(CellResult(name, c.record, p, c.rgb, c.framing, c.view, box))
     return out
 
@@ -163,13 +166,15 @@ def opencv_in_caller_threads() -> Iterator[None]:
 
 def run(items: Iterable[Item], predictor: Predictor, thresholds: Thresholds | None = None,
         repair: bool = True, with_cam: bool = True, batch_size: int = 8,
-        workers: int = SIDE_BY_SIDE, upload_checked: bool = False) -> Iterator[CellResult]:
+        workers: int = SIDE_BY_SIDE, upload_checked: bool = False, keep_image: bool = True) -> Iterator[CellResult]:
     """Results in input order; a bad file yields a result with its reason, never an exception.
 
     `upload_checked`: the items' bytes passed the upload check already (the worker's, read from
-    the storage), which lets them be decoded faster (`decode_bytes(checked=True)`)."""
+    the storage), which lets them be decoded faster (`decode_bytes(checked=True)`).
+    `keep_image=False`: results without the decoded image (`CellResult.image` None), so cells
+    in flight hold only their crops and views: 40 cells of 6000 × 6000 px took a worker to 4.9 GB."""
     checks = CellChecks(thresholds or Thresholds.load(), repair, framing.Crop.from_card(predictor.card.framing),
-                        upload_checked, predictor.card.input_size)
+                        upload_checked, predictor.card.input_size, keep_image)
     with opencv_in_caller_threads():
         yield from _run(items, predictor, checks, with_cam, batch_size, workers)
 

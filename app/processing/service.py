@@ -89,8 +89,8 @@ class Processor:
         context = _CaseContext(case.id if case else None, {c.code for c in of_case(case.categories if case else None)},
                                predictor)
         items = [(c.filename, partial(self.storage.read, c.image_path)) for c in cells]
-        results = run(items, predictor, self.thresholds, repair=self.settings.repair,
-                      with_cam=True, batch_size=self.batch_size, upload_checked=True)  # stored: checked
+        results = run(items, predictor, self.thresholds, repair=self.settings.repair, with_cam=True,
+                      batch_size=self.batch_size, upload_checked=True, keep_image=False)  # stored: checked
         # WRITE_CELLS cells are written (files, rows, progress) in a thread while the next are in the model.
         with ThreadPoolExecutor(max_workers=1) as writer:
             pending = None

@@ -91,6 +91,21 @@ def test_pipeline_workers_keep_order_and_values(cells, onnx_predictor):
         assert r.prediction.cam.shape == (7, 7) and r.heatmap().shape == r.image.shape[:2]
 
 
+def test_the_workers_pipeline_keeps_no_decoded_image_and_gives_the_same_results(cells, onnx_predictor):
+    """`keep_image=False` (the worker: its cells wait to be written 32 at a time, and 40 cells of
+    6000 × 6000 px held 4.9 GB) drops each decoded image, and nothing else: the same
+    predictions, heatmaps, squares and thumbnail views."""
+    items = [(name, Path(name).read_bytes) for name, _ in cells]
+    kept = list(pipeline.run(items, onnx_predictor, batch_size=3, upload_checked=True))
+    dropped = list(pipeline.run(items, onnx_predictor, batch_size=3, upload_checked=True, keep_image=False))
+    assert all(r.image is not None for r in kept) and all(r.image is None for r in dropped)
+    for k, d in zip(kept, dropped, strict=True):
+        assert (d.name, d.cam_box, d.quality.flags, d.prediction.code) == (k.name, k.cam_box, k.quality.flags,
+                                                                             k.prediction.code)
+        np.testing.assert_array_equal(d.view, k.view)
+        np.testing.assert_allclose(d.prediction.cam, k.prediction.cam, rtol=0, atol=1e-6)
+
+
 def test_pipeline_checks_a_batch_more_than_the_network_runs(cells, onnx_predictor, monkeypatch):
     """The pipeline's extra thread checks the next batch while the others are in the network:
     never more network runs at once than `workers` (the predictor's thread budget)."""
