@@ -6,6 +6,12 @@ class DomainError(Exception):
     status_code = 400
 
 
+class Forbidden(DomainError):
+    """The user may not do this (reopening a case someone else signed, as a reviewer)."""
+
+    status_code = 403
+
+
 class NotFound(DomainError):
     status_code = 404
 

@@ -17,6 +17,7 @@ class AuditAction(enum.StrEnum):
     LABEL = "label"  # a reviewer's label change
     MODEL_LABEL = "model_label"  # the model's label replaced by a newer prediction's
     SIGN = "sign"  # the case signed off
+    REOPEN = "reopen"  # a signed case unlocked for a correction (detail: the reason, the sign-off undone)
     RERUN = "rerun"  # the case re-run with another model
 
 

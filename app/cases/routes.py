@@ -4,7 +4,7 @@ from fastapi import APIRouter, Request, status
 
 from app.cases import service
 from app.cases.models import Upload
-from app.cases.schemas import CaseCreate, CaseOut, UploadOut, UploadStatus
+from app.cases.schemas import CaseCreate, CaseOut, CaseReopen, UploadOut, UploadStatus
 from app.cases.upload_form import receive_request
 from app.deps import ClassesDep, CurrentUser, SessionDep, SettingsDep, StorageDep
 
@@ -54,4 +54,13 @@ def get_upload(upload_id: int, session: SessionDep, _user: CurrentUser) -> Uploa
 def sign(case_id: int, session: SessionDep, user: CurrentUser, classes: ClassesDep) -> dict:
     """Sign the case off; it is locked from then on (relabels answer 409)."""
     service.sign(session, service.get_case(session, case_id), user)
+    return service.summary(session, classes, case_id)
+
+
+@router.post("/cases/{case_id}/reopen", response_model=CaseOut)
+def reopen(case_id: int, body: CaseReopen, session: SessionDep, user: CurrentUser, classes: ClassesDep) -> dict:
+    """Unlock a signed case for a correction, with a reason: only its signer or an administrator
+    (403 otherwise; 409 when it is not signed). Sign it again afterwards; its PDF and FHIR
+    report then say they amend the earlier sign-off."""
+    service.reopen(session, service.get_case(session, case_id), user, body.reason)
     return service.summary(session, classes, case_id)

@@ -2,13 +2,21 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from typing import Annotated
+
+from pydantic import BaseModel, Field, StringConstraints
+
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=500)]
 
 
 class CaseCreate(BaseModel):
     accession: str = Field(min_length=1, max_length=120, description="accession / patient identifier")
     specimen: str = Field("bone marrow", min_length=1, max_length=120)
     note: str = Field("", max_length=10_000)
+
+
+class CaseReopen(BaseModel):
+    reason: Reason = Field(description="why the signed case is reopened (kept in its history and on the reports)")
 
 
 class CaseOut(BaseModel):

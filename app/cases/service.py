@@ -11,7 +11,7 @@ from app.audit.service import record
 from app.cases.models import Case, CaseStatus, Upload
 from app.cells.models import Cell, CellStatus
 from app.db import get_or_not_found, utcnow
-from app.errors import Conflict
+from app.errors import Conflict, Forbidden
 from app.differential.indices import percents, summary_indices
 from app.ml.card import CellClass
 from app.taxonomy import service as taxonomy
@@ -146,4 +146,21 @@ def sign(session: Session, case: Case, user: User) -> None:
         session.rollback()
         raise Conflict(f"case {case.id} is signed and locked")
     record(session, case_id=case.id, user_id=user.id, action=AuditAction.SIGN, from_value="open", to_value="signed")
+    session.commit()
+
+
+def reopen(session: Session, case: Case, user: User, reason: str) -> None:
+    """Unlock a signed case for a correction: by the user who signed it or an administrator,
+    with a reason. The sign-off it undoes stays in the history with the reason, and the reports
+    of the next sign-off say they amend it."""
+    lock_case(session, case)
+    if case.signed_at is None:
+        raise Conflict(f"case {case.id} is not signed")
+    if user.role != "admin" and user.id != case.signed_by_id:
+        raise Forbidden(f"only the user who signed case {case.id} or an administrator can reopen it")
+    signer = session.get(User, case.signed_by_id) if case.signed_by_id is not None else None
+    record(session, case_id=case.id, user_id=user.id, action=AuditAction.REOPEN, from_value="signed",
+           to_value="open", detail={"reason": reason, "signed_by": signer.name if signer else None,
+                                    "signed_at": case.signed_at.isoformat()})
+    case.signed_at, case.signed_by_id = None, None
     session.commit()

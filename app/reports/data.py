@@ -6,6 +6,8 @@ from collections import Counter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.audit.models import AuditAction
+from app.audit.service import history
 from app.cases.service import summary
 from app.cells.models import Cell, CellStatus
 from app.cells.service import rows
@@ -28,9 +30,14 @@ def report_data(session: Session, classes, case_id: int) -> dict:
     n = case["indices"]["counted_total"]
     blast = case["indices"]["blast_percent"]
     quality = Counter(flag for row in cell_rows for flag in (row.quality_flags or []))
+    amends = [{"signed_by": e["detail"]["signed_by"], "signed_at": e["detail"]["signed_at"], "reopened_by": e["user"],
+               "reopened_at": e["at"], "reason": e["detail"]["reason"]}
+              for e in history(session, case_id, AuditAction.REOPEN)]
     flags = []
     if case["signed_at"] is None:
         flags.append("PRELIMINARY: not signed off")
+    flags += [f"AMENDS the sign-off by {a['signed_by']} at {a['signed_at'][:16].replace('T', ' ')} UTC, reopened by "
+              f"{a['reopened_by']} at {a['reopened_at']:%Y-%m-%d %H:%M} UTC: {a['reason']}" for a in amends]
     if case["counts"].get(UNK):
         flags.append(f"{case['counts'][UNK]} unidentified cells not classified")
     if n < TARGETS[0]:
@@ -50,7 +57,7 @@ def report_data(session: Session, classes, case_id: int) -> dict:
         "case": case, "categories": categories, "table": table, "indices": indices,
         "counted_total": n, "blast_percent": blast, "blast_level": case["indices"]["blast_level"],
         "target_reached": case["indices"]["target_reached"], "targets": TARGETS, "marks": BLAST_MARKS,
-        "flags": flags, "unidentified": case["counts"].get(UNK, 0),
+        "flags": flags, "amends": amends, "unidentified": case["counts"].get(UNK, 0),
         "model_versions": sorted({row.model_version for row in cell_rows if row.model_version}),
         "blast_images": [thumbs[i] for i in blast_ids if thumbs.get(i)], "blast_total": case["counts"].get(BLAST_CODE, 0),
     }

@@ -53,7 +53,7 @@ def build_bundle(data: dict) -> str:
     any resource is not valid R4(B)."""
     case = data["case"]
     final = case["signed_at"] is not None
-    status = "final" if final else "preliminary"
+    status = ("amended" if data["amends"] else "final") if final else "preliminary"
     issued = _iso(case["signed_at"] or case["created_at"])
     subject = {"identifier": {"system": CASE_SYSTEM, "value": case["accession"]}, "display": case["accession"]}
     observations = []

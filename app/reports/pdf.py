@@ -50,7 +50,9 @@ def render_pdf(data: dict, storage: Storage) -> bytes:
     pdf.set_creator("MarrowDiff")
     pdf.add_page()
     pdf.set_font(FONT, "B", 15)
-    pdf.cell(0, 9, _t("Bone-marrow differential count"), new_x="LMARGIN", new_y="NEXT")
+    amended = data["amends"] and case["signed_at"] is not None
+    pdf.cell(0, 9, _t("Bone-marrow differential count" + (": amended report" if amended else "")),
+             new_x="LMARGIN", new_y="NEXT")
     pdf.set_font(FONT, "", 10)
     for label, value in (("Case", f"{case['accession']} (case {case['id']})"), ("Specimen", case["specimen"]),
                          ("Status", case["status"]),

@@ -1,17 +1,19 @@
-"""The case list, a case's page (upload, progress, differential, history, sign-off)."""
+"""The case list, a case's page (upload, progress, differential, history, sign-off, reopening)."""
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, status
 from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
 
 from app.audit.service import history
 from app.cases import service as cases
 from app.cases.models import CaseStatus
+from app.cases.schemas import CaseReopen
 from app.cases.upload_form import receive_request
 from app.deps import ClassesDep, SessionDep, SettingsDep, StorageDep
-from app.errors import Conflict
+from app.errors import Conflict, Forbidden
 from app.web.auth import Csrf, PageUser
 from app.web.progress import progress
 from app.web.review import TARGETS, case_categories, panel, target_or_default
@@ -112,4 +114,19 @@ def sign(request: Request, case_id: int, db: SessionDep, user: PageUser, classes
         cases.sign(db, cases.get_case(db, case_id), user)
     except Conflict as exc:
         return _case_page(request, db, classes, case_id, status.HTTP_409_CONFLICT, error=str(exc))
+    return RedirectResponse(f"/cases/{case_id}", status.HTTP_303_SEE_OTHER)
+
+
+@router.post("/cases/{case_id}/reopen", dependencies=[Csrf])
+def reopen(request: Request, case_id: int, db: SessionDep, user: PageUser, classes: ClassesDep,
+           reason: Annotated[str, Form()] = "") -> Response:
+    try:
+        body = CaseReopen(reason=reason)  # the API's rules
+    except ValidationError:
+        return _case_page(request, db, classes, case_id, status.HTTP_422_UNPROCESSABLE_CONTENT,
+                          error="say why the case is reopened, in 3 to 500 characters")
+    try:
+        cases.reopen(db, cases.get_case(db, case_id), user, body.reason)
+    except (Conflict, Forbidden) as exc:
+        return _case_page(request, db, classes, case_id, exc.status_code, error=str(exc))
     return RedirectResponse(f"/cases/{case_id}", status.HTTP_303_SEE_OTHER)

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fastapi.testclient import TestClient
 
-from support.app import image_bytes, new_case, upload
+from support.app import image_bytes, make_user, new_case, upload
 
 
 def _cells(client, auth, case_id):
@@ -51,6 +51,45 @@ def test_sign_locks_the_case(client, auth, processed_case):
     assert upload(client, auth, processed_case, [("n.png", image_bytes(1))]).status_code == 409
     actions = [e["action"] for e in client.get(f"/api/cases/{processed_case}/audit", headers=auth).json()]
     assert actions == ["upload", "sign"]
+
+
+def test_a_signed_case_reopened_for_a_correction_is_signed_again_as_an_amendment(client, auth, sessions,
+                                                                                  processed_case):
+    """Its signer or an administrator reopens it with a reason; the reason and the sign-off it
+    undoes stay in the history; once signed again its PDF and FHIR report say they amend it."""
+    from fhir.resources.R4B.bundle import Bundle
+    from pypdf import PdfReader
+
+    def pdf_text() -> str:
+        r = client.get(f"/api/cases/{processed_case}/report.pdf", headers=auth)
+        return " ".join(" ".join(page.extract_text().split()) for page in PdfReader(io.BytesIO(r.content)).pages)
+
+    reopen = f"/api/cases/{processed_case}/reopen"
+    assert client.post(reopen, json={"reason": "not signed yet"}, headers=auth).status_code == 409
+    signed = client.post(f"/api/cases/{processed_case}/sign", headers=auth).json()
+    olga = {"Authorization": f"Bearer {make_user(sessions, 'olga')[1]}"}
+    r = client.post(reopen, json={"reason": "cell 1 is a plasma cell"}, headers=olga)
+    assert r.status_code == 403
+    assert r.json()["detail"] == f"only the user who signed case {processed_case} or an administrator can reopen it"
+    assert client.post(reopen, json={"reason": "  "}, headers=auth).status_code == 422
+    r = client.post(reopen, json={"reason": " cell 1 is a plasma cell "}, headers=auth)
+    assert r.status_code == 200 and r.json()["status"] == "ready" and r.json()["signed_by"] is None
+    cell = _cells(client, auth, processed_case)[0]
+    assert client.patch(f"/api/cells/{cell['id']}", json={"label": "PLM"}, headers=auth).status_code == 200
+    when = signed["signed_at"][:16].replace("T", " ")
+    assert "PRELIMINARY" in pdf_text() and f"AMENDS the sign-off by rita at {when} UTC" in pdf_text()
+
+    assert client.post(f"/api/cases/{processed_case}/sign", headers=olga).status_code == 200
+    audit = client.get(f"/api/cases/{processed_case}/audit", headers=auth).json()
+    assert [e["action"] for e in audit] == ["upload", "sign", "reopen", "label", "sign"]
+    assert audit[2]["user"] == "rita" and audit[2]["detail"]["reason"] == "cell 1 is a plasma cell"
+    text = pdf_text()
+    assert "Bone-marrow differential count: amended report" in text and "Signed by: olga" in text
+    assert "reopened by rita" in text and "cell 1 is a plasma cell" in text and "PRELIMINARY" not in text
+    bundle = Bundle.model_validate_json(client.get(f"/api/cases/{processed_case}/fhir", headers=auth).content)
+    assert {e.resource.status for e in bundle.entry} == {"amended"}
+    ada = {"Authorization": f"Bearer {make_user(sessions, 'ada', 'admin')[1]}"}
+    assert client.post(reopen, json={"reason": "an administrator may reopen it"}, headers=ada).status_code == 200
 
 
 def test_sign_refused_while_processing_or_empty(client, auth):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from support.app import image_bytes, new_case, upload
+from support.app import image_bytes, make_user, new_case, upload
+
+from .conftest import log_in
 
 FORMS = [  # every state-changing page route, with a body that would otherwise be accepted
     ("/login", {"name": "rita", "password": "a long password"}),
@@ -119,6 +121,28 @@ def test_sign_from_the_page(client, auth, page, processed_case):
     assert r.status_code == 303
     again = client.post(f"/cases/{processed_case}/sign", data={"csrf_token": page})
     assert again.status_code == 409 and "signed and locked" in again.text
+
+
+def test_reopen_from_the_page_for_its_signer_only(client, auth, page, sessions, processed_case):
+    """The signer sees "Reopen for correction" on the signed case; the reason is required and
+    shows in the history; another reviewer has no button and is refused."""
+    from fastapi.testclient import TestClient
+
+    client.post(f"/cases/{processed_case}/sign", data={"csrf_token": page})
+    assert "Reopen for correction" in client.get(f"/cases/{processed_case}").text
+    olga = TestClient(client.app)
+    make_user(sessions, "olga")
+    olga_csrf = log_in(olga, "olga")
+    assert "Reopen for correction" not in olga.get(f"/cases/{processed_case}").text
+    r = olga.post(f"/cases/{processed_case}/reopen", data={"csrf_token": olga_csrf, "reason": "a typo"})
+    assert r.status_code == 403 and "only the user who signed" in r.text
+    r = client.post(f"/cases/{processed_case}/reopen", data={"csrf_token": page, "reason": " "})
+    assert r.status_code == 422 and "say why the case is reopened, in 3 to 500 characters" in r.text
+    r = client.post(f"/cases/{processed_case}/reopen", data={"csrf_token": page, "reason": "cell 2 is a myelocyte"},
+                    follow_redirects=False)
+    assert r.status_code == 303
+    case_page = client.get(f"/cases/{processed_case}").text
+    assert "<b>reopened</b>: cell 2 is a myelocyte" in case_page and "Sign off" in case_page
 
 
 def test_upload_from_the_page_lists_rejected_files(client, auth, htmx):
