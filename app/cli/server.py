@@ -56,6 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name")
     p.set_defaults(func=cmd_token)
 
+    p = sub.add_parser("backup", help="copy the database and the images into DEST while the lab runs "
+                                      "(again into the same DEST: only what is new)")
+    p.add_argument("dest", type=Path)
+    p.set_defaults(func=cmd_backup)
+
     p = sub.add_parser("bench-app", help="end-to-end benchmark: upload real cells through the API")
     p.add_argument("--url", help="target a running app (needs --token) instead of starting one")
     p.add_argument("--token", help="API token for --url")
@@ -193,6 +198,14 @@ def cmd_token(args) -> int:
 
     with _sessions()() as session:
         print(issue_token(session, require(session, args.name)))
+    return 0
+
+
+def cmd_backup(args) -> int:
+    from app.backup import backup
+    from app.config import get_settings
+
+    print_json(backup(get_settings(), args.dest), None)
     return 0
 
 
