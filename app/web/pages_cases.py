@@ -7,6 +7,7 @@ from fastapi import APIRouter, Form, Request, status
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
+from app.audit.models import AuditAction
 from app.audit.service import history
 from app.cases import service as cases
 from app.cases.models import CaseStatus
@@ -56,15 +57,25 @@ def case_page(request: Request, case_id: int, db: SessionDep, _user: PageUser, c
     return _case_page(request, db, classes, case_id)
 
 
+def _reopened(db, case: dict) -> dict | None:
+    """The reopening an unsigned case is waiting to be signed again for (its head says so)."""
+    if case["signed_at"] is not None:
+        return None
+    reopenings = history(db, case["id"], AuditAction.REOPEN)
+    return reopenings[-1] if reopenings else None
+
+
 def _case_page(request: Request, db, classes, case_id: int, status_code: int = 200, error: str | None = None):
     case = cases.summary(db, classes, case_id)
     return render(request, "case.html", status_code, case=case, panel=panel(case, case_categories(db, case), TARGETS[0]),
-                  progress=progress(db, case_id), events=history(db, case_id), error=error)
+                  progress=progress(db, case_id), events=history(db, case_id), error=error,
+                  reopened=_reopened(db, case))
 
 
 @router.get("/cases/{case_id}/head")
 def case_head(request: Request, case_id: int, db: SessionDep, _user: PageUser, classes: ClassesDep) -> Response:
-    return render(request, "partials/case_head.html", case=cases.summary(db, classes, case_id))
+    case = cases.summary(db, classes, case_id)
+    return render(request, "partials/case_head.html", case=case, reopened=_reopened(db, case))
 
 
 @router.get("/cases/{case_id}/progress")

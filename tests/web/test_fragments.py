@@ -143,6 +143,9 @@ def test_reopen_from_the_page_for_its_signer_only(client, auth, page, sessions, 
     assert r.status_code == 303
     case_page = client.get(f"/cases/{processed_case}").text
     assert "<b>reopened</b>: cell 2 is a myelocyte" in case_page and "Sign off" in case_page
+    assert "for a correction: cell 2 is a myelocyte. Signing it again issues an amended report." in case_page
+    client.post(f"/cases/{processed_case}/sign", data={"csrf_token": page})
+    assert "Signing it again" not in client.get(f"/cases/{processed_case}/head").text
 
 
 def test_upload_from_the_page_lists_rejected_files(client, auth, htmx):
