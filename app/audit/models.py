@@ -16,6 +16,7 @@ class AuditAction(enum.StrEnum):
     UPLOAD = "upload"  # files received into a case
     LABEL = "label"  # a reviewer's label change
     MODEL_LABEL = "model_label"  # the model's label replaced by a newer prediction's
+    EDIT = "edit"  # a case's accession, specimen or note changed (detail: the field, its old and new value)
     SIGN = "sign"  # the case signed off
     REOPEN = "reopen"  # a signed case unlocked for a correction (detail: the reason, the sign-off undone)
     RERUN = "rerun"  # the case re-run with another model

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Request, status
 
 from app.cases import service
 from app.cases.models import Upload
-from app.cases.schemas import CaseCreate, CaseOut, CaseReopen, UploadOut, UploadStatus
+from app.cases.schemas import CaseCreate, CaseEdit, CaseOut, CaseReopen, UploadOut, UploadStatus
 from app.cases.upload_form import receive_request
 from app.deps import ClassesDep, CurrentUser, SessionDep, SettingsDep, StorageDep
 
@@ -29,6 +29,14 @@ def list_cases(session: SessionDep, _user: CurrentUser, classes: ClassesDep) -> 
 
 @router.get("/cases/{case_id}", response_model=CaseOut)
 def get_case(case_id: int, session: SessionDep, _user: CurrentUser, classes: ClassesDep) -> dict:
+    return service.summary(session, classes, case_id)
+
+
+@router.patch("/cases/{case_id}", response_model=CaseOut)
+def edit_case(case_id: int, body: CaseEdit, session: SessionDep, user: CurrentUser, classes: ClassesDep) -> dict:
+    """Correct the accession, specimen or note (only the fields given); audited field by field.
+    409 once the case is signed (reopen it first)."""
+    service.edit_case(session, service.get_case(session, case_id), user, body.model_dump(exclude_none=True))
     return service.summary(session, classes, case_id)
 
 

@@ -14,6 +14,14 @@ class CaseCreate(BaseModel):
     note: str = Field("", max_length=10_000)
 
 
+class CaseEdit(BaseModel):
+    """The fields to change (the others are left as they are)."""
+
+    accession: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)] | None = None
+    specimen: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)] | None = None
+    note: str | None = Field(None, max_length=10_000)
+
+
 class CaseReopen(BaseModel):
     reason: Reason = Field(description="why the signed case is reopened (kept in its history and on the reports)")
 

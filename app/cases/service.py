@@ -27,6 +27,21 @@ def create_case(session: Session, user: User, accession: str, specimen: str, not
     return case
 
 
+def edit_case(session: Session, case: Case, user: User, changes: dict[str, str]) -> None:
+    """Correct a case's accession, specimen or note before sign-off; each changed field is
+    audited with its old and new value (a report must never carry a typo silently fixed)."""
+    lock_case(session, case)
+    ensure_open(case)
+    for field, new in changes.items():
+        old = getattr(case, field)
+        if new == old:
+            continue
+        setattr(case, field, new)
+        record(session, case_id=case.id, user_id=user.id, action=AuditAction.EDIT, from_value=old[:255],
+               to_value=new[:255], detail={"field": field, "from": old, "to": new})
+    session.commit()
+
+
 def get_case(session: Session, case_id: int) -> Case:
     return get_or_not_found(session, Case, case_id, "case")
 

@@ -1,4 +1,4 @@
-"""The case list, a case's page (upload, progress, differential, history, sign-off, reopening)."""
+"""The case list, a case's page (details, upload, progress, differential, history, sign-off, reopening)."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -11,7 +11,7 @@ from app.audit.models import AuditAction
 from app.audit.service import history
 from app.cases import service as cases
 from app.cases.models import CaseStatus
-from app.cases.schemas import CaseReopen
+from app.cases.schemas import CaseEdit, CaseReopen
 from app.cases.upload_form import receive_request
 from app.deps import ClassesDep, SessionDep, SettingsDep, StorageDep
 from app.errors import Conflict, Forbidden
@@ -125,6 +125,22 @@ def sign(request: Request, case_id: int, db: SessionDep, user: PageUser, classes
         cases.sign(db, cases.get_case(db, case_id), user)
     except Conflict as exc:
         return _case_page(request, db, classes, case_id, status.HTTP_409_CONFLICT, error=str(exc))
+    return RedirectResponse(f"/cases/{case_id}", status.HTTP_303_SEE_OTHER)
+
+
+@router.post("/cases/{case_id}/edit", dependencies=[Csrf])
+def edit(request: Request, case_id: int, db: SessionDep, user: PageUser, classes: ClassesDep,
+         accession: Annotated[str, Form()] = "", specimen: Annotated[str, Form()] = "",
+         note: Annotated[str, Form()] = "") -> Response:
+    try:
+        body = CaseEdit(accession=accession, specimen=specimen, note=note)  # the API's rules
+    except ValidationError:
+        return _case_page(request, db, classes, case_id, status.HTTP_422_UNPROCESSABLE_CONTENT,
+                          error="the accession and the specimen need 1 to 120 characters, the note at most 10,000")
+    try:
+        cases.edit_case(db, cases.get_case(db, case_id), user, body.model_dump())
+    except Conflict as exc:
+        return _case_page(request, db, classes, case_id, exc.status_code, error=str(exc))
     return RedirectResponse(f"/cases/{case_id}", status.HTTP_303_SEE_OTHER)
 
 

@@ -53,6 +53,27 @@ def test_sign_locks_the_case(client, auth, processed_case):
     assert actions == ["upload", "sign"]
 
 
+def test_case_details_are_corrected_before_sign_off_and_audited(client, auth, processed_case):
+    """A mistyped accession is corrected on the case (the reports carry the new one) and the
+    history keeps both; once signed the case must be reopened first."""
+    from pypdf import PdfReader
+
+    path = f"/api/cases/{processed_case}"
+    r = client.patch(path, json={"accession": " MD-2026-0042 ", "note": "aspirate, left iliac crest"}, headers=auth)
+    assert r.status_code == 200
+    assert (r.json()["accession"], r.json()["specimen"], r.json()["note"]) == ("MD-2026-0042", "bone marrow",
+                                                                           "aspirate, left iliac crest")
+    assert client.patch(path, json={"accession": "  "}, headers=auth).status_code == 422
+    edits = [(e["user"], e["detail"]["field"], e["from"], e["to"])
+             for e in client.get(f"{path}/audit", headers=auth).json() if e["action"] == "edit"]
+    assert edits == [("rita", "accession", "MD-1", "MD-2026-0042"), ("rita", "note", "", "aspirate, left iliac crest")]
+    pdf = client.get(f"{path}/report.pdf", headers=auth).content
+    assert "Case: MD-2026-0042" in PdfReader(io.BytesIO(pdf)).pages[0].extract_text()
+    client.post(f"{path}/sign", headers=auth)
+    r = client.patch(path, json={"accession": "MD-3"}, headers=auth)
+    assert r.status_code == 409 and "signed and locked" in r.json()["detail"]
+
+
 def test_a_signed_case_reopened_for_a_correction_is_signed_again_as_an_amendment(client, auth, sessions,
                                                                                   processed_case):
     """Its signer or an administrator reopens it with a reason; the reason and the sign-off it

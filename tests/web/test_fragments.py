@@ -123,6 +123,18 @@ def test_sign_from_the_page(client, auth, page, processed_case):
     assert again.status_code == 409 and "signed and locked" in again.text
 
 
+def test_edit_case_details_from_the_page(client, auth, page, processed_case):
+    r = client.post(f"/cases/{processed_case}/edit", data={"csrf_token": page, "accession": "", "specimen": "x"})
+    assert r.status_code == 422 and "the accession and the specimen need 1 to 120 characters" in r.text
+    r = client.post(f"/cases/{processed_case}/edit", follow_redirects=False,
+                    data={"csrf_token": page, "accession": "MD-7", "specimen": "bone marrow", "note": ""})
+    assert r.status_code == 303
+    case_page = client.get(f"/cases/{processed_case}").text
+    assert "<h1>MD-7 " in case_page and "accession: MD-1 → <b>MD-7</b>" in case_page
+    client.post(f"/cases/{processed_case}/sign", data={"csrf_token": page})
+    assert "Edit case details" not in client.get(f"/cases/{processed_case}").text
+
+
 def test_reopen_from_the_page_for_its_signer_only(client, auth, page, sessions, processed_case):
     """The signer sees "Reopen for correction" on the signed case; the reason is required and
     shows in the history; another reviewer has no button and is refused."""
