@@ -29,9 +29,15 @@ STORAGE_COPY = "storage"
 
 def backup(settings: Settings, dest: Path) -> dict:
     """Copy the database and then the storage into `dest`; returns what was copied."""
-    dest.mkdir(parents=True, exist_ok=True)
-    database = _copy_database(settings.db_url, dest)
-    copied, present, size = _copy_storage(settings.storage_path, dest / STORAGE_COPY)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        database = _copy_database(settings.db_url, dest)
+        copied, present, size = _copy_storage(settings.storage_path, dest / STORAGE_COPY)
+    except (OSError, sqlite3.Error) as exc:  # DEST full, read-only, not a folder: say so, and that a rerun resumes
+        written = getattr(exc, "filename2", None) or getattr(exc, "filename", None)  # copy2: (source, target)
+        reason = f"could not write {written}: {exc.strerror}" if written and exc.strerror else str(exc)
+        raise RuntimeError(f"the backup into {dest} is incomplete: {reason}. Run it again once that is fixed; "
+                           f"the images already copied are kept") from exc
     return {"database": str(database), "storage": str(dest / STORAGE_COPY), "files_copied": copied,
             "bytes_copied": size, "files_already_there": present}
 
@@ -40,12 +46,15 @@ def _copy_database(db_url: str, dest: Path) -> Path:
     url = make_url(db_url)
     if url.get_backend_name() == "sqlite":
         if not url.database or not Path(url.database).is_file():
-            raise FileNotFoundError(f"no database at {url.database} (MARROW_DATA_DIR or DATABASE_URL)")
+            raise RuntimeError(f"no database at {url.database} (MARROW_DATA_DIR or DATABASE_URL)")
         target, partial = dest / SQLITE_COPY, dest / f"{SQLITE_COPY}.partial"
         partial.unlink(missing_ok=True)
-        with closing(sqlite3.connect(url.database)) as source, closing(sqlite3.connect(partial)) as copy:
-            source.backup(copy)
-        os.replace(partial, target)
+        try:
+            with closing(sqlite3.connect(url.database)) as source, closing(sqlite3.connect(partial)) as copy:
+                source.backup(copy)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
         return target
     pg_dump = shutil.which("pg_dump")
     if pg_dump is None:
@@ -75,8 +84,11 @@ def _copy_storage(root: Path, dest: Path) -> tuple[int, int, int]:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.partial")
-        shutil.copy2(path, partial)
-        os.replace(partial, target)
+        try:
+            shutil.copy2(path, partial)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
         copied += 1
         size += target.stat().st_size
     return copied, present, size

@@ -53,6 +53,15 @@ def test_a_backup_runs_as_the_lab_did_and_the_next_copies_only_what_is_new(clien
     assert (second["files_copied"], second["files_already_there"]) == (0, len(stored))
 
 
+def test_a_backup_that_cannot_write_says_where_and_that_running_it_again_resumes(settings, tmp_path):
+    blocked = tmp_path / "backup"
+    blocked.write_text("not a folder")  # a full or read-only disk is refused the same way
+    with pytest.raises(RuntimeError) as err:
+        backup(settings, blocked)
+    assert str(err.value) == (f"the backup into {blocked} is incomplete: could not write {blocked}: File exists. "
+                              f"Run it again once that is fixed; the images already copied are kept")
+
+
 def test_postgres_is_backed_up_with_pg_dump(fresh_postgres_url, postgres_cluster, tmp_path):
     if shutil.which("pg_dump") is None or shutil.which("pg_restore") is None:
         pytest.skip("pg_dump/pg_restore not on PATH (scripts/test.sh installs postgresql)")
