@@ -1,6 +1,7 @@
-# MarrowDiff: one image for `marrow web` and `marrow worker` (see docker-compose.yml).
-# On x86_64, PyPI's torch==2.14.1 is a CUDA build: the same image runs the worker on an NVIDIA
-# GPU (MARROW_DEVICE=cuda, with the NVIDIA container toolkit on the host) or on the CPU.
+# MarrowDiff: one image for `marrow web` and `marrow worker` (see docker-compose.yml), with
+# pg_dump for `marrow backup` (postgresql-client). On x86_64, PyPI's torch==2.14.1 is a CUDA build:
+# the same image runs the worker on an NVIDIA GPU (MARROW_DEVICE=cuda, with the NVIDIA container
+# toolkit on the host) or on the CPU.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -10,7 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MARROW_DATA_DIR=/data
 
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libgomp1 \
+    && apt-get install -y --no-install-recommends libgomp1 postgresql-client \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 1000 --shell /usr/sbin/nologin marrow \
     && mkdir -p /data \
