@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -30,13 +31,13 @@ def report_data(session: Session, classes, case_id: int) -> dict:
     n = case["indices"]["counted_total"]
     blast = case["indices"]["blast_percent"]
     quality = Counter(flag for row in cell_rows for flag in (row.quality_flags or []))
-    amends = [{"signed_by": e["detail"]["signed_by"], "signed_at": e["detail"]["signed_at"], "reopened_by": e["user"],
-               "reopened_at": e["at"], "reason": e["detail"]["reason"]}
+    amends = [{"signed_by": e["detail"]["signed_by"], "signed_at": datetime.fromisoformat(e["detail"]["signed_at"]),
+               "reopened_by": e["user"], "reopened_at": e["at"], "reason": e["detail"]["reason"]}
               for e in history(session, case_id, AuditAction.REOPEN)]
     flags = []
     if case["signed_at"] is None:
         flags.append("PRELIMINARY: not signed off")
-    flags += [f"AMENDS the sign-off by {a['signed_by']} at {a['signed_at'][:16].replace('T', ' ')} UTC, reopened by "
+    flags += [f"AMENDS the sign-off by {a['signed_by']} at {a['signed_at']:%Y-%m-%d %H:%M} UTC, reopened by "
               f"{a['reopened_by']} at {a['reopened_at']:%Y-%m-%d %H:%M} UTC: {a['reason']}" for a in amends]
     if case["counts"].get(UNK):
         flags.append(f"{case['counts'][UNK]} unidentified cells not classified")
