@@ -6,6 +6,9 @@ The broker only carries "process these cell ids"; the database is the source of 
 """
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from functools import lru_cache
 
 from celery import Celery
@@ -13,7 +16,9 @@ from kombu.transport.sqlalchemy import Transport as SQLAlchemyTransport
 
 from app.config import Settings
 
+log = logging.getLogger(__name__)
 PROCESS_CELLS = "marrow.process_cells"
+RETRY_S = (2.0, 60.0)  # the first and the longest wait between two tries of an upload the broker refused
 QUEUE = "marrow"
 
 
@@ -66,3 +71,30 @@ def enqueue_cells(settings: Settings, upload_id: int, cell_ids: list[int]) -> No
     step = settings.task_cells
     for i in range(0, len(cell_ids), step):
         client.send_task(PROCESS_CELLS, args=[upload_id, cell_ids[i:i + step]], queue=QUEUE)
+
+
+def enqueue_until_queued(settings: Settings, upload_id: int, cell_ids: list[int]) -> None:
+    """Queue an upload's cells; if the broker refuses them, keep trying in a background thread,
+    with backoff, until it takes them. A worker requeues pending cells when it reconnects, but
+    when only the web lost the broker (its own network, a failover the workers rode out) no
+    worker reconnects, and the cells would wait for a worker restart."""
+    try:
+        enqueue_cells(settings, upload_id, cell_ids)
+        return
+    except Exception as exc:  # noqa: BLE001 - kombu and its transports raise their own kinds
+        log.warning("could not queue upload %s (%s); retrying in the background", upload_id, exc)
+
+    def retry() -> None:
+        wait = RETRY_S[0]
+        while True:
+            time.sleep(wait)
+            try:
+                enqueue_cells(settings, upload_id, cell_ids)  # some may be done by then: processing skips them
+            except Exception as exc:  # noqa: BLE001
+                wait = min(2 * wait, RETRY_S[1])
+                log.warning("upload %s still not queued (%s); next try in %.0f s", upload_id, exc, wait)
+                continue
+            log.info("upload %s queued after all", upload_id)
+            return
+
+    threading.Thread(target=retry, name=f"queue-upload-{upload_id}", daemon=True).start()

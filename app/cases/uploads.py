@@ -6,7 +6,6 @@ extracted to disk, so member paths like ../x mean nothing); a zip inside a zip i
 """
 from __future__ import annotations
 
-import logging
 import unicodedata
 import zipfile
 import zlib
@@ -28,7 +27,7 @@ from app.cells.models import Cell
 from app.config import MiB, Settings
 from app.errors import StorageFailed
 from app.ml.decode import decode_bytes
-from app.queue import enqueue_cells
+from app.queue import enqueue_until_queued
 from app.storage import Storage, sha256
 from app.users.models import User
 
@@ -38,7 +37,6 @@ ZIP_MAGIC = b"PK\x03\x04"
 CHECK_THREADS = 4
 CHECK_CHUNK = 32
 CHECK_CHUNK_BYTES = 64 * MiB  # file bytes held at once: a zip of 30 MiB members must not take 1 GiB
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -237,9 +235,6 @@ def receive_upload(session: Session, storage: Storage, settings: Settings, case:
                    parts: list[tuple[str, BinaryIO]]) -> UploadResult:
     """An upload from the API or the case page: ingest every file, then queue the new cells."""
     result = ingest(session, storage, settings, case, user.id, parts)
-    if result.new_cell_ids:
-        try:
-            enqueue_cells(settings, result.upload.id, result.new_cell_ids)
-        except Exception:  # noqa: BLE001 - cells are saved; a starting worker requeues pending cells
-            log.exception("could not enqueue upload %s; it stays queued", result.upload.id)
+    if result.new_cell_ids:  # the cells are saved: a broker that refuses them now is tried again
+        enqueue_until_queued(settings, result.upload.id, result.new_cell_ids)
     return result

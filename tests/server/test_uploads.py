@@ -110,6 +110,38 @@ def test_an_upload_the_temporary_folder_cannot_take_is_refused_whole_saying_wher
     assert upload(client, auth, case_id, [("ok.png", image_bytes(1))]).status_code == 202
 
 
+def test_cells_the_broker_refused_are_queued_once_it_takes_them(client, auth, settings, tmp_path, monkeypatch):
+    """Only the web lost the broker (here its SQLite file's folder is not there yet): the upload
+    is answered and saved, and its cells are queued as soon as the broker takes them, with no
+    worker reconnecting to requeue them."""
+    import time
+
+    from app import queue
+
+    monkeypatch.setattr(queue, "RETRY_S", (0.2, 0.4))
+    case_id = new_case(client, auth)
+    folder = tmp_path / "broker-not-mounted"
+    monkeypatch.setattr(settings, "broker_url", f"sqla+sqlite:///{folder}/broker.sqlite")
+    r = upload(client, auth, case_id, [("a.png", image_bytes(1)), ("b.png", image_bytes(2))])
+    assert r.status_code == 202 and len(r.json()["accepted"]) == 2
+    time.sleep(1)
+    assert not folder.exists()
+    folder.mkdir()
+    deadline = time.monotonic() + 20
+    while not (folder / "broker.sqlite").exists() or not _visible(folder / "broker.sqlite"):
+        assert time.monotonic() < deadline, "the cells were never queued"
+        time.sleep(0.2)
+    assert _visible(folder / "broker.sqlite") == 1  # 2 cells, 3 a task
+
+
+def _visible(db) -> int:
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT count(*) FROM kombu_message WHERE visible = 1").fetchone()[0]
+    except sqlite3.OperationalError:  # the transport has not created its tables yet
+        return 0
+
+
 def test_unicode_and_control_characters_in_names(client, auth, settings):
     case_id = new_case(client, auth)
     r = upload(client, auth, case_id,
