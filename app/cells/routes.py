@@ -13,6 +13,7 @@ from app.cells.overlays import overlay_file
 from app.cells.schemas import CellOut, Relabel
 from app.deps import CurrentUser, SessionDep, StorageDep
 from app.errors import NotFound
+from app.storage import Storage
 from app.taxonomy.service import assignable, of_case
 
 router = APIRouter(prefix="/api", tags=["cells"])
@@ -56,15 +57,25 @@ def image(cell_id: int, request: Request, session: SessionDep, storage: StorageD
     headers = _cache_headers(cell.sha256 if as_is else f"{cell.sha256}.png")
     if _not_modified(request, headers):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    path = _stored(storage, cell.image_path, f"cell {cell_id}'s image")
     if as_is:
-        return FileResponse(storage.path(cell.image_path), media_type=cell.media_type, headers=headers)
+        return FileResponse(path, media_type=cell.media_type, headers=headers)
     from PIL import Image
 
     from app.ml.decode import decode_bytes
 
     buf = io.BytesIO()
-    Image.fromarray(decode_bytes(storage.read(cell.image_path)).rgb).save(buf, "PNG")
+    Image.fromarray(decode_bytes(path.read_bytes()).rgb).save(buf, "PNG")
     return Response(buf.getvalue(), media_type="image/png", headers=headers)
+
+
+def _stored(storage: Storage, key: str, what: str) -> Path:
+    """The file of a storage key; a 404 naming it when it is gone (a storage restored in part,
+    a file removed by hand) instead of a bare 500."""
+    path = storage.path(key)
+    if not path.is_file():
+        raise NotFound(f"{what} is missing from the storage folder ({key})")
+    return path
 
 
 def _cache_headers(tag: str) -> dict[str, str]:
@@ -97,7 +108,8 @@ def _derived(key: str | None, request: Request, what: str, path: Callable[[], Pa
 def thumbnail(cell_id: int, request: Request, session: SessionDep, storage: StorageDep,
               _user: CurrentUser) -> Response:
     key = service.get_cell(session, cell_id).thumbnail_path
-    return _derived(key, request, f"cell {cell_id} has no thumbnail", lambda: storage.path(key))
+    return _derived(key, request, f"cell {cell_id} has no thumbnail",
+                    lambda: _stored(storage, key, f"cell {cell_id}'s thumbnail"))
 
 
 @router.get("/cells/{cell_id}/gradcam", response_class=FileResponse,

@@ -108,6 +108,24 @@ def test_cell_files_are_cached_by_content_hash(client, auth, processed_case, ses
         assert anonymous.status_code == 401 and "etag" not in anonymous.headers
 
 
+def test_a_stored_file_that_is_gone_is_a_404_naming_it(client, auth, processed_case, settings, sessions):
+    """A storage restored in part, or a file removed by hand: the cell's image or thumbnail is a
+    404 that says which file is missing (it was a bare 500), and the other cells still serve."""
+    first, second = client.get(f"/api/cases/{processed_case}/cells", headers=auth).json()[:2]
+    with sessions() as session:
+        image, thumbnail = (session.get(Cell, first["id"]).image_path, session.get(Cell, second["id"]).thumbnail_path)
+    (settings.storage_path / image).unlink()
+    (settings.storage_path / thumbnail).unlink()
+    r = client.get(f"/api/cells/{first['id']}/image", headers=auth)
+    assert r.status_code == 404
+    assert r.json()["detail"] == f"cell {first['id']}'s image is missing from the storage folder ({image})"
+    r = client.get(f"/api/cells/{second['id']}/thumbnail", headers=auth)
+    assert r.status_code == 404
+    assert r.json()["detail"] == f"cell {second['id']}'s thumbnail is missing from the storage folder ({thumbnail})"
+    assert client.get(f"/api/cells/{first['id']}/thumbnail", headers=auth).status_code == 200
+    assert client.get(f"/api/cells/{second['id']}/image", headers=auth).status_code == 200
+
+
 def test_the_gradcam_overlay_is_drawn_when_first_opened(client, auth, processed_case, settings, sessions):
     """The worker keeps the Grad-CAM map in the cell's row (no file); the first request draws the
     overlay, later requests serve that file. A cell processed by an earlier release (a heatmap PNG
