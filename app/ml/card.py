@@ -101,7 +101,13 @@ class ModelCard:
 
     @classmethod
     def load(cls, path: Path) -> ModelCard:
-        data = json.loads(Path(path).read_text())
+        """The card in `path`; a damaged one (cut short, edited by hand) is a ValueError naming it."""
+        try:
+            data = json.loads(Path(path).read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as exc:  # json.JSONDecodeError is a ValueError
+            raise ValueError(f"{path}: not a readable model card: {exc}") from exc
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 

@@ -38,6 +38,22 @@ def test_a_folder_that_is_not_a_checkpoint_is_named(tmp_path):
         load_checkpoint(tmp_path)
 
 
+def test_a_damaged_model_card_is_named_by_the_web_and_the_worker(random_checkpoint, tmp_path):
+    """A card cut short or edited by hand: the web's class list and the worker's model load both
+    say which file it is (it was the bare JSON error, "Expecting property name ...")."""
+    import shutil
+
+    from app.ml.card import load_classes
+
+    damaged = tmp_path / "model"
+    shutil.copytree(random_checkpoint, damaged)
+    card = damaged / "model_card.json"
+    card.write_text(card.read_text()[:40])
+    for load in (load_classes, lambda d: Predictor(d, cache_dir=tmp_path / "cache")):
+        with pytest.raises(ValueError, match=f"^{card}: not a readable model card: "):
+            load(damaged)
+
+
 def test_prediction_is_deterministic_with_full_probabilities_and_top3(random_checkpoint):
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (250, 250, 3), dtype=np.uint8) for _ in range(3)]
