@@ -15,7 +15,7 @@ from app.cases.service import ensure_open, lock_case
 from app.cells.models import Cell, CellStatus
 from app.config import Settings
 from app.errors import Conflict
-from app.queue import enqueue_cells
+from app.queue import enqueue_until_queued
 from app.rerun.models_dir import available, model_path
 from app.users.models import User
 
@@ -41,6 +41,6 @@ def rerun(session: Session, settings: Settings, case: Case, user: User, name: st
     record(session, case_id=case.id, user_id=user.id, action=AuditAction.RERUN, from_value=before, to_value=name,
            detail={"model_version": models[name]["version"], "cells": len(cells)})
     session.commit()
-    for upload_id, ids in by_upload.items():
-        enqueue_cells(settings, upload_id, ids)
+    for upload_id, ids in by_upload.items():  # a broker that refuses them now is tried again
+        enqueue_until_queued(settings, upload_id, ids)
     return {"case_id": case.id, "model": name, "model_version": models[name]["version"], "cells_queued": len(cells)}

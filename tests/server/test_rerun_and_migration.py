@@ -33,6 +33,44 @@ def _models(tmp_path, random_checkpoint):
     return root
 
 
+def test_a_rerun_the_broker_refuses_is_answered_and_queued_once_it_takes_it(tmp_path, random_checkpoint,
+                                                                           model_cache, monkeypatch):
+    """The cells a re-run sets pending are saved before they are queued: a broker that refuses
+    them (its SQLite folder not there yet) gets them as soon as it takes them, and the request
+    is answered instead of failing with a 500 and leaving them pending."""
+    import sqlite3
+    import time
+
+    from app import queue
+    from app.main import create_app
+
+    monkeypatch.setattr(queue, "RETRY_S", (0.2, 0.4))
+    root = _models(tmp_path, random_checkpoint)
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", model_dir=root / "a",
+                        model_cache_dir=model_cache, batch_size=4, task_cells=3)
+    upgrade(settings.db_url)
+    auth = {"Authorization": f"Bearer {make_user(make_sessionmaker(make_engine(settings.db_url)), 'rita')[1]}"}
+    with TestClient(create_app(settings)) as client:
+        case_id = new_case(client, auth)
+        r = upload(client, auth, case_id, [("c1.png", image_bytes(1)), ("c2.png", image_bytes(2))])
+        assert Processor(settings).process(r.json()["upload_id"], [a["cell_id"] for a in r.json()["accepted"]]) == 2
+        folder = tmp_path / "broker-not-mounted"
+        monkeypatch.setattr(settings, "broker_url", f"sqla+sqlite:///{folder}/broker.sqlite")
+        r = client.post(f"/api/cases/{case_id}/rerun", json={"model": "b"}, headers=auth)
+        assert r.status_code == 202 and r.json()["cells_queued"] == 2
+    folder.mkdir()
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with sqlite3.connect(folder / "broker.sqlite") as conn:
+                if conn.execute("SELECT count(*) FROM kombu_message WHERE visible = 1").fetchone()[0] == 1:
+                    break
+        except sqlite3.OperationalError:  # no file or tables yet
+            pass
+        assert time.monotonic() < deadline, "the re-run's cells were never queued"
+        time.sleep(0.2)
+
+
 def test_rerun_with_another_model_keeps_reviewer_labels_and_is_audited(tmp_path, random_checkpoint, model_cache):
     root = _models(tmp_path, random_checkpoint)
     settings = Settings(_env_file=None, data_dir=tmp_path / "data", model_dir=root / "a",
