@@ -20,7 +20,8 @@ from app.users.service import create_user
 
 
 def _marrow_backup(settings: Settings, dest) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL") and not k.startswith("MARROW_")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "BROKER_URL") and not k.startswith("MARROW_")}
     env["MARROW_DATA_DIR"] = str(settings.data_dir)
     done = subprocess.run(marrow_command("backup", str(dest)), env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.audit.models import AuditEvent
-from app.cells.models import Cell, Prediction
+from app.cells.models import Prediction
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker, upgrade
 from app.processing.service import Processor, product_label
