@@ -148,17 +148,19 @@ def _under_shift(predictor: Predictor, samples: list[Sample], unshifted: np.ndar
                  batch_size: int, progress: bool) -> dict:
     """Metrics of the same cells with one scanner/stain shift applied, and how many cells keep
     their unshifted top-1 class."""
-    items = [(str(s.path), lambda s=s: scanner_shifts.shifted_png(decode_path(s.path).rgb, name))
+    items = [(str(s.path), lambda s=s: scanner_shifts.shifted_bytes(decode_path(s.path).rgb, name))
              for s in samples]
     results = list(tqdm(pipeline.run(items, predictor, with_cam=False, batch_size=batch_size),
                         total=len(items), unit="img", desc=name, file=sys.stderr, disable=not progress))
     probs = np.stack([r.prediction.probs for r in results])
     labels = np.asarray([s.label for s in samples])
     report = classification_report(labels, probs.argmax(1), predictor.card.codes)
+    unk = np.asarray([r.prediction.unidentified is not None for r in results])
+    counted = counted_report(labels, probs.argmax(1), unk, predictor.card.codes)
     return {"description": scanner_shifts.describe()[name], "accuracy": report["accuracy"],
             "macro_f1": report["macro_f1"], "ece": expected_calibration_error(probs, labels),
             "same_top1": float((probs.argmax(1) == unshifted.argmax(1)).mean()),
-            "unk_rate": float(np.mean([r.prediction.unidentified is not None for r in results]))}
+            "unk_rate": float(unk.mean()), "macro_f1_counted": counted["macro_f1_counted"]}
 
 
 def _non_cells(predictor: Predictor, samples: list[Sample], batch_size: int, progress: bool) -> dict:

@@ -6,15 +6,18 @@ JPEG compression, slight defocus, a warmer or paler May-Grünwald-Giemsa stain. 
 model under each tells how far its accuracy can be trusted off its own scanner; it does not
 replace a validation on the new lab's own labelled cells.
 
-The shifted image is encoded losslessly (PNG) and goes through the product's whole pipeline
-(decode, quality checks, unsharp repair of blurry cells, prediction), as an upload would.
+The shifted image is encoded losslessly (PNG; an RGBA TIFF for `tiff_400`, the third lab's
+export) and goes through the product's whole pipeline (decode, quality checks, unsharp repair
+of blurry cells, prediction), as an upload would.
 """
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from app.ml import encode
 
@@ -69,6 +72,17 @@ def _paler_stain(rgb: np.ndarray) -> np.ndarray:
     return _hsv(rgb, hue=0, saturation=0.6, value=1.08)
 
 
+def _tiff_400(rgb: np.ndarray) -> np.ndarray:
+    """Another lab's scanner export: 400 x 400 px (bicubic), saved as an RGBA TIFF."""
+    return cv2.resize(rgb, (400, 400), interpolation=cv2.INTER_CUBIC)
+
+
+def _rgba_tiff(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).convert("RGBA").save(buf, "TIFF")
+    return buf.getvalue()
+
+
 SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "wider_field": _wider_field,
     "tighter_crop": _tighter_crop,
@@ -77,7 +91,9 @@ SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "defocus": _defocus,
     "warmer_stain": _warmer_stain,
     "paler_stain": _paler_stain,
+    "tiff_400": _tiff_400,
 }
+ENCODERS: dict[str, Callable[[np.ndarray], bytes]] = {"tiff_400": _rgba_tiff}  # else PNG
 
 
 def describe() -> dict[str, str]:
@@ -85,6 +101,7 @@ def describe() -> dict[str, str]:
     return {name: (fn.__doc__ or "").strip() for name, fn in SHIFTS.items()}
 
 
-def shifted_png(rgb: np.ndarray, name: str) -> bytes:
-    """The shifted cell as PNG bytes (lossless, so only the shift itself changes the pixels)."""
-    return encode.png(SHIFTS[name](rgb))
+def shifted_bytes(rgb: np.ndarray, name: str) -> bytes:
+    """The shifted cell as a lossless file (PNG, or the shift's own format), so only the shift
+    itself changes the pixels."""
+    return ENCODERS.get(name, encode.png)(SHIFTS[name](rgb))

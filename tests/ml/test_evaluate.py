@@ -98,7 +98,8 @@ def test_shifts_evaluate_the_same_cells_again(small_dataset, random_checkpoint, 
     m = json.loads(out.read_text())
     assert KEYS | {"shifts"} <= set(m) and list(m["shifts"]) == ["wider_field", "paler_stain"]
     for s in m["shifts"].values():
-        assert set(s) == {"description", "accuracy", "macro_f1", "ece", "same_top1", "unk_rate"} and s["description"]
+        assert set(s) == {"description", "accuracy", "macro_f1", "ece", "same_top1", "unk_rate",
+                          "macro_f1_counted"} and s["description"]
         assert 0.0 <= s["accuracy"] <= 1.0 and s["same_top1"] in (0.0, 1 / 3, 2 / 3, 1.0)
         assert s["unk_rate"] in (0.0, 1 / 3, 2 / 3, 1.0)  # the share of the 3 shifted cells sent to UNK
     assert "under scanner/stain shifts" in capsys.readouterr().out
@@ -109,16 +110,16 @@ def test_shifts_evaluate_the_same_cells_again(small_dataset, random_checkpoint, 
 
 def test_each_shift_changes_the_cell_but_keeps_it_an_rgb_image(real_cells_dir):
     from app.ml.decode import decode_bytes, decode_path
-    from app.ml.shifts import SHIFTS, shifted_png
+    from app.ml.shifts import SHIFTS, shifted_bytes
 
     cell = decode_path(next((real_cells_dir / "EOS").glob("*.jpg"))).rgb
     for name in SHIFTS:
-        out = decode_bytes(shifted_png(cell, name))
-        assert out.ok and out.format == "PNG" and out.rgb.ndim == 3, name
+        out = decode_bytes(shifted_bytes(cell, name))
+        assert out.ok and out.format == ("TIFF" if name == "tiff_400" else "PNG") and out.rgb.ndim == 3, name
         same_size = out.rgb.shape == cell.shape
         assert not same_size or np.abs(out.rgb.astype(int) - cell).mean() > 1.0, f"{name} changed nothing"
-    assert decode_bytes(shifted_png(cell, "wider_field")).rgb.shape[0] > cell.shape[0]
-    assert decode_bytes(shifted_png(cell, "tighter_crop")).rgb.shape[0] < cell.shape[0]
+    assert decode_bytes(shifted_bytes(cell, "wider_field")).rgb.shape[0] > cell.shape[0]
+    assert decode_bytes(shifted_bytes(cell, "tighter_crop")).rgb.shape[0] < cell.shape[0]
 
 
 def test_an_unknown_shift_is_refused_by_name(small_dataset, random_checkpoint, tmp_path):
