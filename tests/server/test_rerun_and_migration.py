@@ -16,7 +16,7 @@ from app.config import Settings
 from app.db import make_engine, make_sessionmaker, upgrade
 from app.processing.service import Processor, product_label
 
-from support.app import image_bytes, make_user, new_case, upload
+from support.app import image_bytes, make_user, new_case, upload, wait_until_queued
 
 
 def _models(tmp_path, random_checkpoint):
@@ -38,9 +38,6 @@ def test_a_rerun_the_broker_refuses_is_answered_and_queued_once_it_takes_it(tmp_
     """The cells a re-run sets pending are saved before they are queued: a broker that refuses
     them (its SQLite folder not there yet) gets them as soon as it takes them, and the request
     is answered instead of failing with a 500 and leaving them pending."""
-    import sqlite3
-    import time
-
     from app import queue
     from app.main import create_app
 
@@ -59,16 +56,7 @@ def test_a_rerun_the_broker_refuses_is_answered_and_queued_once_it_takes_it(tmp_
         r = client.post(f"/api/cases/{case_id}/rerun", json={"model": "b"}, headers=auth)
         assert r.status_code == 202 and r.json()["cells_queued"] == 2
     folder.mkdir()
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with sqlite3.connect(folder / "broker.sqlite") as conn:
-                if conn.execute("SELECT count(*) FROM kombu_message WHERE visible = 1").fetchone()[0] == 1:
-                    break
-        except sqlite3.OperationalError:  # no file or tables yet
-            pass
-        assert time.monotonic() < deadline, "the re-run's cells were never queued"
-        time.sleep(0.2)
+    wait_until_queued(folder / "broker.sqlite", 1)
 
 
 def test_rerun_with_another_model_keeps_reviewer_labels_and_is_audited(tmp_path, random_checkpoint, model_cache):

@@ -2,7 +2,6 @@
 zips opened safely, duplicates one cell, work enqueued on the real embedded broker."""
 from __future__ import annotations
 
-import sqlite3
 import struct
 import unicodedata
 import zlib
@@ -12,13 +11,12 @@ from sqlalchemy import func, select
 from app.cells.models import Cell
 from app.storage import sha256
 
-from support.app import image_bytes, new_case, upload, zip_bytes
+from support.app import image_bytes, new_case, upload, wait_until_queued, zip_bytes
+from support.app import queued_tasks as broker_tasks
 
 
 def queued_tasks(settings) -> int:
-    db = settings.data_dir / "broker.sqlite"
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT count(*) FROM kombu_message WHERE visible = 1").fetchone()[0]
+    return broker_tasks(settings.data_dir / "broker.sqlite")
 
 
 def test_upload_images_and_zips(client, auth, settings, sessions):
@@ -127,19 +125,7 @@ def test_cells_the_broker_refused_are_queued_once_it_takes_them(client, auth, se
     time.sleep(1)
     assert not folder.exists()
     folder.mkdir()
-    deadline = time.monotonic() + 20
-    while not (folder / "broker.sqlite").exists() or not _visible(folder / "broker.sqlite"):
-        assert time.monotonic() < deadline, "the cells were never queued"
-        time.sleep(0.2)
-    assert _visible(folder / "broker.sqlite") == 1  # 2 cells, 3 a task
-
-
-def _visible(db) -> int:
-    try:
-        with sqlite3.connect(db) as conn:
-            return conn.execute("SELECT count(*) FROM kombu_message WHERE visible = 1").fetchone()[0]
-    except sqlite3.OperationalError:  # the transport has not created its tables yet
-        return 0
+    wait_until_queued(folder / "broker.sqlite", 1)  # 2 cells, 3 a task
 
 
 def test_unicode_and_control_characters_in_names(client, auth, settings):

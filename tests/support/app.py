@@ -81,6 +81,28 @@ def zip_bytes(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
+def queued_tasks(broker_db: Path) -> int:
+    """Tasks waiting in an embedded broker's SQLite file (0 while it or its tables do not exist)."""
+    import sqlite3
+
+    if not broker_db.exists():
+        return 0
+    try:
+        with sqlite3.connect(broker_db) as conn:
+            return conn.execute("SELECT count(*) FROM kombu_message WHERE visible = 1").fetchone()[0]
+    except sqlite3.OperationalError:  # the transport has not created its tables yet
+        return 0
+
+
+def wait_until_queued(broker_db: Path, tasks: int, timeout: float = 20) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while queued_tasks(broker_db) != tasks:
+        assert time.monotonic() < deadline, f"{tasks} task(s) never reached {broker_db}"
+        time.sleep(0.2)
+
+
 def new_case(client, auth, accession: str = "MD-1") -> int:
     r = client.post("/api/cases", json={"accession": accession}, headers=auth)
     assert r.status_code == 201, r.text
