@@ -1,4 +1,5 @@
-"""Browser sessions: who is logged in (a signed cookie holding a user id) and the CSRF token.
+"""Browser sessions: who is logged in (a signed cookie holding a user id and a stamp of the
+password it logged in with) and the CSRF token.
 
 The cookie is Starlette's SessionMiddleware (itsdangerous-signed, HttpOnly, SameSite=Lax).
 Every unsafe request a session authenticates must carry the session's CSRF token, in the
@@ -6,6 +7,7 @@ X-CSRF-Token header (HTMX, fetch) or a `csrf_token` form field (plain forms).
 """
 from __future__ import annotations
 
+import hashlib
 import secrets
 
 from sqlalchemy.orm import Session
@@ -39,11 +41,18 @@ def csrf_matches(request: Request, sent: str | None) -> bool:
     return bool(expected and sent) and secrets.compare_digest(expected, sent)
 
 
+def _password_stamp(user: User) -> str:
+    """Changes with the password (each Argon2 hash has its own salt), so a new password ends the
+    account's other sessions: a stolen cookie dies with the password it was logged in with."""
+    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
+
+
 def log_in(request: Request, user: User) -> None:
     """A fresh session for the user (a new CSRF token too, so one seen before login is useless)."""
     store = _store(request)
     store.clear()
     store["uid"] = user.id
+    store["pw"] = _password_stamp(user)
     store["csrf"] = secrets.token_urlsafe(32)
 
 
@@ -52,12 +61,15 @@ def log_out(request: Request) -> None:
 
 
 def session_user(request: Request, db: Session) -> User | None:
-    """The active user of the session cookie, or None."""
-    uid = (_store(request) or {}).get("uid")
+    """The active user of the session cookie, or None (also once the password has changed)."""
+    store = _store(request) or {}
+    uid = store.get("uid")
     if uid is None:
         return None
     user = db.get(User, uid)
-    return user if user is not None and user.active else None
+    if user is None or not user.active:
+        return None
+    return user if secrets.compare_digest(store.get("pw", ""), _password_stamp(user)) else None
 
 
 def browser_user(request: Request, db: Session) -> User | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.users.models import ApiToken, User
@@ -29,3 +29,11 @@ def user_for_token(session: Session, token: str) -> User | None:
     """The active user a token belongs to, or None (unknown token or disabled user)."""
     user = session.scalar(select(User).join(ApiToken).where(ApiToken.token_hash == token_hash(token)))
     return user if user is not None and user.active else None
+
+
+def revoke_tokens(session: Session, user: User) -> int:
+    """Remove every token of the user (a leaked one cannot be told apart: only hashes are kept);
+    returns how many there were."""
+    removed = session.execute(delete(ApiToken).where(ApiToken.user_id == user.id)).rowcount
+    session.commit()
+    return removed

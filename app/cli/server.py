@@ -47,6 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=cmd_users_add)
     q = users.add_parser("list", help="list users")
     q.set_defaults(func=cmd_users_list)
+    q = users.add_parser("password", help="set a user's password (a forgotten one; their browser sessions end)")
+    q.add_argument("name")
+    q.add_argument("--password-stdin", action="store_true", help="read the password from stdin (else prompt)")
+    q.set_defaults(func=cmd_users_password)
     for action, active in (("disable", False), ("enable", True)):
         q = users.add_parser(action, help=f"{action} a user (a disabled user's tokens are refused)")
         q.add_argument("name")
@@ -54,6 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("token", help="print a new API token for a user (only its hash is stored)")
     p.add_argument("name")
+    p.add_argument("--revoke", action="store_true",
+                   help="instead, remove every API token of the user (a leaked one; scripts using them get 401)")
     p.set_defaults(func=cmd_token)
 
     p = sub.add_parser("backup", help="copy the database and the images into DEST while the lab runs "
@@ -161,16 +167,29 @@ def _stop_if_worker_dies(worker: subprocess.Popen, stopping: threading.Event, di
         os.kill(os.getpid(), signal.SIGINT)
 
 
+def _read_password(args) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return getpass.getpass(f"password for {args.name}: ")
+
+
 def cmd_users_add(args) -> int:
     from app.users.service import create_user
 
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = getpass.getpass(f"password for {args.name}: ")
+    password = _read_password(args)
     with _sessions()() as session:
         user = create_user(session, args.name, args.role, password)
     print(f"created {user.role} {user.name}")
+    return 0
+
+
+def cmd_users_password(args) -> int:
+    from app.users.service import set_password
+
+    password = _read_password(args)
+    with _sessions()() as session:
+        user = set_password(session, args.name, password)
+    print(f"new password set for {user.name}; their browser sessions are logged out")
     return 0
 
 
@@ -193,11 +212,15 @@ def cmd_users_active(args) -> int:
 
 
 def cmd_token(args) -> int:
-    from app.auth.tokens import issue_token
+    from app.auth.tokens import issue_token, revoke_tokens
     from app.users.service import require
 
     with _sessions()() as session:
-        print(issue_token(session, require(session, args.name)))
+        user = require(session, args.name)
+        if args.revoke:
+            print(f"revoked {revoke_tokens(session, user)} API token(s) of {user.name}")
+        else:
+            print(issue_token(session, user))
     return 0
 
 

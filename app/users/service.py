@@ -1,4 +1,5 @@
-"""User accounts: creation, the first-run administrator, enabling and disabling, login checks.
+"""User accounts: creation, the first-run administrator, enabling and disabling, passwords,
+login checks.
 
 Passwords are hashed by app.auth.passwords (Argon2); API tokens live in app.auth.tokens.
 Errors are domain errors (app.errors): the API and the pages turn them into HTTP answers in one
@@ -25,10 +26,25 @@ class InvalidUser(DomainError, ValueError):
     status_code = 422
 
 
+class WrongPassword(DomainError):
+    """The current password given to change it is not the account's."""
+
+    status_code = 403
+
+
 class UserNotFound(NotFound):
     def __init__(self, name: str):
         super().__init__(f"no user named {name!r}")
         self.name = name
+
+
+def _password_hash(password: str) -> str:
+    """The stored hash of an acceptable password."""
+    try:
+        passwords.check_strength(password)
+    except ValueError as exc:
+        raise InvalidUser(str(exc)) from None
+    return passwords.hash_password(password)
 
 
 def _new_user(session: Session, name: str, role: str, password: str) -> User:
@@ -37,13 +53,10 @@ def _new_user(session: Session, name: str, role: str, password: str) -> User:
         raise InvalidUser(f"role must be one of {', '.join(ROLES)}")
     if not name or len(name) > 80:
         raise InvalidUser("user name must be 1 to 80 characters")
-    try:
-        passwords.check_strength(password)
-    except ValueError as exc:
-        raise InvalidUser(str(exc)) from None
+    password_hash = _password_hash(password)
     if get_by_name(session, name) is not None:
         raise InvalidUser(f"user {name!r} already exists")
-    user = User(name=name, role=role, password_hash=passwords.hash_password(password), active=True)
+    user = User(name=name, role=role, password_hash=password_hash, active=True)
     session.add(user)
     return user
 
@@ -111,3 +124,22 @@ def set_active(session: Session, name: str, active: bool) -> User:
     user.active = active
     session.commit()
     return user
+
+
+def set_password(session: Session, name: str, password: str) -> User:
+    """An administrator's reset (a forgotten or shared password). The account's browser sessions
+    end at their next request (app.auth.sessions); its API tokens stay valid."""
+    user = require(session, name)
+    user.password_hash = _password_hash(password)
+    session.commit()
+    return user
+
+
+def change_password(session: Session, user: User, current: str, new: str) -> None:
+    """The user's own change: only with the current password, and to a different one."""
+    if not passwords.verify(user.password_hash, current):
+        raise WrongPassword("the current password is wrong")
+    if passwords.verify(user.password_hash, new):
+        raise InvalidUser("the new password is the current one; choose another")
+    user.password_hash = _password_hash(new)
+    session.commit()

@@ -1,4 +1,4 @@
-"""First-run setup, login/logout and the administrators' user list."""
+"""First-run setup, login/logout, one's own password and the administrators' user list."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -10,7 +10,7 @@ from app.auth.sessions import log_in, log_out, session_user
 from app.deps import SessionDep
 from app.users import service as users
 from app.users.models import ROLES
-from app.web.auth import AdminUser, Csrf
+from app.web.auth import AdminUser, Csrf, PageUser
 from app.web.templating import render
 
 router = APIRouter(include_in_schema=False)
@@ -86,6 +86,30 @@ def logout(request: Request) -> Response:
     return _see_other("/login")
 
 
+@router.get("/account")
+def account(request: Request, _user: PageUser) -> Response:
+    return render(request, "account.html")
+
+
+@router.post("/account/password", dependencies=[Csrf])
+def change_password(request: Request, db: SessionDep, user: PageUser, current: Text, password: Text,
+                    password2: Text) -> Response:
+    """Counted by the login limit: a session left open must not become a way to guess the password."""
+    client = request.client.host if request.client else "unknown"
+    if not request.app.state.login_limiter.hit(client, user.name):
+        return render(request, "account.html", status.HTTP_429_TOO_MANY_REQUESTS,
+                      error="too many password attempts; wait a minute and try again")
+    if password != password2:
+        return render(request, "account.html", status.HTTP_422_UNPROCESSABLE_CONTENT,
+                      error="the two new passwords differ")
+    try:
+        users.change_password(db, user, current, password)
+    except (users.WrongPassword, users.InvalidUser) as exc:
+        return render(request, "account.html", exc.status_code, error=str(exc))
+    log_in(request, user)  # this session goes on with the new password; the others end
+    return render(request, "account.html", notice="password changed; your other sessions are logged out")
+
+
 def _users_page(request: Request, db, template: str, status_code: int = 200, **context) -> Response:
     return render(request, template, status_code, users=users.list_users(db), roles=ROLES, **context)
 
@@ -114,3 +138,16 @@ def set_active(request: Request, db: SessionDep, admin: AdminUser, name: str,
     users.set_active(db, name, active)  # users.UserNotFound: a 404 page (app.web.install)
     return _users_page(request, db, "partials/users.html",
                        notice=f"{name} {'enabled' if active else 'disabled'}")
+
+
+@router.post("/admin/users/{name}/password", dependencies=[Csrf])
+def set_password(request: Request, db: SessionDep, admin: AdminUser, name: str, password: Text) -> Response:
+    if name == admin.name:
+        return _users_page(request, db, "partials/users.html", status.HTTP_409_CONFLICT,
+                           error="change your own password under Account, with your current one")
+    try:
+        users.set_password(db, name, password)  # users.UserNotFound: a 404 page (app.web.install)
+    except users.InvalidUser as exc:
+        return _users_page(request, db, "partials/users.html", exc.status_code, error=str(exc))
+    return _users_page(request, db, "partials/users.html",
+                       notice=f"new password set for {name}; their browser sessions are logged out")

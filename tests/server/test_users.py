@@ -55,7 +55,7 @@ def test_disabled_users_token_is_refused(sessions, client):
     assert client.get("/api/cases", headers=headers).status_code == 401
 
 
-def test_cli_users_add_and_token(settings, client):
+def test_cli_users_add_password_and_tokens(settings, client):
     env = {**os.environ, "MARROW_DATA_DIR": str(settings.data_dir), "MARROW_MODEL_DIR": str(settings.model_dir)}
     env.pop("DATABASE_URL", None)
 
@@ -69,6 +69,23 @@ def test_cli_users_add_and_token(settings, client):
     r = marrow("token", "carl")
     assert r.returncode == 0, r.stderr
     token = r.stdout.strip()
+    assert client.get("/api/cases", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    r = marrow("users", "password", "carl", "--password-stdin", stdin="short\n")
+    assert (r.returncode, r.stderr) == (2, "marrow users password: error: password must be at least 8 characters\n")
+    r = marrow("users", "password", "nobody", "--password-stdin", stdin="another passphrase\n")
+    assert (r.returncode, r.stderr) == (2, "marrow users password: error: no user named 'nobody'\n")
+    r = marrow("users", "password", "carl", "--password-stdin", stdin="another passphrase\n")
+    assert (r.returncode, r.stdout) == (0, "new password set for carl; their browser sessions are logged out\n")
+    with client.app.state.sessionmaker() as session:
+        carl = session.scalar(select(User).where(User.name == "carl"))
+        assert verify_password(carl, "another passphrase") and not verify_password(carl, "s3cret-passphrase")
+    assert client.get("/api/cases", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    second = marrow("token", "carl").stdout.strip()
+    r = marrow("token", "carl", "--revoke")
+    assert (r.returncode, r.stdout) == (0, "revoked 2 API token(s) of carl\n")
+    for revoked in (token, second):
+        assert client.get("/api/cases", headers={"Authorization": f"Bearer {revoked}"}).status_code == 401
+    token = marrow("token", "carl").stdout.strip()
     assert client.get("/api/cases", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     r = marrow("users", "disable", "carl")
     assert r.returncode == 0, r.stderr
