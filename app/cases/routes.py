@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, status
 
 from app.cases import service
-from app.cases.models import Upload
+from app.cases.models import CaseStatus, Upload
 from app.cases.schemas import CaseCreate, CaseEdit, CaseOut, CaseReopen, UploadOut, UploadStatus
 from app.cases.upload_form import receive_request
 from app.deps import ClassesDep, CurrentUser, SessionDep, SettingsDep, StorageDep
@@ -23,8 +25,17 @@ def create_case(body: CaseCreate, session: SessionDep, user: CurrentUser, classe
 
 
 @router.get("/cases", response_model=list[CaseOut])
-def list_cases(session: SessionDep, _user: CurrentUser, classes: ClassesDep) -> list[dict]:
-    return service.summaries(session, classes)
+def list_cases(session: SessionDep, _user: CurrentUser, classes: ClassesDep,
+               q: Annotated[str, Query(max_length=120, description="part of the accession, any case")] = "",
+               state: Annotated[CaseStatus | None, Query(alias="status")] = None,
+               before: Annotated[int | None, Query(description="only cases older than this id (the next page)")] = None,
+               limit: Annotated[int | None, Query(ge=1, le=1000, description="at most this many; default all")] = None,
+               ) -> list[dict]:
+    """Cases, newest first: all of them, or those matching, a page at a time."""
+    if not (q or state or before is not None or limit is not None):
+        return service.summaries(session, classes)
+    ids = service.find(session, q, state, before, limit)
+    return service.summaries(session, classes, ids) if ids else []
 
 
 @router.get("/cases/{case_id}", response_model=CaseOut)

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from app.audit.models import AuditAction
@@ -72,7 +73,7 @@ def differential(counts: dict[str, int], classes: tuple[CellClass, ...]) -> dict
             for c in classes if c.counted}
 
 
-def _tallies(session: Session, case_ids: list[int] | None) -> tuple[dict, dict]:
+def _tallies(session: Session, case_ids: Sequence[int] | None) -> tuple[dict, dict]:
     """Per case: {"total", "processed"} and {label: n}, in two grouped queries."""
     where = [Cell.case_id.in_(case_ids)] if case_ids is not None else []
     progress: dict[int, dict[str, int]] = defaultdict(lambda: {"total": 0, "processed": 0})
@@ -89,14 +90,14 @@ def _tallies(session: Session, case_ids: list[int] | None) -> tuple[dict, dict]:
     return progress, labels
 
 
-def summaries(session: Session, classes: tuple[CellClass, ...], case_id: int | None = None) -> list[dict]:
-    """Every case (or one) with status, progress, counts and differential, newest first. Each
-    case is counted with its own category list (`classes`, the model's, is not used for that)."""
+def summaries(session: Session, classes: tuple[CellClass, ...], case_ids: Sequence[int] | None = None) -> list[dict]:
+    """Every case (or those given) with status, progress, counts and differential, newest first.
+    Each case is counted with its own category list (`classes`, the model's, is not used for that)."""
     query = select(Case, User.name).outerjoin(User, User.id == Case.signed_by_id).order_by(Case.id.desc())
-    if case_id is not None:
-        query = query.where(Case.id == case_id)
+    if case_ids is not None:
+        query = query.where(Case.id.in_(case_ids))
     rows = session.execute(query).all()
-    progress, labels = _tallies(session, None if case_id is None else [case_id])
+    progress, labels = _tallies(session, case_ids)
     out = []
     for case, signer in rows:
         p, counts = progress[case.id], labels[case.id]
@@ -119,7 +120,37 @@ def summaries(session: Session, classes: tuple[CellClass, ...], case_id: int | N
 
 def summary(session: Session, classes: tuple[CellClass, ...], case_id: int) -> dict:
     get_case(session, case_id)
-    return summaries(session, classes, case_id)[0]
+    return summaries(session, classes, [case_id])[0]
+
+
+def _has_status(status: str):
+    """The SQL condition for case_status(): a list of years of cases is filtered by the database,
+    not by counting every case's cells."""
+    cells = exists().where(Cell.case_id == Case.id)
+    pending = exists().where(Cell.case_id == Case.id, Cell.status == CellStatus.PENDING)
+    open_ = Case.signed_at.is_(None)
+    return {CaseStatus.SIGNED: Case.signed_at.is_not(None), CaseStatus.EMPTY: and_(open_, ~cells),
+            CaseStatus.PROCESSING: and_(open_, pending), CaseStatus.READY: and_(open_, cells, ~pending)}[status]
+
+
+def _matching(q: str, status: str | None):
+    """Cases whose accession contains `q` (any case) and with this status."""
+    query = select(Case.id)
+    if q.strip():
+        query = query.where(func.lower(Case.accession).contains(q.strip().lower(), autoescape=True))
+    return query.where(_has_status(status)) if status else query
+
+
+def find(session: Session, q: str = "", status: str | None = None, before: int | None = None,
+         limit: int | None = None) -> list[int]:
+    """Ids of the matching cases, newest first; `before`: only cases older than that id (the
+    next page of a list)."""
+    query = _matching(q, status).order_by(Case.id.desc()).limit(limit)
+    return list(session.scalars(query if before is None else query.where(Case.id < before)))
+
+
+def count(session: Session, q: str = "", status: str | None = None) -> int:
+    return session.scalar(select(func.count()).select_from(_matching(q, status).subquery()))
 
 
 def lock_case(session: Session, case: Case) -> None:

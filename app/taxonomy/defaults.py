@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 UNK = "UNK"  # cells the pipeline would not name: shown first, in no percentage, block sign-off
 UNK_NAME = "Unidentified"
@@ -24,7 +24,7 @@ class Category:
     lineage: str = ""
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return dict(vars(self))  # flat: dataclasses.asdict's recursive copy took a third of the case list's time
 
     @classmethod
     def from_dict(cls, d: dict) -> Category:

@@ -24,23 +24,30 @@ router = APIRouter(include_in_schema=False)
 STATUSES = tuple(CaseStatus)
 
 
-def _matching(rows: list[dict], q: str, state: str) -> list[dict]:
-    q = q.strip().lower()
-    return [c for c in rows if (not q or q in c["accession"].lower()) and (not state or c["status"] == state)]
+PAGE_CASES = 50  # rows a case list shows at a time, newest first; "Show older cases" adds more
+
+
+def _case_rows(db, classes, q: str, state: str, before: int | None = None) -> dict:
+    """One page of the case list: years of cases are filtered and counted by the database."""
+    status = state if state in STATUSES else None
+    ids = cases.find(db, q, status, before, PAGE_CASES + 1)
+    return {"cases": cases.summaries(db, classes, ids[:PAGE_CASES]) if ids else [],
+            "older": ids[PAGE_CASES - 1] if len(ids) > PAGE_CASES else None,
+            "matching": cases.count(db, q, status) if before is None else None,
+            "q": q, "state": state, "classes": classes}
 
 
 @router.get("/cases")
 def case_list(request: Request, db: SessionDep, _user: PageUser, classes: ClassesDep,
               q: str = "", state: str = "") -> Response:
-    return render(request, "cases.html", cases=_matching(cases.summaries(db, classes), q, state),
-                  q=q, state=state, statuses=STATUSES, classes=classes)
+    return render(request, "cases.html", statuses=STATUSES, **_case_rows(db, classes, q, state))
 
 
 @router.get("/cases/rows")
 def case_rows(request: Request, db: SessionDep, _user: PageUser, classes: ClassesDep,
-              q: str = "", state: str = "") -> Response:
-    return render(request, "partials/case_rows.html", cases=_matching(cases.summaries(db, classes), q, state),
-                  classes=classes)
+              q: str = "", state: str = "", before: int | None = None) -> Response:
+    """The rows for a search (with the count of matches), or the next older page (`before`)."""
+    return render(request, "partials/case_rows.html", **_case_rows(db, classes, q, state, before))
 
 
 @router.post("/cases", dependencies=[Csrf])

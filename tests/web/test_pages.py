@@ -130,3 +130,22 @@ def test_user_text_is_escaped_everywhere(client, auth, page):
     for path in ("/cases", f"/cases/{case_id}", f"/cases/{case_id}/review"):
         text = client.get(path).text
         assert "<script>alert" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;&#39;&#34;" in text, path
+
+
+def test_case_list_shows_a_page_of_the_newest_and_then_older_ones(client, auth, page, htmx):
+    from support.app import new_case
+
+    for i in range(1, 56):
+        new_case(client, auth, f"BM-{i:03d}")
+    first = client.get("/cases").text
+    shown = re.findall(r">BM-(\d{3})</a>", first)
+    assert shown == [f"{i:03d}" for i in range(55, 5, -1)]
+    assert "55 cases; the newest 50 are shown." in first
+    older = re.search(r'hx-get="(/cases/rows\?[^"]+)"', first).group(1).replace("&amp;", "&")
+    rest = client.get(older, headers=htmx).text
+    assert re.findall(r">BM-(\d{3})</a>", rest) == ["005", "004", "003", "002", "001"]
+    assert "Show older cases" not in rest and "No cases match" not in rest
+    rows = client.get("/cases/rows", params={"q": "bm-0"}, headers=htmx).text
+    assert rows.count("<tr>") == 50 and "55 cases match; the newest 50 are shown." in rows
+    rows = client.get("/cases/rows", params={"q": "bm-04"}, headers=htmx).text
+    assert rows.count("<tr>") == 10 and "Show older cases" not in rows
