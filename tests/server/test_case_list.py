@@ -2,10 +2,22 @@
 statuses and matches as each case's own summary."""
 from __future__ import annotations
 
+import pytest
+
 from app.cases.models import Case
-from app.db import utcnow
+from app.db import upgrade, utcnow
 
 from support.app import image_bytes, new_case, upload
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request, settings):
+    """The filters are SQL: the same test on both databases a lab runs."""
+    if request.param == "sqlite":
+        return settings
+    url = request.getfixturevalue("fresh_postgres_url")
+    upgrade(url)
+    return settings.model_copy(update={"database_url": url})
 
 
 def test_status_and_accession_filters_agree_with_each_cases_summary(client, auth, sessions, processed_case):
