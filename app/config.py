@@ -8,11 +8,14 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, get_args
+from zoneinfo import ZoneInfo
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from app.localtime import time_zone
 
 DEFAULT_SECRET = "dev-insecure-change-me"
 MiB = 1024 * 1024
@@ -51,11 +54,19 @@ class Settings(BaseSettings):
     batch_size: int | None = Field(None, ge=1)
     task_cells: int = Field(128, ge=1)  # cells per queued task: the unit a dead worker redoes
     repair: bool = True  # unsharp masking of blurry cells before classification
+    # MARROW_TIMEZONE: how pages and the PDF write times (IANA name); stored times stay UTC.
+    timezone: str = "UTC"
 
     # Upload limits (see README, "Uploads").
     max_request_mb: int = Field(1024, ge=1)
     max_file_mb: int = Field(32, ge=1)
     max_files: int = Field(20_000, ge=1)  # image files per request, zip members included
+
+    @field_validator("timezone")
+    @classmethod
+    def _a_time_zone(cls, name: str) -> str:
+        time_zone(name)
+        return name
 
     @field_validator("database_url")
     @classmethod
@@ -76,6 +87,10 @@ class Settings(BaseSettings):
                              f"development key would let anyone forge a login); set e.g. "
                              f"MARROW_SECRET_KEY=$(openssl rand -hex 32)")
         return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return time_zone(self.timezone)
 
     @property
     def storage_path(self) -> Path:

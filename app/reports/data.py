@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -13,13 +14,15 @@ from app.cases.service import summary
 from app.cells.models import Cell, CellStatus
 from app.cells.service import rows
 from app.differential.indices import BLAST_CODE, BLAST_MARKS, TARGETS, compute, percents
+from app.localtime import lab_time
 from app.taxonomy.defaults import UNK
 from app.taxonomy.service import of_case
 
 BLAST_STRIP = 12  # blast images on the PDF
 
 
-def report_data(session: Session, classes, case_id: int) -> dict:
+def report_data(session: Session, classes, case_id: int, zone: ZoneInfo) -> dict:
+    """`zone`: the lab's, for the times the report writes out (the PDF; FHIR keeps UTC)."""
     case = summary(session, classes, case_id)
     categories = of_case(case["categories"])
     cell_rows = rows(session, case_id)
@@ -37,8 +40,9 @@ def report_data(session: Session, classes, case_id: int) -> dict:
     flags = []
     if case["signed_at"] is None:
         flags.append("PRELIMINARY: not signed off")
-    flags += [f"AMENDS the sign-off by {a['signed_by']} at {a['signed_at']:%Y-%m-%d %H:%M} UTC, reopened by "
-              f"{a['reopened_by']} at {a['reopened_at']:%Y-%m-%d %H:%M} UTC: {a['reason']}" for a in amends]
+    flags += [f"AMENDS the sign-off by {a['signed_by']} at {lab_time(a['signed_at'], zone, seconds=False)}, "
+              f"reopened by {a['reopened_by']} at {lab_time(a['reopened_at'], zone, seconds=False)}: {a['reason']}"
+              for a in amends]
     if case["counts"].get(UNK):
         flags.append(f"{case['counts'][UNK]} unidentified cells not classified")
     if n < TARGETS[0]:
@@ -55,7 +59,7 @@ def report_data(session: Session, classes, case_id: int) -> dict:
     thumbs = dict(session.execute(select(Cell.id, Cell.thumbnail_path).where(Cell.id.in_(blast_ids))).all()) \
         if blast_ids else {}
     return {
-        "case": case, "categories": categories, "table": table, "indices": indices,
+        "case": case, "zone": zone, "categories": categories, "table": table, "indices": indices,
         "counted_total": n, "blast_percent": blast, "blast_level": case["indices"]["blast_level"],
         "target_reached": case["indices"]["target_reached"], "targets": TARGETS, "marks": BLAST_MARKS,
         "flags": flags, "amends": amends, "unidentified": case["counts"].get(UNK, 0),

@@ -8,11 +8,11 @@ is never changed silently, as the Latin-1 core fonts' "?" did.
 from __future__ import annotations
 
 import importlib.util
-from datetime import datetime
 from pathlib import Path
 
 from fpdf import FPDF
 
+from app.localtime import lab_time
 from app.storage import Storage
 
 FONT = "DejaVu"
@@ -32,8 +32,6 @@ def _pct(v) -> str:
     return "" if v is None else f"{v:.1f}"
 
 
-def _when(dt: datetime | None) -> str:
-    return dt.strftime("%Y-%m-%d %H:%M UTC") if dt else ""
 
 
 def render_pdf(data: dict, storage: Storage) -> bytes:
@@ -56,7 +54,7 @@ def render_pdf(data: dict, storage: Storage) -> bytes:
     pdf.set_font(FONT, "", 10)
     for label, value in (("Case", f"{case['accession']} (case {case['id']})"), ("Specimen", case["specimen"]),
                          ("Status", case["status"]),
-                         ("Signed by", f"{case['signed_by']} at {_when(case['signed_at'])}" if case["signed_at"]
+                         ("Signed by", f"{case['signed_by']} at {lab_time(case['signed_at'], data['zone'], seconds=False)}" if case["signed_at"]
                           else "not signed (preliminary)"),
                          ("Model version", ", ".join(data["model_versions"]) or "none"),
                          ("Cells", f"{case['cells_total']} imaged, {data['counted_total']} counted, "

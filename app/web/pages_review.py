@@ -2,20 +2,22 @@
 from __future__ import annotations
 
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import Response
 
 from app.cases import service as cases
 from app.cells import service as cells
-from app.deps import ClassesDep, SessionDep
+from app.deps import ClassesDep, SessionDep, SettingsDep
 from app.errors import Conflict
+from app.localtime import lab_time
 from app.web.auth import Csrf, PageUser
 from app.web.progress import progress
 from app.taxonomy.service import assignable
 from app.web.review import (FILTERS, SORTS, TARGETS, case_categories, gallery, panel, parse_items,
                             target_or_default, tile)
-from app.web.templating import render, when
+from app.web.templating import render
 
 router = APIRouter(include_in_schema=False)
 
@@ -53,21 +55,22 @@ def cell_detail(request: Request, cell_id: int, db: SessionDep, _user: PageUser,
                   classes=classes, has_overlay=cell.overlay_path is not None, model_version=row.model_version)
 
 
-def _conflict(db, classes, case_id: int, cell_id: int) -> tuple[str, bool]:
+def _conflict(db, classes, case_id: int, cell_id: int, zone: ZoneInfo) -> tuple[str, bool]:
     """Who made the change that won, and when (what a second reviewer needs to decide);
     and whether the case is now locked, which ends the batch."""
     case = cases.summary(db, classes, case_id)
     if case["signed_at"] is not None:
-        return f"Case signed by {case['signed_by']} at {when(case['signed_at'])} — locked.", True
+        return f"Case signed by {case['signed_by']} at {lab_time(case['signed_at'], zone)} — locked.", True
     row = cells.rows(db, case_id, cell_id)[0]
-    at = f" at {when(row.label_at)}" if row.label_at else ""
+    at = f" at {lab_time(row.label_at, zone)}" if row.label_at else ""
     who = row.labelled_by or "the model"
     return f"Cell {row.filename} was changed by {who}{at} (now {row.label}); reload to see the latest.", False
 
 
 @router.post("/cases/{case_id}/relabel", dependencies=[Csrf])
 def relabel(request: Request, case_id: int, db: SessionDep, user: PageUser, classes: ClassesDep,
-            items: Annotated[str, Form()], target: Annotated[int, Form()] = TARGETS[0]) -> Response:
+            settings: SettingsDep, items: Annotated[str, Form()], target: Annotated[int, Form()] = TARGETS[0],
+            ) -> Response:
     """Each cell through the cells service (the PATCH /api/cells/{id} path: optimistic version
     check, audit); answers the message, the changed tiles and the differential (out of band)."""
     categories = case_categories(db, cases.summary(db, classes, case_id))
@@ -83,7 +86,7 @@ def relabel(request: Request, case_id: int, db: SessionDep, user: PageUser, clas
             cells.relabel(db, cell_id, label, user, version)
             changed.append(cell_id)
         except Conflict:
-            conflict, locked = _conflict(db, classes, case_id, cell_id)
+            conflict, locked = _conflict(db, classes, case_id, cell_id, settings.zone)
             if locked:
                 break
     touched = set(changed) | {cell_id for cell_id, _, _ in wanted}

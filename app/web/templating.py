@@ -6,18 +6,21 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from app.auth.sessions import CSRF_FIELD, CSRF_HEADER, csrf_token
+from app.localtime import lab_time
 
 ROOT = Path(__file__).resolve().parents[2]
 templates = Jinja2Templates(directory=ROOT / "templates")
 
 
-def when(value: datetime | None) -> str:
-    """UTC, to the second: labs compare these with instrument and LIS logs."""
-    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
+@pass_context
+def when(context, value: datetime | None) -> str:
+    """In the lab's time zone, to the second: labs compare these with instrument and LIS logs."""
+    return lab_time(value, context["request"].app.state.settings.zone)
 
 
 templates.env.filters["when"] = when

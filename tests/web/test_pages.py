@@ -149,3 +149,33 @@ def test_case_list_shows_a_page_of_the_newest_and_then_older_ones(client, auth, 
     assert rows.count("<tr>") == 50 and "55 cases match; the newest 50 are shown." in rows
     rows = client.get("/cases/rows", params={"q": "bm-04"}, headers=htmx).text
     assert rows.count("<tr>") == 10 and "Show older cases" not in rows
+
+
+def test_pages_and_the_report_write_times_in_the_labs_time_zone(settings, sessions, processed_case):
+    import io
+    from datetime import UTC, datetime
+
+    from fastapi.testclient import TestClient
+    from pypdf import PdfReader
+
+    from app.cases.models import Case
+    from app.main import create_app
+    from app.users.models import User
+
+    with sessions() as session:
+        case = session.get(Case, processed_case)
+        case.signed_at = datetime(2026, 7, 1, 12, 0, 5, tzinfo=UTC)
+        case.signed_by_id = session.query(User).filter_by(name="rita").one().id
+        session.commit()
+    with TestClient(create_app(settings.model_copy(update={"timezone": "Europe/Berlin"}))) as berlin:
+        log_in(berlin, "rita")
+        assert "rita, 2026-07-01 14:00:05 CEST" in berlin.get("/cases").text
+        pdf = berlin.get(f"/api/cases/{processed_case}/report.pdf")
+        text = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.content)).pages)
+        assert "rita at 2026-07-01 14:00 CEST" in text, text[:800]
+        fhir = berlin.get(f"/api/cases/{processed_case}/fhir").json()
+        report = next(e["resource"] for e in fhir["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")
+        assert report["issued"] in ("2026-07-01T12:00:05Z", "2026-07-01T12:00:05+00:00")  # machines keep UTC
+    with TestClient(create_app(settings)) as utc:
+        log_in(utc, "rita")
+        assert "rita, 2026-07-01 12:00:05 UTC" in utc.get("/cases").text
