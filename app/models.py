@@ -3,6 +3,6 @@ from app.audit.models import AuditEvent
 from app.cases.models import Case, Upload
 from app.cells.models import Cell, Prediction
 from app.taxonomy.models import LabCategory
-from app.users.models import ApiToken, FirstRun, User
+from app.users.models import AccountEvent, ApiToken, FirstRun, User
 
-__all__ = ["ApiToken", "AuditEvent", "Case", "Cell", "FirstRun", "LabCategory", "Prediction", "Upload", "User"]
+__all__ = ["AccountEvent", "ApiToken", "AuditEvent", "Case", "Cell", "FirstRun", "LabCategory", "Prediction", "Upload", "User"]

@@ -47,6 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=cmd_users_add)
     q = users.add_parser("list", help="list users")
     q.set_defaults(func=cmd_users_list)
+    q = users.add_parser("history", help="the accounts' history, newest first: logins, failed logins, "
+                                         "accounts, passwords, tokens (tab-separated, times in UTC)")
+    q.add_argument("--limit", type=int, default=200, help="at most this many events (default 200)")
+    q.set_defaults(func=cmd_users_history)
     q = users.add_parser("password", help="set a user's password (a forgotten one; their browser sessions end)")
     q.add_argument("name")
     q.add_argument("--password-stdin", action="store_true", help="read the password from stdin (else prompt)")
@@ -199,6 +203,15 @@ def cmd_users_list(args) -> int:
     with _sessions()() as session:
         for user in list_users(session):
             print(f"{user.name}\t{user.role}\t{'active' if user.active else 'disabled'}")
+    return 0
+
+
+def cmd_users_history(args) -> int:
+    from app.users.history import recent
+
+    with _sessions()() as session:
+        for e in recent(session, args.limit):
+            print("\t".join((e["at"].isoformat(), e["user"] or "-", e["what"], e["by"] or "-", e["client"])))
     return 0
 
 

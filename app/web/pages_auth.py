@@ -8,6 +8,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from app.auth.sessions import log_in, log_out, session_user
 from app.deps import SessionDep
+from app.users import history
 from app.users import service as users
 from app.users.models import ROLES
 from app.web.auth import AdminUser, Csrf, PageUser
@@ -19,6 +20,10 @@ Text = Annotated[str, Form()]
 
 def _see_other(url: str) -> RedirectResponse:
     return RedirectResponse(url, status.HTTP_303_SEE_OTHER)
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def _safe_next(url: str | None) -> str:
@@ -47,7 +52,7 @@ def setup(request: Request, db: SessionDep, name: Text, password: Text, password
     error = "the two passwords differ" if password != password2 else None
     if error is None:
         try:
-            user = users.create_first_admin(db, name.strip(), password)
+            user = users.create_first_admin(db, name.strip(), password, client=_client(request))
         except users.SetupDone:
             raise done from None
         except ValueError as exc:
@@ -68,11 +73,11 @@ def login_page(request: Request, db: SessionDep, next: str | None = None) -> Res
 @router.post("/login", dependencies=[Csrf])
 def login(request: Request, db: SessionDep, name: Text, password: Text,
           next: Annotated[str | None, Form()] = None) -> Response:
-    client = request.client.host if request.client else "unknown"
+    client = _client(request)
     if not request.app.state.login_limiter.hit(client, name):
         return render(request, "login.html", status.HTTP_429_TOO_MANY_REQUESTS, name=name, next=_safe_next(next),
                       error="too many login attempts; wait a minute and try again")
-    user = users.authenticate(db, name.strip(), password)  # same Argon2 work for unknown names
+    user = users.authenticate(db, name.strip(), password, client=client)  # same work for unknown names
     if user is None:
         return render(request, "login.html", status.HTTP_401_UNAUTHORIZED, name=name, next=_safe_next(next),
                       error="wrong user name or password, or the account is disabled")
@@ -95,7 +100,7 @@ def account(request: Request, _user: PageUser) -> Response:
 def change_password(request: Request, db: SessionDep, user: PageUser, current: Text, password: Text,
                     password2: Text) -> Response:
     """Counted by the login limit: a session left open must not become a way to guess the password."""
-    client = request.client.host if request.client else "unknown"
+    client = _client(request)
     if not request.app.state.login_limiter.hit(client, user.name):
         return render(request, "account.html", status.HTTP_429_TOO_MANY_REQUESTS,
                       error="too many password attempts; wait a minute and try again")
@@ -103,7 +108,7 @@ def change_password(request: Request, db: SessionDep, user: PageUser, current: T
         return render(request, "account.html", status.HTTP_422_UNPROCESSABLE_CONTENT,
                       error="the two new passwords differ")
     try:
-        users.change_password(db, user, current, password)
+        users.change_password(db, user, current, password, client=client)
     except (users.WrongPassword, users.InvalidUser) as exc:
         return render(request, "account.html", exc.status_code, error=str(exc))
     log_in(request, user)  # this session goes on with the new password; the others end
@@ -111,7 +116,8 @@ def change_password(request: Request, db: SessionDep, user: PageUser, current: T
 
 
 def _users_page(request: Request, db, template: str, status_code: int = 200, **context) -> Response:
-    return render(request, template, status_code, users=users.list_users(db), roles=ROLES, **context)
+    return render(request, template, status_code, users=users.list_users(db), roles=ROLES,
+                  events=history.recent(db), **context)
 
 
 @router.get("/admin/users")
@@ -120,9 +126,9 @@ def admin_users(request: Request, db: SessionDep, _admin: AdminUser) -> Response
 
 
 @router.post("/admin/users", dependencies=[Csrf])
-def add_user(request: Request, db: SessionDep, _admin: AdminUser, name: Text, role: Text, password: Text) -> Response:
+def add_user(request: Request, db: SessionDep, admin: AdminUser, name: Text, role: Text, password: Text) -> Response:
     try:
-        users.create_user(db, name.strip(), role, password)
+        users.create_user(db, name.strip(), role, password, by=admin, client=_client(request))
     except ValueError as exc:
         return _users_page(request, db, "partials/users.html", status.HTTP_422_UNPROCESSABLE_CONTENT,
                            error=str(exc))
@@ -135,7 +141,7 @@ def set_active(request: Request, db: SessionDep, admin: AdminUser, name: str,
     if name == admin.name and not active:
         return _users_page(request, db, "partials/users.html", status.HTTP_409_CONFLICT,
                            error="you cannot disable your own account")
-    users.set_active(db, name, active)  # users.UserNotFound: a 404 page (app.web.install)
+    users.set_active(db, name, active, by=admin, client=_client(request))  # users.UserNotFound: a 404 page (app.web.install)
     return _users_page(request, db, "partials/users.html",
                        notice=f"{name} {'enabled' if active else 'disabled'}")
 
@@ -146,7 +152,7 @@ def set_password(request: Request, db: SessionDep, admin: AdminUser, name: str, 
         return _users_page(request, db, "partials/users.html", status.HTTP_409_CONFLICT,
                            error="change your own password under Account, with your current one")
     try:
-        users.set_password(db, name, password)  # users.UserNotFound: a 404 page (app.web.install)
+        users.set_password(db, name, password, by=admin, client=_client(request))  # users.UserNotFound: a 404 page (app.web.install)
     except users.InvalidUser as exc:
         return _users_page(request, db, "partials/users.html", exc.status_code, error=str(exc))
     return _users_page(request, db, "partials/users.html",

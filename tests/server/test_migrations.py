@@ -26,7 +26,8 @@ def test_upgrade_matches_models_and_downgrades(tmp_path):
     engine.dispose()
 
 
-def test_audit_log_is_append_only(tmp_path):
+@pytest.mark.parametrize("table", ["audit_events", "account_events"])
+def test_audit_logs_are_append_only(tmp_path, table):
     url = f"sqlite:///{tmp_path / 'a.sqlite'}"
     upgrade(url)
     engine = make_engine(url)
@@ -36,7 +37,8 @@ def test_audit_log_is_append_only(tmp_path):
         conn.execute(sa.text("INSERT INTO cases (accession, specimen, note, created_at) "
                              "VALUES ('A', 'bone marrow', '', CURRENT_TIMESTAMP)"))
         conn.execute(sa.text("INSERT INTO audit_events (case_id, action, at) VALUES (1, 'upload', CURRENT_TIMESTAMP)"))
-    for sql in ("UPDATE audit_events SET action = 'sign'", "DELETE FROM audit_events"):
+        conn.execute(sa.text("INSERT INTO account_events (user_id, action, at) VALUES (1, 'login', CURRENT_TIMESTAMP)"))
+    for sql in (f"UPDATE {table} SET action = 'sign'", f"DELETE FROM {table}"):
         with pytest.raises(sa.exc.DatabaseError, match="append-only"), engine.begin() as conn:
             conn.execute(sa.text(sql))
     engine.dispose()

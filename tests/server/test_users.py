@@ -90,3 +90,12 @@ def test_cli_users_add_password_and_tokens(settings, client):
     r = marrow("users", "disable", "carl")
     assert r.returncode == 0, r.stderr
     assert client.get("/api/cases", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    history = [line.split("\t")[1:] for line in marrow("users", "history").stdout.splitlines()]
+    assert history == [["carl", "account disabled", "-", "command line"],
+                       ["carl", "API token issued", "-", "command line"],
+                       ["carl", "API tokens revoked (tokens 2)", "-", "command line"],
+                       ["carl", "API token issued", "-", "command line"],
+                       ["carl", "password set", "-", "command line"],
+                       ["carl", "API token issued", "-", "command line"],
+                       ["carl", "account created (role reviewer)", "-", "command line"]]
+    assert len(marrow("users", "history", "--limit", "2").stdout.splitlines()) == 2

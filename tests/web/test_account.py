@@ -2,6 +2,8 @@
 sessions each one ends."""
 from __future__ import annotations
 
+import re
+
 from fastapi.testclient import TestClient
 
 from support.app import make_user
@@ -77,3 +79,27 @@ def test_reviewer_cannot_set_passwords(client, sessions, htmx):
     make_user(sessions, "bob")
     r = client.post("/admin/users/bob/password", data={"password": NEW}, headers=htmx)
     assert r.status_code == 403
+
+
+def test_the_users_page_lists_the_accounts_history(client, sessions):
+    make_user(sessions, "ada", "admin")
+    make_user(sessions, "rita")
+    for name in ("rita", "zed-typo"):
+        r = client.post("/login", data={"name": name, "password": "wrong password", "csrf_token": csrf_of(client)})
+        assert r.status_code == 401
+    headers = {"HX-Request": "true", "X-CSRF-Token": log_in(client, "ada")}
+    client.post("/admin/users", data={"name": "bob", "role": "reviewer", "password": "a long password"},
+                headers=headers)
+    client.post("/admin/users/bob/active", data={"active": "false"}, headers=headers)
+    page = client.post("/admin/users/bob/password", data={"password": NEW}, headers=headers).text
+
+    table = page.split("Account history")[1]
+    rows = [re.sub(r"<[^>]+>", "|", row) for row in re.findall(r"<tr[^>]*>\s*<td>.*?</tr>", table, re.S)]
+    events = [[c.strip() for c in row.split("|") if c.strip()][1:] for row in rows]  # without the time
+    assert events[:6] == [["bob", "password set", "ada", "testclient"],
+                          ["bob", "account disabled", "ada", "testclient"],
+                          ["bob", "account created (role reviewer)", "ada", "testclient"],
+                          ["ada", "logged in", "ada", "testclient"],
+                          ["—", "failed login", "—", "testclient"],
+                          ["rita", "failed login", "—", "testclient"]]
+    assert "zed-typo" not in page  # a name nobody has may be a password typed into the wrong field
