@@ -41,10 +41,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+MAX_ID = 2**63 - 1  # ids are int64 in the database; a request may send any integer
+
+
 def get_or_not_found(session: Session, model: type[T], row_id: int, what: str) -> T:
-    """The row of `model` with this id, else NotFound. An id outside 1..2**63-1 (a request may
-    send any integer; the database's ids are int64) is none, never a database error."""
-    row = session.get(model, row_id) if 0 < row_id < 2**63 else None
+    """The row of `model` with this id, else NotFound. An id outside 1..MAX_ID is none, never a
+    database error."""
+    row = session.get(model, row_id) if 0 < row_id <= MAX_ID else None
     if row is None:
         raise NotFound(f"no {what} {row_id}")
     return row

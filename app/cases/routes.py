@@ -8,6 +8,7 @@ from app.cases import service
 from app.cases.models import CaseStatus, Upload
 from app.cases.schemas import CaseCreate, CaseEdit, CaseOut, CaseReopen, UploadOut, UploadStatus
 from app.cases.upload_form import receive_request
+from app.db import MAX_ID
 from app.deps import ClassesDep, CurrentUser, SessionDep, SettingsDep, StorageDep
 
 router = APIRouter(prefix="/api", tags=["cases"])
@@ -28,7 +29,8 @@ def create_case(body: CaseCreate, session: SessionDep, user: CurrentUser, classe
 def list_cases(session: SessionDep, _user: CurrentUser, classes: ClassesDep,
                q: Annotated[str, Query(max_length=120, description="part of the accession, any case")] = "",
                state: Annotated[CaseStatus | None, Query(alias="status")] = None,
-               before: Annotated[int | None, Query(description="only cases older than this id (the next page)")] = None,
+               before: Annotated[int | None, Query(ge=1, le=MAX_ID,
+                                                   description="only cases older than this id (the next page)")] = None,
                limit: Annotated[int | None, Query(ge=1, le=1000, description="at most this many; default all")] = None,
                ) -> list[dict]:
     """Cases, newest first: all of them, or those matching, a page at a time."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request, status
+from fastapi import APIRouter, Form, Query, Request, status
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
@@ -13,6 +13,7 @@ from app.cases import service as cases
 from app.cases.models import CaseStatus
 from app.cases.schemas import CaseEdit, CaseReopen
 from app.cases.upload_form import receive_request
+from app.db import MAX_ID
 from app.deps import ClassesDep, SessionDep, SettingsDep, StorageDep
 from app.errors import Conflict, Forbidden
 from app.web.auth import Csrf, PageUser
@@ -45,7 +46,7 @@ def case_list(request: Request, db: SessionDep, _user: PageUser, classes: Classe
 
 @router.get("/cases/rows")
 def case_rows(request: Request, db: SessionDep, _user: PageUser, classes: ClassesDep,
-              q: str = "", state: str = "", before: int | None = None) -> Response:
+              q: str = "", state: str = "", before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None) -> Response:
     """The rows for a search (with the count of matches), or the next older page (`before`)."""
     return render(request, "partials/case_rows.html", **_case_rows(db, classes, q, state, before))
 
