@@ -13,6 +13,7 @@ from app.config import Settings, get_settings
 from app.db import disk_full, make_engine, make_sessionmaker
 from app.deps import SessionDep
 from app.errors import DomainError, StorageFailed, Unavailable
+from app.headers import SecurityHeaders
 from app.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -78,4 +79,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    rerun_router, processing_router):
         app.include_router(router)
     install_web(app, settings)  # the review pages: session cookie, /static, page routes
+    app.add_middleware(SecurityHeaders)  # outermost: error pages and static files get them too
     return app

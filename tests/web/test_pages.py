@@ -179,3 +179,14 @@ def test_pages_and_the_report_write_times_in_the_labs_time_zone(settings, sessio
     with TestClient(create_app(settings)) as utc:
         log_in(utc, "rita")
         assert "rita, 2026-07-01 12:00:05 UTC" in utc.get("/cases").text
+
+
+def test_no_other_site_may_frame_a_page_and_nothing_is_sniffed(client, auth, page, processed_case):
+    cell = client.get(f"/api/cases/{processed_case}/cells", headers=auth).json()[0]["id"]
+    for path in ("/login", f"/cases/{processed_case}/review", "/cases/999", "/api/health", "/static/css/marrow.css",
+                 f"/api/cells/{cell}/thumbnail", f"/api/cases/{processed_case}/report.pdf"):
+        r = client.get(path)
+        assert r.headers["x-frame-options"] == "DENY", path
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"], path
+        assert r.headers["x-content-type-options"] == "nosniff", path
+        assert r.headers["referrer-policy"] == "same-origin", path
