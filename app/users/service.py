@@ -41,12 +41,16 @@ class UserNotFound(NotFound):
         self.name = name
 
 
-def _password_hash(password: str) -> str:
-    """The stored hash of an acceptable password."""
+def _check_strength(password: str) -> None:
     try:
         passwords.check_strength(password)
     except ValueError as exc:
         raise InvalidUser(str(exc)) from None
+
+
+def _password_hash(password: str) -> str:
+    """The stored hash of an acceptable password."""
+    _check_strength(password)
     return passwords.hash_password(password)
 
 
@@ -56,10 +60,10 @@ def _new_user(session: Session, name: str, role: str, password: str) -> User:
         raise InvalidUser(f"role must be one of {', '.join(ROLES)}")
     if not name or len(name) > 80:
         raise InvalidUser("user name must be 1 to 80 characters")
-    password_hash = _password_hash(password)
+    _check_strength(password)
     if get_by_name(session, name) is not None:
         raise InvalidUser(f"user {name!r} already exists")
-    user = User(name=name, role=role, password_hash=password_hash, active=True)
+    user = User(name=name, role=role, password_hash=passwords.hash_password(password), active=True)
     session.add(user)
     return user
 
@@ -78,7 +82,12 @@ def create_first_admin(session: Session, name: str, password: str, *, client: st
     second setup racing this one fails on that row's key (or on the same name)."""
     if has_users(session):
         raise SetupDone
-    user = _new_user(session, name, "admin", password)
+    try:
+        user = _new_user(session, name, "admin", password)
+    except InvalidUser:
+        if has_users(session):  # the same name, from a setup that committed meanwhile
+            raise SetupDone from None
+        raise
     try:
         session.flush()
         session.add(FirstRun(id=1, admin_id=user.id))
