@@ -20,6 +20,7 @@ class AuditAction(enum.StrEnum):
     SIGN = "sign"  # the case signed off
     REOPEN = "reopen"  # a signed case unlocked for a correction (detail: the reason, the sign-off undone)
     RERUN = "rerun"  # the case re-run with another model
+    WITHDRAW = "withdraw"  # an upload's cells taken out of the case (detail: the upload, how many, the reason)
 
 
 class AuditEvent(Base):

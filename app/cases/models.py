@@ -56,3 +56,7 @@ class Upload(Base):
     cells_done: Mapped[int] = mapped_column(Integer, default=0)
     accepted: Mapped[int] = mapped_column(Integer, default=0)  # files, duplicates included
     rejected: Mapped[list] = mapped_column(JSON, default=list)  # [{"file", "reason"}]
+    # Withdrawn: its cells were taken out of the case (the wrong patient's images, say).
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    withdrawn_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    withdraw_reason: Mapped[str | None] = mapped_column(Text)

@@ -6,8 +6,9 @@ from fastapi import APIRouter, Query, Request, status
 
 from app.cases import service
 from app.cases.models import CaseStatus, Upload
-from app.cases.schemas import CaseCreate, CaseEdit, CaseOut, CaseReopen, UploadOut, UploadStatus
+from app.cases.schemas import CaseCreate, CaseEdit, CaseOut, CaseReopen, UploadOut, UploadStatus, UploadWithdraw
 from app.cases.upload_form import receive_request
+from app.cases.uploads import withdraw_upload
 from app.db import MAX_ID
 from app.deps import ClassesDep, CurrentUser, SessionDep, SettingsDep, StorageDep
 
@@ -69,6 +70,16 @@ async def upload(case_id: int, request: Request, session: SessionDep, user: Curr
 def get_upload(upload_id: int, session: SessionDep, _user: CurrentUser) -> Upload:
     """An upload's status and progress (cells done of the new cells it created)."""
     return service.get_upload(session, upload_id)
+
+
+@router.post("/uploads/{upload_id}/withdraw", response_model=UploadStatus)
+def withdraw(upload_id: int, body: UploadWithdraw, session: SessionDep, user: CurrentUser) -> Upload:
+    """Take the cells this upload added out of its case (the wrong patient's images, say), with
+    a reason, before sign-off (409 once signed, or when already withdrawn). They are kept but in
+    no count, cell list or report; uploading one of the images again brings its cell back."""
+    upload = service.get_upload(session, upload_id)
+    withdraw_upload(session, upload, user, body.reason)
+    return upload
 
 
 @router.post("/cases/{case_id}/sign", response_model=CaseOut)

@@ -26,6 +26,10 @@ class CaseReopen(BaseModel):
     reason: Reason = Field(description="why the signed case is reopened (kept in its history and on the reports)")
 
 
+class UploadWithdraw(BaseModel):
+    reason: Reason = Field(description="why its cells are taken out of the case (kept in its history)")
+
+
 class CaseOut(BaseModel):
     id: int
     accession: str
@@ -71,5 +75,7 @@ class UploadStatus(BaseModel):
     accepted: int
     rejected: list[Rejected]
     created_at: datetime
+    withdrawn_at: datetime | None = None  # its cells taken out of the case (POST .../withdraw)
+    withdraw_reason: str | None = None
 
     model_config = {"from_attributes": True}

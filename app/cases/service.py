@@ -74,8 +74,9 @@ def differential(counts: dict[str, int], classes: tuple[CellClass, ...]) -> dict
 
 
 def _tallies(session: Session, case_ids: Sequence[int] | None) -> tuple[dict, dict]:
-    """Per case: {"total", "processed"} and {label: n}, in two grouped queries."""
-    where = [Cell.case_id.in_(case_ids)] if case_ids is not None else []
+    """Per case: {"total", "processed"} and {label: n}, in two grouped queries (withdrawn cells
+    are in neither)."""
+    where = [Cell.withdrawn.is_(False), *([Cell.case_id.in_(case_ids)] if case_ids is not None else [])]
     progress: dict[int, dict[str, int]] = defaultdict(lambda: {"total": 0, "processed": 0})
     for case_id, cell_status, n in session.execute(
             select(Cell.case_id, Cell.status, func.count()).where(*where).group_by(Cell.case_id, Cell.status)):
@@ -126,8 +127,8 @@ def summary(session: Session, classes: tuple[CellClass, ...], case_id: int) -> d
 def _has_status(status: str):
     """The SQL condition for case_status(): a list of years of cases is filtered by the database,
     not by counting every case's cells."""
-    cells = exists().where(Cell.case_id == Case.id)
-    pending = exists().where(Cell.case_id == Case.id, Cell.status == CellStatus.PENDING)
+    cells = exists().where(Cell.case_id == Case.id, Cell.withdrawn.is_(False))
+    pending = exists().where(Cell.case_id == Case.id, Cell.withdrawn.is_(False), Cell.status == CellStatus.PENDING)
     open_ = Case.signed_at.is_(None)
     return {CaseStatus.SIGNED: Case.signed_at.is_not(None), CaseStatus.EMPTY: and_(open_, ~cells),
             CaseStatus.PROCESSING: and_(open_, pending), CaseStatus.READY: and_(open_, cells, ~pending)}[status]
@@ -176,12 +177,13 @@ def sign(session: Session, case: Case, user: User) -> None:
     """Lock the case. Refused while cells are still being processed or when already signed."""
     lock_case(session, case)  # waits for an upload into this case to commit: its cells count
     ensure_open(case)
-    pending = session.scalar(select(func.count()).where(Cell.case_id == case.id, Cell.status == CellStatus.PENDING))
-    total = session.scalar(select(func.count()).where(Cell.case_id == case.id))
+    in_case = (Cell.case_id == case.id, Cell.withdrawn.is_(False))
+    pending = session.scalar(select(func.count()).where(*in_case, Cell.status == CellStatus.PENDING))
+    total = session.scalar(select(func.count()).where(*in_case))
     if not total or pending:
         raise Conflict(f"case {case.id} cannot be signed: {pending} of {total} cells still processing"
                        if total else f"case {case.id} has no cells")
-    unidentified = session.scalar(select(func.count()).where(Cell.case_id == case.id, Cell.label == UNK))
+    unidentified = session.scalar(select(func.count()).where(*in_case, Cell.label == UNK))
     if unidentified:
         raise Conflict(f"case {case.id} cannot be signed: {unidentified} unidentified cell"
                        f"{'s' * (unidentified != 1)} remain{'s' * (unidentified == 1)}; classify "

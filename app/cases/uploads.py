@@ -16,16 +16,17 @@ from functools import partial
 from pathlib import PurePosixPath
 from typing import BinaryIO
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.audit.models import AuditAction
 from app.audit.service import record
 from app.cases.models import Case, Upload, UploadStatus
-from app.cases.service import ensure_open, lock_case
-from app.cells.models import Cell
+from app.cases.service import ensure_open, get_case, lock_case
+from app.cells.models import Cell, CellStatus
 from app.config import MiB, Settings
-from app.errors import StorageFailed
+from app.db import utcnow
+from app.errors import Conflict, StorageFailed
 from app.ml.decode import decode_bytes
 from app.queue import enqueue_until_queued
 from app.storage import Storage, sha256
@@ -202,11 +203,17 @@ def ingest(session: Session, storage: Storage, settings: Settings, case: Case, u
     session.flush()
     result = UploadResult(upload)
     ids = dict(session.execute(select(Cell.sha256, Cell.id).where(Cell.case_id == case.id)).all())
+    withdrawn = dict(session.execute(select(Cell.sha256, Cell.id).where(Cell.case_id == case.id, Cell.withdrawn)).all())
+    restored: set[str] = set()  # withdrawn cells sent again: back in the case, with this upload
     accepted: list[tuple[str, str, bool]] = []  # (file, sha256, duplicate)
     new_cells: dict[str, Cell] = {}
     for f in checked_files(parts, storage, settings):
         if f.reason:
             result.rejected.append({"file": f.name, "reason": f.reason})
+            continue
+        if f.digest in withdrawn and f.digest not in restored:
+            restored.add(f.digest)
+            accepted.append((f.name, f.digest, False))
             continue
         duplicate = f.digest in ids or f.digest in new_cells
         accepted.append((f.name, f.digest, duplicate))
@@ -216,19 +223,42 @@ def ingest(session: Session, storage: Storage, settings: Settings, case: Case, u
                                    media_type=MEDIA_TYPES[f.format], width=f.width, height=f.height,
                                    image_path=storage.image_key(f.digest), quality_flags=[])
     session.add_all(new_cells.values())
+    if restored:  # processed again with this upload: its progress counts them
+        session.execute(update(Cell).where(Cell.id.in_([withdrawn[d] for d in restored]))
+                        .values(withdrawn=False, upload_id=upload.id, status=CellStatus.PENDING))
     session.flush()
     ids.update({digest: cell.id for digest, cell in new_cells.items()})
     result.accepted = [{"file": name, "cell_id": ids[digest], "duplicate": dup} for name, digest, dup in accepted]
-    result.new_cell_ids = [cell.id for cell in new_cells.values()]
+    result.new_cell_ids = [cell.id for cell in new_cells.values()] + sorted(withdrawn[d] for d in restored)
     upload.accepted = len(result.accepted)
     upload.rejected = result.rejected
     upload.cells_total = len(result.new_cell_ids)
     upload.status = UploadStatus.QUEUED if result.new_cell_ids else UploadStatus.DONE
     record(session, case_id=case.id, user_id=user_id, action=AuditAction.UPLOAD,
            to_value=f"{len(result.accepted)} accepted, {len(result.rejected)} rejected",
-           detail={"upload_id": upload.id, "new_cells": len(result.new_cell_ids)})
+           detail={"upload_id": upload.id, "new_cells": len(result.new_cell_ids), "restored": len(restored)})
     session.commit()
     return result
+
+
+def withdraw_upload(session: Session, upload: Upload, user: User, reason: str) -> int:
+    """Take the cells an upload added out of its case (the wrong patient's images, say), before
+    sign-off; returns how many. They stay stored and are still processed, but are in no count,
+    list or report; the audit log keeps who, why and how many. Sending one of the images again
+    brings its cell back (the same image in a case is one cell)."""
+    case = get_case(session, upload.case_id)
+    lock_case(session, case)  # after an upload into this case commits; before a sign-off
+    ensure_open(case)
+    session.refresh(upload)
+    if upload.withdrawn_at is not None:
+        raise Conflict(f"upload {upload.id} is already withdrawn")
+    n = session.execute(update(Cell).where(Cell.upload_id == upload.id, Cell.withdrawn.is_(False))
+                        .values(withdrawn=True)).rowcount
+    upload.withdrawn_at, upload.withdrawn_by_id, upload.withdraw_reason = utcnow(), user.id, reason
+    record(session, case_id=case.id, user_id=user.id, action=AuditAction.WITHDRAW, from_value=f"upload {upload.id}",
+           to_value=f"{n} cells withdrawn", detail={"upload_id": upload.id, "cells": n, "reason": reason})
+    session.commit()
+    return n
 
 
 def receive_upload(session: Session, storage: Storage, settings: Settings, case: Case, user: User,

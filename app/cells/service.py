@@ -26,14 +26,14 @@ COLUMNS = (Cell.id, Cell.filename, Cell.status, Cell.label, Cell.label_source, C
 
 
 def rows(session: Session, case_id: int, cell_id: int | None = None):
-    """One row of COLUMNS per cell (latest prediction, who labelled it), by id. Plain columns,
-    not ORM objects: the 500-cell list is read on every review page load."""
+    """One row of COLUMNS per cell (latest prediction, who labelled it), by id; a case's cells
+    without the withdrawn ones, or the one asked for. Plain columns, not ORM objects: the
+    500-cell list is read on every review page load."""
     latest = latest_predictions(case_id)
     query = (select(*COLUMNS).select_from(Cell)
              .outerjoin(latest, latest.c.cell_id == Cell.id).outerjoin(Prediction, Prediction.id == latest.c.id)
              .outerjoin(User, User.id == Cell.label_by_id).where(Cell.case_id == case_id).order_by(Cell.id))
-    if cell_id is not None:
-        query = query.where(Cell.id == cell_id)
+    query = query.where(Cell.id == cell_id) if cell_id is not None else query.where(Cell.withdrawn.is_(False))
     return session.execute(query).all()
 
 
@@ -74,12 +74,14 @@ def relabel(session: Session, cell_id: int, label: str, user: User, expected_ver
                            .execution_options(populate_existing=True)).one()
     if case.signed_at is not None:
         raise Conflict(f"case {case.id} is signed and locked")
+    if cell.withdrawn:
+        raise Conflict(f"cell {cell_id} was withdrawn from case {case.id} with its upload")
     seen = cell.version if expected_version is None else expected_version
     if seen != cell.version:
         raise Conflict(f"cell {cell_id} changed since version {seen} (now {cell.version}); reload it")
     previous = cell.label
     done = session.execute(
-        update(Cell).where(Cell.id == cell_id, Cell.version == seen,
+        update(Cell).where(Cell.id == cell_id, Cell.version == seen, Cell.withdrawn.is_(False),
                            Cell.case_id.in_(select(Case.id).where(Case.signed_at.is_(None))))
         .values(label=label, label_source=LabelSource.REVIEWER, label_by_id=user.id, label_at=utcnow(),
                 version=Cell.version + 1).execution_options(synchronize_session=False))

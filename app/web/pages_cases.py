@@ -11,8 +11,9 @@ from app.audit.models import AuditAction
 from app.audit.service import history
 from app.cases import service as cases
 from app.cases.models import CaseStatus
-from app.cases.schemas import CaseEdit, CaseReopen
+from app.cases.schemas import CaseEdit, CaseReopen, UploadWithdraw
 from app.cases.upload_form import receive_request
+from app.cases.uploads import withdraw_upload
 from app.db import MAX_ID
 from app.deps import ClassesDep, SessionDep, SettingsDep, StorageDep
 from app.errors import Conflict, Forbidden
@@ -111,6 +112,25 @@ async def upload(request: Request, case_id: int, db: SessionDep, user: PageUser,
     result = await receive_request(request, db, storage, settings, case, user)
     return render(request, "partials/upload_result.html", headers={"HX-Trigger": "uploaded"},
                   result=result.report(), progress=progress(db, case_id))
+
+
+@router.post("/cases/{case_id}/uploads/{upload_id}/withdraw", dependencies=[Csrf])
+def withdraw(request: Request, case_id: int, upload_id: int, db: SessionDep, user: PageUser, classes: ClassesDep,
+             reason: Annotated[str, Form()] = "") -> Response:
+    upload = cases.get_upload(db, upload_id)
+    if upload.case_id != case_id:
+        return _case_page(request, db, classes, case_id, status.HTTP_404_NOT_FOUND,
+                          error=f"upload {upload_id} is not one of this case's")
+    try:
+        body = UploadWithdraw(reason=reason)  # the API's rules
+    except ValidationError:
+        return _case_page(request, db, classes, case_id, status.HTTP_422_UNPROCESSABLE_CONTENT,
+                          error="say why the upload is withdrawn, in 3 to 500 characters")
+    try:
+        withdraw_upload(db, upload, user, body.reason)
+    except Conflict as exc:
+        return _case_page(request, db, classes, case_id, exc.status_code, error=str(exc))
+    return RedirectResponse(f"/cases/{case_id}", status.HTTP_303_SEE_OTHER)
 
 
 @router.get("/cases/{case_id}/differential")

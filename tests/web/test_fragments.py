@@ -160,6 +160,31 @@ def test_reopen_from_the_page_for_its_signer_only(client, auth, page, sessions, 
     assert "Signing it again" not in client.get(f"/cases/{processed_case}/head").text
 
 
+def test_withdraw_an_upload_from_the_case_page(client, auth, page, processed_case):
+    """Each upload of an open case has "Withdraw…" with a required reason; afterwards the upload
+    says so, the history names who and why, and its cells are out of the count."""
+    upload_id = client.get(f"/api/cases/{processed_case}/audit", headers=auth).json()[0]["detail"]["upload_id"]
+    action = f"/cases/{processed_case}/uploads/{upload_id}/withdraw"
+    assert f'action="{action}"' in client.get(f"/cases/{processed_case}").text
+    r = client.post(action, data={"csrf_token": page, "reason": ""})
+    assert r.status_code == 422 and "say why the upload is withdrawn" in r.text
+    r = client.post(f"/cases/{processed_case + 1}/uploads/{upload_id}/withdraw",
+                    data={"csrf_token": page, "reason": "wrong patient"})
+    assert r.status_code == 404
+    r = client.post(action, data={"csrf_token": page, "reason": "wrong patient"}, follow_redirects=False)
+    assert r.status_code == 303
+    case_page = client.get(f"/cases/{processed_case}").text
+    assert "<b>withdrawn</b>" in case_page and f'action="{action}"' not in case_page
+    assert f"<b>upload {upload_id} withdrawn</b> (6 cells): wrong patient" in case_page
+    assert client.get(f"/api/cases/{processed_case}", headers=auth).json()["cells_total"] == 0
+    assert 'class="tile ' not in client.get(f"/cases/{processed_case}/review").text
+    case_id = new_case(client, auth)  # withdrawn before a worker took it: no progress bar waits for it
+    withdrawn = upload(client, auth, case_id, [("a.png", image_bytes(1))]).json()["upload_id"]
+    assert "estimating" in client.get(f"/cases/{case_id}").text
+    client.post(f"/api/uploads/{withdrawn}/withdraw", json={"reason": "wrong patient"}, headers=auth)
+    assert "estimating" not in client.get(f"/cases/{case_id}").text
+
+
 def test_upload_from_the_page_lists_rejected_files(client, auth, htmx):
     case_id = new_case(client, auth)
     files = [("files", (f"c{i}.png", image_bytes(i), "image/png")) for i in range(3)]
