@@ -1,17 +1,18 @@
 """The case list, a case's page (details, upload, progress, differential, history, sign-off, reopening)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request, status
 from fastapi.responses import RedirectResponse, Response
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from app.audit.models import AuditAction
 from app.audit.service import history
 from app.cases import service as cases
 from app.cases.models import CaseStatus
-from app.cases.schemas import CaseEdit, CaseReopen, UploadWithdraw
+from app.cases.schemas import CaseEdit, Reason
 from app.cases.upload_form import receive_request
 from app.cases.uploads import withdraw_upload
 from app.db import MAX_ID
@@ -24,6 +25,7 @@ from app.web.templating import render
 
 router = APIRouter(include_in_schema=False)
 STATUSES = tuple(CaseStatus)
+REASON = TypeAdapter(Reason)  # the API's rule for a reopening's or a withdrawal's reason
 
 
 PAGE_CASES = 50  # rows a case list shows at a time, newest first; "Show older cases" adds more
@@ -121,16 +123,8 @@ def withdraw(request: Request, case_id: int, upload_id: int, db: SessionDep, use
     if upload.case_id != case_id:
         return _case_page(request, db, classes, case_id, status.HTTP_404_NOT_FOUND,
                           error=f"upload {upload_id} is not one of this case's")
-    try:
-        body = UploadWithdraw(reason=reason)  # the API's rules
-    except ValidationError:
-        return _case_page(request, db, classes, case_id, status.HTTP_422_UNPROCESSABLE_CONTENT,
-                          error="say why the upload is withdrawn, in 3 to 500 characters")
-    try:
-        withdraw_upload(db, upload, user, body.reason)
-    except Conflict as exc:
-        return _case_page(request, db, classes, case_id, exc.status_code, error=str(exc))
-    return RedirectResponse(f"/cases/{case_id}", status.HTTP_303_SEE_OTHER)
+    return _with_reason(request, db, classes, case_id, reason, "the upload is withdrawn",
+                        lambda why: withdraw_upload(db, upload, user, why))
 
 
 @router.get("/cases/{case_id}/differential")
@@ -175,13 +169,21 @@ def edit(request: Request, case_id: int, db: SessionDep, user: PageUser, classes
 @router.post("/cases/{case_id}/reopen", dependencies=[Csrf])
 def reopen(request: Request, case_id: int, db: SessionDep, user: PageUser, classes: ClassesDep,
            reason: Annotated[str, Form()] = "") -> Response:
+    return _with_reason(request, db, classes, case_id, reason, "the case is reopened",
+                        lambda why: cases.reopen(db, cases.get_case(db, case_id), user, why))
+
+
+def _with_reason(request: Request, db, classes, case_id: int, reason: str, what: str,
+                 act: Callable[[str], object]) -> Response:
+    """A case-page form that needs a reason (reopening, withdrawing an upload): the API's rule for
+    it, then the action; a refusal is shown on the case page, success goes back to it."""
     try:
-        body = CaseReopen(reason=reason)  # the API's rules
+        why = REASON.validate_python(reason)
     except ValidationError:
         return _case_page(request, db, classes, case_id, status.HTTP_422_UNPROCESSABLE_CONTENT,
-                          error="say why the case is reopened, in 3 to 500 characters")
+                          error=f"say why {what}, in 3 to 500 characters")
     try:
-        cases.reopen(db, cases.get_case(db, case_id), user, body.reason)
+        act(why)
     except (Conflict, Forbidden) as exc:
         return _case_page(request, db, classes, case_id, exc.status_code, error=str(exc))
     return RedirectResponse(f"/cases/{case_id}", status.HTTP_303_SEE_OTHER)
