@@ -36,11 +36,11 @@ def record(session: Session, action: str, user: User | None, *, by: User | None 
              by.name if by else "-", client or COMMAND_LINE)
 
 
-def recent(session: Session, limit: int = 50) -> list[dict]:
-    """The newest events first."""
+def recent(session: Session, limit: int = 50, of: User | None = None) -> list[dict]:
+    """The newest events first; `of`: only those concerning this account."""
     actor = aliased(User)
-    rows = session.execute(
-        select(AccountEvent, User.name, actor.name).outerjoin(User, User.id == AccountEvent.user_id)
-        .outerjoin(actor, actor.id == AccountEvent.actor_id).order_by(AccountEvent.id.desc()).limit(limit)).all()
+    query = (select(AccountEvent, User.name, actor.name).outerjoin(User, User.id == AccountEvent.user_id)
+             .outerjoin(actor, actor.id == AccountEvent.actor_id).order_by(AccountEvent.id.desc()).limit(limit))
+    rows = session.execute(query if of is None else query.where(AccountEvent.user_id == of.id)).all()
     return [{"at": e.at, "action": e.action, "what": _what(e.action, e.detail or {}), "user": name, "by": by,
              "client": e.client or COMMAND_LINE} for e, name, by in rows]

@@ -91,9 +91,16 @@ def logout(request: Request) -> Response:
     return _see_other("/login")
 
 
+ACCOUNT_EVENTS = 10  # of one's own account on the Account page: a failed login there is a warning
+
+
+def _account_page(request: Request, db, user, status_code: int = 200, **context) -> Response:
+    return render(request, "account.html", status_code, events=history.recent(db, ACCOUNT_EVENTS, of=user), **context)
+
+
 @router.get("/account")
-def account(request: Request, _user: PageUser) -> Response:
-    return render(request, "account.html")
+def account(request: Request, db: SessionDep, user: PageUser) -> Response:
+    return _account_page(request, db, user)
 
 
 @router.post("/account/password", dependencies=[Csrf])
@@ -102,17 +109,17 @@ def change_password(request: Request, db: SessionDep, user: PageUser, current: T
     """Counted by the login limit: a session left open must not become a way to guess the password."""
     client = _client(request)
     if not request.app.state.login_limiter.hit(client, user.name):
-        return render(request, "account.html", status.HTTP_429_TOO_MANY_REQUESTS,
-                      error="too many password attempts; wait a minute and try again")
+        return _account_page(request, db, user, status.HTTP_429_TOO_MANY_REQUESTS,
+                             error="too many password attempts; wait a minute and try again")
     if password != password2:
-        return render(request, "account.html", status.HTTP_422_UNPROCESSABLE_CONTENT,
-                      error="the two new passwords differ")
+        return _account_page(request, db, user, status.HTTP_422_UNPROCESSABLE_CONTENT,
+                             error="the two new passwords differ")
     try:
         users.change_password(db, user, current, password, client=client)
     except (users.WrongPassword, users.InvalidUser) as exc:
-        return render(request, "account.html", exc.status_code, error=str(exc))
+        return _account_page(request, db, user, exc.status_code, error=str(exc))
     log_in(request, user)  # this session goes on with the new password; the others end
-    return render(request, "account.html", notice="password changed; your other sessions are logged out")
+    return _account_page(request, db, user, notice="password changed; your other sessions are logged out")
 
 
 def _users_page(request: Request, db, template: str, status_code: int = 200, **context) -> Response:

@@ -103,3 +103,8 @@ def test_the_users_page_lists_the_accounts_history(client, sessions):
                           ["—", "failed login", "—", "testclient"],
                           ["rita", "failed login", "—", "testclient"]]
     assert "zed-typo" not in page  # a name nobody has may be a password typed into the wrong field
+    rita = TestClient(client.app)
+    log_in(rita, "rita")
+    own = rita.get("/account").text.split("latest events")[1]
+    assert re.findall(r"<tr><td>[^<]*</td><td>([^<]*)</td>", own) == [
+        "logged in", "failed login", "API token issued", "account created (role reviewer)"]  # rita's only
