@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     repair: bool = True  # unsharp masking of blurry cells before classification
     # MARROW_TIMEZONE: how pages and the PDF write times (IANA name); stored times stay UTC.
     timezone: str = "UTC"
+    # A browser session left idle this long is logged out (shared lab workstations); 0: only the
+    # 12-hour limit of every session.
+    session_idle_minutes: int = Field(30, ge=0)
 
     # Upload limits (see README, "Uploads").
     max_request_mb: int = Field(1024, ge=1)

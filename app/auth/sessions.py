@@ -1,5 +1,5 @@
-"""Browser sessions: who is logged in (a signed cookie holding a user id and a stamp of the
-password it logged in with) and the CSRF token.
+"""Browser sessions: who is logged in (a signed cookie holding a user id, a stamp of the
+password it logged in with and when it was last used) and the CSRF token.
 
 The cookie is Starlette's SessionMiddleware (itsdangerous-signed, HttpOnly, SameSite=Lax).
 Every unsafe request a session authenticates must carry the session's CSRF token, in the
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 
 from sqlalchemy.orm import Session
 from starlette.requests import Request
@@ -53,6 +54,7 @@ def log_in(request: Request, user: User) -> None:
     store.clear()
     store["uid"] = user.id
     store["pw"] = _password_stamp(user)
+    store["seen"] = int(time.time())
     store["csrf"] = secrets.token_urlsafe(32)
 
 
@@ -61,15 +63,24 @@ def log_out(request: Request) -> None:
 
 
 def session_user(request: Request, db: Session) -> User | None:
-    """The active user of the session cookie, or None (also once the password has changed)."""
+    """The active user of the session cookie, or None: also once the password has changed, and
+    once the session was left idle longer than MARROW_SESSION_IDLE_MINUTES (it is then ended: a
+    lab workstation left logged in). Each use counts as activity (the cookie is re-sent anyway)."""
     store = _store(request) or {}
     uid = store.get("uid")
     if uid is None:
         return None
+    now, idle = int(time.time()), request.app.state.settings.session_idle_minutes * 60
+    if idle and now - store.get("seen", 0) > idle:
+        store.clear()
+        return None
     user = db.get(User, uid)
     if user is None or not user.active:
         return None
-    return user if secrets.compare_digest(store.get("pw", ""), _password_stamp(user)) else None
+    if not secrets.compare_digest(store.get("pw", ""), _password_stamp(user)):
+        return None
+    store["seen"] = now
+    return user
 
 
 def browser_user(request: Request, db: Session) -> User | None:

@@ -190,3 +190,31 @@ def test_no_other_site_may_frame_a_page_and_nothing_is_sniffed(client, auth, pag
         assert "frame-ancestors 'none'" in r.headers["content-security-policy"], path
         assert r.headers["x-content-type-options"] == "nosniff", path
         assert r.headers["referrer-policy"] == "same-origin", path
+
+
+def test_a_session_left_idle_is_logged_out(client, page, settings, sessions, monkeypatch):
+    import time
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+
+    from app.auth import sessions as browser_sessions
+    from app.main import create_app
+
+    start = time.time()
+
+    def minutes_later(minutes: float) -> None:
+        monkeypatch.setattr(browser_sessions, "time", SimpleNamespace(time=lambda: start + minutes * 60))
+
+    minutes_later(29)
+    assert client.get("/cases").status_code == 200  # used within 30 minutes: still logged in
+    minutes_later(29 + 31)
+    r = client.get("/cases", follow_redirects=False)
+    assert (r.status_code, r.headers["location"]) == (303, "/login?next=/cases")
+    monkeypatch.undo()
+    assert client.get("/cases", follow_redirects=False).status_code == 303  # the session was ended
+
+    with TestClient(create_app(settings.model_copy(update={"session_idle_minutes": 0}))) as lenient:
+        log_in(lenient, "rita")
+        minutes_later(5 * 60)
+        assert lenient.get("/cases").status_code == 200  # 0: only the 12-hour cookie limit
