@@ -27,6 +27,8 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "rexnet150-
 # (a test keeps them equal); `marrow` offers the same list.
 BackendName = Literal["auto", "onnx", "openvino-fp32", "openvino-bf16", "openvino-int8", "torch"]
 BACKEND_NAMES: tuple[str, ...] = get_args(BackendName)
+# The account roles (= app.users.models.ROLES, spelled out for the same reason; a test keeps them equal).
+ROLE_NAMES = ("admin", "pathologist", "reviewer")
 
 
 class Settings(BaseSettings):
@@ -59,11 +61,22 @@ class Settings(BaseSettings):
     # A browser session left idle this long is logged out (shared lab workstations); 0: only the
     # 12-hour limit of every session.
     session_idle_minutes: int = Field(30, ge=0)
+    # MARROW_SIGN_ROLES: the roles whose accounts may sign a case off (comma-separated); a lab
+    # where technologists classify and pathologists sign sets `pathologist,admin`.
+    sign_roles: str = ",".join(ROLE_NAMES)
 
     # Upload limits (see README, "Uploads").
     max_request_mb: int = Field(1024, ge=1)
     max_file_mb: int = Field(32, ge=1)
     max_files: int = Field(20_000, ge=1)  # image files per request, zip members included
+
+    @field_validator("sign_roles")
+    @classmethod
+    def _roles(cls, value: str) -> str:
+        roles = [r.strip() for r in value.split(",") if r.strip()]
+        if not roles or set(roles) - set(ROLE_NAMES):
+            raise ValueError(f"give one or more of {', '.join(ROLE_NAMES)}, separated by commas")
+        return ",".join(roles)
 
     @field_validator("timezone")
     @classmethod
@@ -90,6 +103,10 @@ class Settings(BaseSettings):
                              f"development key would let anyone forge a login); set e.g. "
                              f"MARROW_SECRET_KEY=$(openssl rand -hex 32)")
         return self
+
+    @property
+    def signers(self) -> frozenset[str]:
+        return frozenset(self.sign_roles.split(","))
 
     @property
     def zone(self) -> ZoneInfo:

@@ -142,6 +142,13 @@ def test_the_settings_backends_are_the_ml_sides():
     assert BACKEND_NAMES == ("auto", *BACKENDS)
 
 
+def test_the_settings_roles_are_the_accounts():
+    from app.config import ROLE_NAMES
+    from app.users.models import ROLES
+
+    assert ROLE_NAMES == ROLES
+
+
 def test_the_web_app_does_not_load_torch():
     code = "import sys, app.main; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

@@ -83,9 +83,10 @@ def withdraw(upload_id: int, body: UploadWithdraw, session: SessionDep, user: Cu
 
 
 @router.post("/cases/{case_id}/sign", response_model=CaseOut)
-def sign(case_id: int, session: SessionDep, user: CurrentUser, classes: ClassesDep) -> dict:
-    """Sign the case off; it is locked from then on (relabels answer 409)."""
-    service.sign(session, service.get_case(session, case_id), user)
+def sign(case_id: int, session: SessionDep, user: CurrentUser, classes: ClassesDep, settings: SettingsDep) -> dict:
+    """Sign the case off; it is locked from then on (relabels answer 409). 403 for a role that
+    MARROW_SIGN_ROLES leaves out."""
+    service.sign(session, service.get_case(session, case_id), user, settings.signers)
     return service.summary(session, classes, case_id)
 
 

@@ -173,8 +173,12 @@ def ensure_open(case: Case) -> None:
         raise Conflict(f"case {case.id} is signed and locked")
 
 
-def sign(session: Session, case: Case, user: User) -> None:
-    """Lock the case. Refused while cells are still being processed or when already signed."""
+def sign(session: Session, case: Case, user: User, signers: frozenset[str] | None = None) -> None:
+    """Lock the case. Refused while cells are still being processed or when already signed, and
+    to a user whose role is not among `signers` (MARROW_SIGN_ROLES; None: any role)."""
+    if signers is not None and user.role not in signers:
+        raise Forbidden(f"only {' or '.join(sorted(signers))} accounts may sign a case off; "
+                        f"{user.name} is a {user.role}")
     lock_case(session, case)  # waits for an upload into this case to commit: its cells count
     ensure_open(case)
     in_case = (Cell.case_id == case.id, Cell.withdrawn.is_(False))

@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     users = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = users.add_parser("add", help="create a user")
     q.add_argument("name")
-    q.add_argument("--role", required=True, choices=["reviewer", "admin"])
+    q.add_argument("--role", required=True, choices=["reviewer", "pathologist", "admin"])
     q.add_argument("--password-stdin", action="store_true", help="read the password from stdin (else prompt)")
     q.set_defaults(func=cmd_users_add)
     q = users.add_parser("list", help="list users")

@@ -9,7 +9,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, UTCDateTime, utcnow
 
-ROLES = ("admin", "reviewer")
+# Reviewers classify and sign; pathologists too, and MARROW_SIGN_ROLES can leave signing to
+# them; administrators also manage accounts and categories.
+ROLES = ("admin", "pathologist", "reviewer")
 
 
 class User(Base):

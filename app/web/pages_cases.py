@@ -142,11 +142,12 @@ def case_history(request: Request, case_id: int, db: SessionDep, _user: PageUser
 
 
 @router.post("/cases/{case_id}/sign", dependencies=[Csrf])
-def sign(request: Request, case_id: int, db: SessionDep, user: PageUser, classes: ClassesDep) -> Response:
+def sign(request: Request, case_id: int, db: SessionDep, user: PageUser, classes: ClassesDep,
+         settings: SettingsDep) -> Response:
     try:
-        cases.sign(db, cases.get_case(db, case_id), user)
-    except Conflict as exc:
-        return _case_page(request, db, classes, case_id, status.HTTP_409_CONFLICT, error=str(exc))
+        cases.sign(db, cases.get_case(db, case_id), user, settings.signers)
+    except (Conflict, Forbidden) as exc:
+        return _case_page(request, db, classes, case_id, exc.status_code, error=str(exc))
     return RedirectResponse(f"/cases/{case_id}", status.HTTP_303_SEE_OTHER)
 
 

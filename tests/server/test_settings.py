@@ -29,6 +29,8 @@ def fresh_settings(monkeypatch, tmp_path):
     ("MARROW_ENV", "staging", "MARROW_ENV='staging': Input should be 'development' or 'production'"),
     ("MARROW_ENV", "production", "MARROW_ENV=production needs its own MARROW_SECRET_KEY"),
     ("DATABASE_URL", "postgresql://marrow:s3cret@db:port/marrow", "DATABASE_URL: not a database URL"),
+    ("MARROW_SIGN_ROLES", "pathologist,chief", "MARROW_SIGN_ROLES='pathologist,chief': give one or more of admin, "
+                                               "pathologist, reviewer, separated by commas"),
     ("MARROW_TIMEZONE", "Europe/Berln", "MARROW_TIMEZONE='Europe/Berln': not a time zone; give an IANA name"),
 ])
 def test_a_bad_setting_names_the_variable(fresh_settings, name, value, message):
