@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from app.audit.models import AuditAction
 from app.audit.service import record
 from app.cases.models import Case, CaseStatus, Upload
-from app.cells.models import Cell, CellStatus
+from app.cells.models import IN_CASE, Cell, CellStatus
 from app.db import get_or_not_found, utcnow
 from app.errors import Conflict, Forbidden
 from app.differential.indices import percents, summary_indices
@@ -76,7 +76,7 @@ def differential(counts: dict[str, int], classes: tuple[CellClass, ...]) -> dict
 def _tallies(session: Session, case_ids: Sequence[int] | None) -> tuple[dict, dict]:
     """Per case: {"total", "processed"} and {label: n}, in two grouped queries (withdrawn cells
     are in neither)."""
-    where = [Cell.withdrawn.is_(False), *([Cell.case_id.in_(case_ids)] if case_ids is not None else [])]
+    where = [IN_CASE, *([Cell.case_id.in_(case_ids)] if case_ids is not None else [])]
     progress: dict[int, dict[str, int]] = defaultdict(lambda: {"total": 0, "processed": 0})
     for case_id, cell_status, n in session.execute(
             select(Cell.case_id, Cell.status, func.count()).where(*where).group_by(Cell.case_id, Cell.status)):
@@ -127,8 +127,8 @@ def summary(session: Session, classes: tuple[CellClass, ...], case_id: int) -> d
 def _has_status(status: str):
     """The SQL condition for case_status(): a list of years of cases is filtered by the database,
     not by counting every case's cells."""
-    cells = exists().where(Cell.case_id == Case.id, Cell.withdrawn.is_(False))
-    pending = exists().where(Cell.case_id == Case.id, Cell.withdrawn.is_(False), Cell.status == CellStatus.PENDING)
+    cells = exists().where(Cell.case_id == Case.id, IN_CASE)
+    pending = exists().where(Cell.case_id == Case.id, IN_CASE, Cell.status == CellStatus.PENDING)
     open_ = Case.signed_at.is_(None)
     return {CaseStatus.SIGNED: Case.signed_at.is_not(None), CaseStatus.EMPTY: and_(open_, ~cells),
             CaseStatus.PROCESSING: and_(open_, pending), CaseStatus.READY: and_(open_, cells, ~pending)}[status]
@@ -181,7 +181,7 @@ def sign(session: Session, case: Case, user: User, signers: frozenset[str] | Non
                         f"{user.name} is a {user.role}")
     lock_case(session, case)  # waits for an upload into this case to commit: its cells count
     ensure_open(case)
-    in_case = (Cell.case_id == case.id, Cell.withdrawn.is_(False))
+    in_case = (Cell.case_id == case.id, IN_CASE)
     pending = session.scalar(select(func.count()).where(*in_case, Cell.status == CellStatus.PENDING))
     total = session.scalar(select(func.count()).where(*in_case))
     if not total or pending:

@@ -23,7 +23,7 @@ from app.audit.models import AuditAction
 from app.audit.service import record
 from app.cases.models import Case, Upload, UploadStatus
 from app.cases.service import ensure_open, get_case, lock_case
-from app.cells.models import Cell, CellStatus
+from app.cells.models import IN_CASE, Cell, CellStatus
 from app.config import MiB, Settings
 from app.db import utcnow
 from app.errors import Conflict, StorageFailed
@@ -252,7 +252,7 @@ def withdraw_upload(session: Session, upload: Upload, user: User, reason: str) -
     session.refresh(upload)
     if upload.withdrawn_at is not None:
         raise Conflict(f"upload {upload.id} is already withdrawn")
-    n = session.execute(update(Cell).where(Cell.upload_id == upload.id, Cell.withdrawn.is_(False))
+    n = session.execute(update(Cell).where(Cell.upload_id == upload.id, IN_CASE)
                         .values(withdrawn=True)).rowcount
     upload.withdrawn_at, upload.withdrawn_by_id, upload.withdraw_reason = utcnow(), user.id, reason
     record(session, case_id=case.id, user_id=user.id, action=AuditAction.WITHDRAW, from_value=f"upload {upload.id}",

@@ -58,6 +58,11 @@ class Cell(Base):
     withdrawn: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
+# The cells a case counts and lists: all but those withdrawn with their upload (one rule for
+# the counts, the statuses, the sign-off check, the lists and relabelling).
+IN_CASE = Cell.withdrawn.is_(False)
+
+
 class Prediction(Base):
     __tablename__ = "predictions"
     # One prediction per cell and model version: a task that runs twice adds nothing.

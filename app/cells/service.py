@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 from app.audit.models import AuditAction
 from app.audit.service import record
 from app.cases.models import Case
-from app.cells.models import Cell, LabelSource, Prediction
+from app.cells.models import IN_CASE, Cell, LabelSource, Prediction
 from app.db import get_or_not_found, utcnow
 from app.errors import Conflict
 from app.users.models import User
@@ -33,7 +33,7 @@ def rows(session: Session, case_id: int, cell_id: int | None = None):
     query = (select(*COLUMNS).select_from(Cell)
              .outerjoin(latest, latest.c.cell_id == Cell.id).outerjoin(Prediction, Prediction.id == latest.c.id)
              .outerjoin(User, User.id == Cell.label_by_id).where(Cell.case_id == case_id).order_by(Cell.id))
-    query = query.where(Cell.id == cell_id) if cell_id is not None else query.where(Cell.withdrawn.is_(False))
+    query = query.where(Cell.id == cell_id) if cell_id is not None else query.where(IN_CASE)
     return session.execute(query).all()
 
 
@@ -81,7 +81,7 @@ def relabel(session: Session, cell_id: int, label: str, user: User, expected_ver
         raise Conflict(f"cell {cell_id} changed since version {seen} (now {cell.version}); reload it")
     previous = cell.label
     done = session.execute(
-        update(Cell).where(Cell.id == cell_id, Cell.version == seen, Cell.withdrawn.is_(False),
+        update(Cell).where(Cell.id == cell_id, Cell.version == seen, IN_CASE,
                            Cell.case_id.in_(select(Case.id).where(Case.signed_at.is_(None))))
         .values(label=label, label_source=LabelSource.REVIEWER, label_by_id=user.id, label_at=utcnow(),
                 version=Cell.version + 1).execution_options(synchronize_session=False))
