@@ -16,7 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("app", "worker")
 FORBIDDEN_IN_ML = ("fastapi", "starlette", "sqlalchemy", "alembic", "celery", "kombu", "redis", "limits")
-DOMAIN = ("app.users", "app.cases", "app.cells", "app.audit", "app.exports", "app.processing", "app.auth")
+DOMAIN = ("app.users", "app.cases", "app.cells", "app.audit", "app.exports", "app.processing", "app.auth",
+          "app.taxonomy", "app.differential", "app.reports", "app.rerun")
 ABOVE_DOMAIN = ("app.web", "worker", "app.cli", "app.bench", "app.main")
 CORE = ("app.config", "app.db", "app.errors", "app.storage", "app.queue")  # below the domain, beside app.ml
 

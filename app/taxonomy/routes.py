@@ -11,16 +11,11 @@ from app.taxonomy.schemas import CategoryIn, CategoryOut
 router = APIRouter(prefix="/api", tags=["taxonomy"])
 
 
-def listing(categories, model_classes) -> list[dict]:
-    model_codes = {c.code for c in model_classes}
-    return [{**c.as_dict(), "predicted_by_model": c.code in model_codes} for c in categories]
-
-
 @router.get("/taxonomy", response_model=list[CategoryOut])
 def get_taxonomy(session: SessionDep, _user: CurrentUser, classes: ClassesDep) -> list[dict]:
     """The lab's current categories in display order. New cases are counted with this list;
     each case keeps the list it was created with (see `GET /api/cases/{id}`)."""
-    return listing(service.lab_categories(session), classes)
+    return service.listing(service.lab_categories(session), classes)
 
 
 @router.put("/taxonomy", response_model=list[CategoryOut])
@@ -30,4 +25,4 @@ def put_taxonomy(body: list[CategoryIn], session: SessionDep, user: CurrentUser,
     if user.role != "admin":
         raise HTTPException(status.HTTP_403_FORBIDDEN, "administrators only")
     new = [Category(c.code.strip().upper(), c.name, c.key.strip().lower(), c.counted, c.lineage) for c in body]
-    return listing(service.replace(session, new), classes)
+    return service.listing(service.replace(session, new), classes)

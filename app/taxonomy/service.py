@@ -21,6 +21,12 @@ def lab_categories(session: Session) -> tuple[Category, ...]:
     return tuple(Category(r.code, r.name, r.key, r.counted, r.lineage or "") for r in rows)
 
 
+def listing(categories: tuple[Category, ...], model_classes) -> list[dict]:
+    """The list as the API answers it and the admin page shows it: which codes the model predicts."""
+    model_codes = {c.code for c in model_classes}
+    return [{**c.as_dict(), "predicted_by_model": c.code in model_codes} for c in categories]
+
+
 def replace(session: Session, categories: list[Category]) -> tuple[Category, ...]:
     """Validate and store a whole new list (one transaction). Cases keep their snapshots."""
     if errors := validate(categories):

@@ -7,7 +7,6 @@ from fastapi.responses import RedirectResponse, Response
 from app.deps import ClassesDep, SessionDep
 from app.taxonomy import service
 from app.taxonomy.defaults import LINEAGES, RESERVED_KEYS, Category
-from app.taxonomy.routes import listing
 from app.web.auth import AdminUser, Csrf
 from app.web.templating import render
 
@@ -24,7 +23,7 @@ def _page(request: Request, rows: list[dict], status_code: int = 200, error: str
 
 @router.get("/admin/categories")
 def categories_page(request: Request, db: SessionDep, _admin: AdminUser, classes: ClassesDep) -> Response:
-    return _page(request, listing(service.lab_categories(db), classes))
+    return _page(request, service.listing(service.lab_categories(db), classes))
 
 
 @router.post("/admin/categories", dependencies=[Csrf])
