@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    from app.agreement.routes import router as agreement_router
     from app.audit.routes import router as audit_router
     from app.cases.routes import router as cases_router
     from app.cells.routes import router as cells_router
@@ -76,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ready"}
 
     for router in (cases_router, cells_router, audit_router, exports_router, taxonomy_router, reports_router,
-                   rerun_router, processing_router):
+                   rerun_router, processing_router, agreement_router):
         app.include_router(router)
     install_web(app, settings)  # the review pages: session cookie, /static, page routes
     app.add_middleware(SecurityHeaders)  # outermost: error pages and static files get them too

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("app", "worker")
 FORBIDDEN_IN_ML = ("fastapi", "starlette", "sqlalchemy", "alembic", "celery", "kombu", "redis", "limits")
 DOMAIN = ("app.users", "app.cases", "app.cells", "app.audit", "app.exports", "app.processing", "app.auth",
-          "app.taxonomy", "app.differential", "app.reports", "app.rerun")
+          "app.taxonomy", "app.differential", "app.reports", "app.rerun", "app.agreement")
 ABOVE_DOMAIN = ("app.web", "worker", "app.cli", "app.bench", "app.main")
 CORE = ("app.config", "app.db", "app.errors", "app.storage", "app.queue")  # below the domain, beside app.ml
 

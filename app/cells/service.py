@@ -1,6 +1,8 @@
 """Cells of a case with their latest prediction, relabelling with optimistic locking, files."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -13,11 +15,13 @@ from app.errors import Conflict
 from app.users.models import User
 
 
-def latest_predictions(case_id: int):
-    """Subquery: the newest prediction id per cell of a case (a re-run with a newer model wins)."""
+def latest_predictions(case_ids: int | Sequence[int]):
+    """Subquery: the newest prediction id per cell of a case, or of several (a re-run with a
+    newer model wins)."""
+    ids = [case_ids] if isinstance(case_ids, int) else list(case_ids)
     return (select(Prediction.cell_id, func.max(Prediction.id).label("id"))
             .join(Cell, Cell.id == Prediction.cell_id)
-            .where(Cell.case_id == case_id).group_by(Prediction.cell_id).subquery())
+            .where(Cell.case_id.in_(ids)).group_by(Prediction.cell_id).subquery())
 
 
 COLUMNS = (Cell.id, Cell.filename, Cell.status, Cell.label, Cell.label_source, Cell.version,

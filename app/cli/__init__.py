@@ -16,7 +16,8 @@ from pathlib import Path
 from app.errors import DomainError
 
 # One module per group; each defines register(subparsers).
-GROUPS = ("app.cli.imaging", "app.cli.modelling", "app.cli.reports", "app.cli.bench", "app.cli.server")
+GROUPS = ("app.cli.imaging", "app.cli.modelling", "app.cli.reports", "app.cli.bench", "app.cli.server",
+          "app.cli.records")
 
 
 def print_json(result: dict, out: Path | None) -> None:

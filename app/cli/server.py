@@ -98,7 +98,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench_load)
 
 
-def _sessions():
+def sessions():
+    """Sessions on the configured database (MARROW_DB_URL), migrated first: for commands that
+    read or change the lab's records while it may be running."""
     from app.config import get_settings
     from app.db import make_engine, make_sessionmaker, upgrade
 
@@ -181,7 +183,7 @@ def cmd_users_add(args) -> int:
     from app.users.service import create_user
 
     password = _read_password(args)
-    with _sessions()() as session:
+    with sessions()() as session:
         user = create_user(session, args.name, args.role, password)
     print(f"created {user.role} {user.name}")
     return 0
@@ -191,7 +193,7 @@ def cmd_users_password(args) -> int:
     from app.users.service import set_password
 
     password = _read_password(args)
-    with _sessions()() as session:
+    with sessions()() as session:
         user = set_password(session, args.name, password)
     print(f"new password set for {user.name}; their browser sessions are logged out")
     return 0
@@ -200,7 +202,7 @@ def cmd_users_password(args) -> int:
 def cmd_users_list(args) -> int:
     from app.users.service import list_users
 
-    with _sessions()() as session:
+    with sessions()() as session:
         for user in list_users(session):
             print(f"{user.name}\t{user.role}\t{'active' if user.active else 'disabled'}")
     return 0
@@ -209,7 +211,7 @@ def cmd_users_list(args) -> int:
 def cmd_users_history(args) -> int:
     from app.users.history import recent
 
-    with _sessions()() as session:
+    with sessions()() as session:
         for e in recent(session, args.limit):
             print("\t".join((e["at"].isoformat(), e["user"] or "-", e["what"], e["by"] or "-", e["client"])))
     return 0
@@ -218,7 +220,7 @@ def cmd_users_history(args) -> int:
 def cmd_users_active(args) -> int:
     from app.users.service import set_active
 
-    with _sessions()() as session:
+    with sessions()() as session:
         user = set_active(session, args.name, args.active)
     print(f"{user.name} {'enabled' if user.active else 'disabled'}")
     return 0
@@ -228,7 +230,7 @@ def cmd_token(args) -> int:
     from app.auth.tokens import issue_token, revoke_tokens
     from app.users.service import require
 
-    with _sessions()() as session:
+    with sessions()() as session:
         user = require(session, args.name)
         if args.revoke:
             print(f"revoked {revoke_tokens(session, user)} API token(s) of {user.name}")

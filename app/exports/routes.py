@@ -3,8 +3,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
+from app.agreement.schemas import Model, Since, Until
+from app.agreement.service import Period, model_agreement
 from app.cases.service import get_case
-from app.deps import ClassesDep, CurrentUser, SessionDep
+from app.deps import ClassesDep, CurrentUser, SessionDep, SettingsDep
 from app.exports import service
 
 router = APIRouter(prefix="/api", tags=["exports"])
@@ -31,3 +33,12 @@ def differential_csv(case_id: int, session: SessionDep, _user: CurrentUser, clas
 def cells_csv(case_id: int, session: SessionDep, _user: CurrentUser) -> Response:
     get_case(session, case_id)
     return _attachment(service.cells_csv(session, case_id), f"case-{case_id}-cells.csv")
+
+
+@router.get("/model-agreement.csv", response_class=Response, responses=CSV)
+def agreement_csv(session: SessionDep, _user: CurrentUser, settings: SettingsDep,
+                  since: Since = None, until: Until = None, model: Model = None) -> Response:
+    """`/api/model-agreement` per category: model calls, confirmed, signed, PPV and sensitivity
+    with their 95 % intervals."""
+    report = model_agreement(session, Period(since, until, model), settings.zone)
+    return _attachment(service.agreement_csv(report), "model-agreement.csv")

@@ -86,3 +86,20 @@ def cases_csv(session: Session, classes: tuple[CellClass, ...]) -> str:
             for c in cases]
     columns = ["case_id", "accession", "specimen", "status", "cells", "signed_by", "signed_at", *codes]
     return _csv([], columns, data)
+
+
+def agreement_csv(report: dict) -> str:
+    """`/api/model-agreement`'s categories, one row each (PPV and sensitivity as fractions)."""
+    def share(s: dict) -> list[str]:
+        return [_num(s["value"], 4), _num(s["ci_low"], 4), _num(s["ci_high"], 4)]
+    period = f"cases signed {report['since'] or 'from the first'} to {report['until'] or 'today'} ({report['time_zone']})"
+    agreement = report["agreement"]["value"]
+    header = [period + (f", model {_safe(report['model'])}" if report["model"] else ""),
+              f"{report['signed_cases']} cases, {report['cells']} cells; agreement "
+              f"{_num(agreement, 4) or 'n/a'} of {report['named']} named; {report['unidentified']} unidentified",
+              "ppv = confirmed / model_called; sensitivity = confirmed / signed_as (cells the model sent to UNK "
+              "are misses); ci = exact binomial 95 %"]
+    data = [[c["code"], _safe(c["name"]), c["model_called"], c["confirmed"], c["signed_as"],
+             *share(c["ppv"]), *share(c["sensitivity"])] for c in report["categories"]]
+    return _csv(header, ["class_code", "class_name", "model_called", "confirmed", "signed_as", "ppv", "ppv_ci_low",
+                         "ppv_ci_high", "sensitivity", "sensitivity_ci_low", "sensitivity_ci_high"], data)

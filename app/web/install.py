@@ -11,6 +11,7 @@ from app.config import Settings
 from app.errors import DomainError
 from app.auth.ratelimit import LoginLimiter
 from app.web.auth import LoginRequired
+from app.web.pages_agreement import router as agreement_router
 from app.web.pages_auth import router as auth_router
 from app.web.pages_cases import router as cases_router
 from app.web.pages_review import router as review_router
@@ -27,7 +28,7 @@ def install_web(app: FastAPI, settings: Settings) -> None:
                        max_age=SESSION_MAX_AGE_S, same_site="lax", https_only=settings.environment == "production")
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     app.state.login_limiter = LoginLimiter.for_broker(settings.broker)
-    for router in (auth_router, cases_router, review_router, taxonomy_router):
+    for router in (auth_router, cases_router, review_router, taxonomy_router, agreement_router):
         app.include_router(router)
 
     api_domain_error = app.exception_handlers[DomainError]
