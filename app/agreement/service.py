@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, Select, func, select
 from sqlalchemy.orm import Session
 
 from app.cases.models import Case
 from app.cells.models import IN_CASE, Cell, CellStatus, Prediction
 from app.cells.service import latest_predictions
 from app.errors import DomainError
-from app.differential.indices import BLAST_CODE, BLAST_MARKS, percents
+from app.differential.indices import BLAST_MARKS, BLAST_PERCENT, blast_level, index_value
 from app.ml.intervals import interval
 from app.taxonomy.defaults import UNK, Category
 from app.taxonomy.service import lab_categories, of_case
@@ -64,43 +64,42 @@ def _share(k: int, n: int) -> dict:
             "ci_low": round(ci[0], 4) if ci else None, "ci_high": round(ci[1], 4) if ci else None}
 
 
-def signed_cases(session: Session, period: Period, tz: ZoneInfo) -> dict[int, Case]:
+def signed_in(period: Period, tz: ZoneInfo) -> Select:
+    """The ids of the cases signed in the period, as a subquery (years of cases are never a
+    parameter list)."""
     start, end = period.bounds(tz)
-    query = select(Case).where(Case.signed_at.is_not(None))
+    query = select(Case.id).where(Case.signed_at.is_not(None))
     if start:
         query = query.where(Case.signed_at >= start)
     if end:
         query = query.where(Case.signed_at < end)
-    return {c.id: c for c in session.scalars(query)}
+    return query
 
 
-def _tallies(session: Session, case_ids: list[int], model: str | None) -> list:
+def signed_cases(session: Session, ids: Select) -> dict[int, Row]:
+    """id -> (id, accession, signed_at, categories) of each case `ids` selects."""
+    query = select(Case.id, Case.accession, Case.signed_at, Case.categories).where(Case.id.in_(ids))
+    return {row.id: row for row in session.execute(query)}
+
+
+def _tallies(session: Session, ids: Select, model: str | None) -> list:
     """(case_id, model call, signed label, model version, cells), grouped by the database."""
-    latest = latest_predictions(case_ids)
+    latest = latest_predictions(ids)
     named = Prediction.unidentified.is_(None)
     query = (select(Cell.case_id, Prediction.predicted, named.label("named"), Cell.label,
                     Prediction.model_version, func.count().label("cells"))
              .select_from(Cell).join(latest, latest.c.cell_id == Cell.id)
              .join(Prediction, Prediction.id == latest.c.id)
-             .where(Cell.case_id.in_(case_ids), IN_CASE, Cell.status == CellStatus.DONE)
+             .where(Cell.case_id.in_(ids), IN_CASE, Cell.status == CellStatus.DONE)
              .group_by(Cell.case_id, Prediction.predicted, named, Cell.label, Prediction.model_version))
     if model:
         query = query.where(Prediction.model_version == model)
     return session.execute(query).all()
 
 
-def _unreadable(session: Session, case_ids: list[int]) -> int:
+def _unreadable(session: Session, ids: Select) -> int:
     return session.scalar(select(func.count()).select_from(Cell).where(
-        Cell.case_id.in_(case_ids), IN_CASE, Cell.status == CellStatus.FAILED)) or 0
-
-
-def _blast_percent(counts: Counter, categories: tuple[Category, ...]) -> float | None:
-    share = percents(counts, categories).get(BLAST_CODE)
-    return share and share["percent"]
-
-
-def _side(percent: float | None) -> tuple[bool, ...] | None:
-    return None if percent is None else tuple(percent >= mark for mark in BLAST_MARKS)
+        Cell.case_id.in_(ids), IN_CASE, Cell.status == CellStatus.FAILED)) or 0
 
 
 def _categories(confusion: Counter, lab: tuple[Category, ...]) -> list[dict]:
@@ -131,15 +130,15 @@ def _summary(confusion: Counter) -> dict:
 
 def model_agreement(session: Session, period: Period, tz: ZoneInfo) -> dict:
     """The report described in the module docstring, as the API answers it."""
-    cases = signed_cases(session, period, tz)
-    ids = sorted(cases)
+    ids = signed_in(period, tz)
+    cases = signed_cases(session, ids)
     month = {cid: (c.signed_at if c.signed_at.tzinfo else c.signed_at.replace(tzinfo=UTC)).astimezone(tz)
              .strftime("%Y-%m") for cid, c in cases.items()}
     confusion: Counter = Counter()
     by_case: dict[int, tuple[Counter, Counter]] = defaultdict(lambda: (Counter(), Counter()))
     by_month: dict[str, Counter] = defaultdict(Counter)
     versions: Counter = Counter()
-    for row in _tallies(session, ids, period.model) if ids else []:
+    for row in _tallies(session, ids, period.model) if cases else []:
         call, final = (row.predicted if row.named else UNK), (row.label or UNK)
         confusion[call, final] += row.cells
         by_month[month[row.case_id]][call, final] += row.cells
@@ -151,12 +150,12 @@ def model_agreement(session: Session, period: Period, tz: ZoneInfo) -> dict:
     crossed, differences = [], []
     for case_id, (model_counts, signed_counts) in sorted(by_case.items()):
         categories = of_case(cases[case_id].categories)
-        model_blasts = _blast_percent(model_counts, categories)
-        signed_blasts = _blast_percent(signed_counts, categories)
+        model_blasts = index_value(BLAST_PERCENT, model_counts, categories)
+        signed_blasts = index_value(BLAST_PERCENT, signed_counts, categories)
         if model_blasts is None or signed_blasts is None:
             continue
         differences.append(abs(model_blasts - signed_blasts))
-        if _side(model_blasts) != _side(signed_blasts):
+        if blast_level(model_blasts) != blast_level(signed_blasts):
             crossed.append({"case_id": case_id, "accession": cases[case_id].accession,
                             "model_blast_percent": round(model_blasts, 2),
                             "signed_blast_percent": round(signed_blasts, 2)})
@@ -165,7 +164,7 @@ def model_agreement(session: Session, period: Period, tz: ZoneInfo) -> dict:
         "since": period.since.isoformat() if period.since else None,
         "until": period.until.isoformat() if period.until else None,
         "time_zone": str(tz), "model": period.model,
-        "signed_cases": len(by_case), "unreadable": _unreadable(session, ids) if ids else 0,
+        "signed_cases": len(by_case), "unreadable": _unreadable(session, ids),
         **_summary(confusion),
         "model_versions": dict(versions.most_common()),
         "categories": _categories(confusion, lab_categories(session)),

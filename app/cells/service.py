@@ -1,9 +1,7 @@
 """Cells of a case with their latest prediction, relabelling with optimistic locking, files."""
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from app.audit.models import AuditAction
@@ -15,13 +13,12 @@ from app.errors import Conflict
 from app.users.models import User
 
 
-def latest_predictions(case_ids: int | Sequence[int]):
-    """Subquery: the newest prediction id per cell of a case, or of several (a re-run with a
-    newer model wins)."""
-    ids = [case_ids] if isinstance(case_ids, int) else list(case_ids)
+def latest_predictions(cases: int | Select):
+    """Subquery: the newest prediction id per cell of a case, or of the cases a query selects
+    (their ids): a re-run with a newer model wins."""
+    of = Cell.case_id == cases if isinstance(cases, int) else Cell.case_id.in_(cases)
     return (select(Prediction.cell_id, func.max(Prediction.id).label("id"))
-            .join(Cell, Cell.id == Prediction.cell_id)
-            .where(Cell.case_id.in_(ids)).group_by(Prediction.cell_id).subquery())
+            .join(Cell, Cell.id == Prediction.cell_id).where(of).group_by(Prediction.cell_id).subquery())
 
 
 COLUMNS = (Cell.id, Cell.filename, Cell.status, Cell.label, Cell.label_source, Cell.version,

@@ -37,8 +37,9 @@ class Index:
         return f"{self.name} = ({num}) / ({den})"
 
 
+BLAST_PERCENT = Index("blast_percent", "Blast percent", "percent", ("code:" + BLAST_CODE,))
 INDICES: tuple[Index, ...] = (
-    Index("blast_percent", "Blast percent", "percent", ("code:" + BLAST_CODE,)),
+    BLAST_PERCENT,
     # ICSH 2008: the M:E ratio is granulocytes and their precursors (blasts included) to
     # erythroid precursors; monocytes are their own lineage and not in it (README).
     Index("me_ratio", "M:E ratio", "ratio", ("myeloid",), ("erythroid",), unit="{ratio}"),
@@ -78,6 +79,20 @@ def percents(counts: dict[str, int], categories: tuple[Category, ...]) -> dict[s
     return out
 
 
+def _parts(ix: Index, counts: dict[str, int], categories: tuple[Category, ...], counted: int) -> tuple[int, int]:
+    """An index's numerator and denominator (for a percent, the counted cells)."""
+    num = sum(counts.get(code, 0) for code in _members(ix.numerator, categories))
+    if ix.kind == "percent":
+        return num, counted
+    return num, sum(counts.get(code, 0) for code in _members(ix.denominator, categories))
+
+
+def index_value(ix: Index, counts: dict[str, int], categories: tuple[Category, ...]) -> float | None:
+    """An index's value without its interval (a percent in percent units; None where undefined)."""
+    num, den = _parts(ix, counts, categories, counted_total(counts, categories))
+    return None if not den else 100.0 * num / den if ix.kind == "percent" else num / den
+
+
 def compute(counts: dict[str, int], categories: tuple[Category, ...]) -> list[dict]:
     """Every index: {"code", "name", "kind", "unit", "value", "ci_low", "ci_high", "numerator",
     "denominator", "definition"}. A ratio's interval is the exact interval of p = M/(M+E)
@@ -85,14 +100,12 @@ def compute(counts: dict[str, int], categories: tuple[Category, ...]) -> list[di
     n = counted_total(counts, categories)
     out = []
     for ix in INDICES:
-        num = sum(counts.get(code, 0) for code in _members(ix.numerator, categories))
+        num, den = _parts(ix, counts, categories, n)
         if ix.kind == "percent":
-            den = n
             ci = interval(num, den)
             value = 100.0 * num / den if den else None
             low, high = (100.0 * ci[0], 100.0 * ci[1]) if ci else (None, None)
         else:
-            den = sum(counts.get(code, 0) for code in _members(ix.denominator, categories))
             value = num / den if den else None
             ci = interval(num, num + den)
             low, high = (_odds(ci[0]), _odds(ci[1])) if ci else (None, None)

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.agreement.service import Period, signed_cases
+from app.agreement.service import Period, signed_cases, signed_in
 from app.cells.models import IN_CASE, Cell, CellStatus, Prediction
 from app.cells.service import latest_predictions
 from app.ml.card import MARROW_CLASSES
@@ -40,8 +40,8 @@ def _suffix(media_type: str) -> str:
 def export_cells(session: Session, storage: Storage, dest: Path, period: Period, tz: ZoneInfo,
                  all_categories: bool = False) -> dict:
     """Write the dataset; returns what was written and skipped, per class."""
-    cases = signed_cases(session, period, tz)
-    ids = sorted(cases)
+    ids = signed_in(period, tz)
+    cases = signed_cases(session, ids)
     latest = latest_predictions(ids)
     query = (select(Cell.case_id, Cell.sha256, Cell.media_type, Cell.image_path, Cell.label, Prediction.predicted,
                     Prediction.unidentified, Prediction.model_version)
@@ -50,7 +50,7 @@ def export_cells(session: Session, storage: Storage, dest: Path, period: Period,
              .where(Cell.case_id.in_(ids), IN_CASE, Cell.status == CellStatus.DONE).order_by(Cell.id))
     if period.model:
         query = query.where(Prediction.model_version == period.model)
-    rows = session.execute(query).all() if ids else []
+    rows = session.execute(query).all() if cases else []
 
     dest.mkdir(parents=True, exist_ok=True)
     written, present, skipped, manifest = Counter(), Counter(), Counter(), []

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.differential.indices import blast_level, compute, interval, percents, summary_indices
+from app.differential.indices import INDICES, blast_level, compute, interval, percents, summary_indices, index_value
 from app.taxonomy.defaults import DEFAULT_CATEGORIES, Category, validate
 
 
@@ -82,3 +82,10 @@ def test_exact_interval_is_scipys_clopper_pearson():
         for k in sorted({0, 1, 2, n // 20, n // 5, n // 2, n - 1, n} & set(range(n + 1))):
             ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
             assert interval(k, n) == pytest.approx((ci.low, ci.high), abs=1e-9), (k, n)
+
+
+@pytest.mark.parametrize("counts", [{"BLA": 3, "NGS": 9, "EBO": 4, "UNK": 2, "NIF": 5}, {"EBO": 4}, {"NIF": 3}, {}])
+def test_an_index_alone_is_the_value_of_the_full_computation(counts):
+    """`index_value` (the model-agreement report's blast percent, no interval) is `compute`'s value."""
+    assert {ix.code: index_value(ix, counts, DEFAULT_CATEGORIES) for ix in INDICES} == {
+        ix["code"]: ix["value"] for ix in compute(counts, DEFAULT_CATEGORIES)}
