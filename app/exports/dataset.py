@@ -8,12 +8,15 @@ the classes a MarrowDiff model can learn are written (the 13-class taxonomy's co
 other categories (PLM, ART, OTH, its own) are counted as skipped, or written too with
 `all_categories`. Files are named by their content's hash, never by the uploaded name (which may
 hold patient data), and copied once: exporting again into DEST adds only new cells.
-`manifest.csv` lists this export's cells with the model's call, its version and the case id.
+`manifest.csv` lists this export's cells with the model's call, its version and the case id;
+a cell whose image is missing from the storage is reported, not exported.
 """
 from __future__ import annotations
 
 import csv
+import io
 import mimetypes
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -52,27 +55,51 @@ def export_cells(session: Session, storage: Storage, dest: Path, period: Period,
         query = query.where(Prediction.model_version == period.model)
     rows = session.execute(query).all() if cases else []
 
-    dest.mkdir(parents=True, exist_ok=True)
-    written, present, skipped, manifest = Counter(), Counter(), Counter(), []
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RuntimeError(f"cannot create {dest}: {exc.strerror or exc}") from None
+    written, present, skipped, missing, manifest = Counter(), Counter(), Counter(), [], []
     for row in rows:
         label = row.label or UNK
         if label == UNK or not (all_categories or label in LEARNABLE):
             skipped[label] += 1
             continue
         target = dest / label / f"{row.sha256}{_suffix(row.media_type)}"
+        source = storage.path(row.image_path)
         if target.exists():
             present[label] += 1
+        elif not source.is_file():  # lost from the storage (a restore without images, say)
+            missing.append(row.sha256)
+            continue
         else:
-            target.parent.mkdir(exist_ok=True)
-            shutil.copyfile(storage.path(row.image_path), target)
+            _write(target, source)
             written[label] += 1
         model_call = "" if row.predicted is None else (UNK if row.unidentified else row.predicted)
         manifest.append([f"{label}/{target.name}", label, model_call, row.model_version or "", row.case_id,
                          cases[row.case_id].signed_at.isoformat()])
-    with open(dest / MANIFEST, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["file", "class_code", "model_class", "model_version", "case_id", "signed_at"])
-        writer.writerows(manifest)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["file", "class_code", "model_class", "model_version", "case_id", "signed_at"])
+    writer.writerows(manifest)
+    _write(dest / MANIFEST, text.getvalue().encode())
     return {"dest": str(dest), "signed_cases": len({r.case_id for r in rows}), "cells": len(manifest),
             "written": dict(sorted(written.items())), "already_there": dict(sorted(present.items())),
-            "skipped": dict(sorted(skipped.items())), "manifest": str(dest / MANIFEST)}
+            "skipped": dict(sorted(skipped.items())), "missing_from_storage": missing,
+            "manifest": str(dest / MANIFEST)}
+
+
+def _write(target: Path, data: bytes | Path) -> None:
+    """A file whole or not at all (bytes, or a copy of a file): a disk that fills up leaves no
+    half image that a later export would take for one already there."""
+    partial = target.with_name(f".{target.name}.part")
+    try:
+        target.parent.mkdir(exist_ok=True)
+        if isinstance(data, Path):
+            shutil.copyfile(data, partial)
+        else:
+            partial.write_bytes(data)
+        os.replace(partial, target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise RuntimeError(f"cannot write {target}: {exc.strerror or exc}") from None

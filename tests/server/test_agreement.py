@@ -14,8 +14,10 @@ from sqlalchemy import update
 
 from app.cases.models import Case
 from app.cli import marrow_command
+from app.cells.models import Cell
 from app.db import upgrade
 from app.ml.dataset import KNOWN_CODES, load_folder_dataset
+from app.storage import Storage
 
 from web.conftest import log_in
 
@@ -174,3 +176,22 @@ def test_model_agreement_command_prints_the_api_report(client, auth, lab, settin
     assert done.returncode == 0, done.stderr
     assert client.get("/api/model-agreement?until=2026-10-31", headers=auth).json() == json.loads(done.stdout)
     assert json.loads(done.stdout)["cells"] == 4
+
+
+def test_export_cells_reports_a_lost_image_and_refuses_a_destination_it_cannot_create(
+        client, auth, lab, settings, sessions, tmp_path):
+    cells = client.get(f"/api/cases/{lab['B']}/cells", headers=auth).json()
+    lost = next(c for c in cells if c["label"] == "MON")
+    stored = Storage(settings.storage_path)
+    with sessions() as session:
+        cell = session.get(Cell, lost["id"])
+        stored.path(cell.image_path).unlink()
+        sha = cell.sha256
+    done = _marrow(settings, "export-cells", str(tmp_path / "out"), "--since", "2026-10-15", "--until", "2026-10-15")
+    out = json.loads(done.stdout)
+    assert done.returncode == 0 and out["missing_from_storage"] == [sha] and out["cells"] == 3
+    assert not (tmp_path / "out" / "MON").exists()
+
+    (tmp_path / "a-file").write_text("not a folder")
+    done = _marrow(settings, "export-cells", str(tmp_path / "a-file" / "out"))
+    assert done.returncode == 2 and f"cannot create {tmp_path / 'a-file' / 'out'}: Not a directory" in done.stderr
