@@ -38,6 +38,9 @@ class Case(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     signed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     signed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The signer's comment for the report (interpretation, advice); cleared when the case is reopened
+    # (the reopening's audit entry keeps it).
+    sign_comment: Mapped[str | None] = mapped_column(Text)
     # The lab's category list when the case was created (app.taxonomy); never changed after.
     categories: Mapped[list | None] = mapped_column(JSON)
     # The model the case's cells are (re-)classified with, by folder name; None = the configured one.

@@ -6,7 +6,8 @@ from fastapi import APIRouter, Query, Request, status
 
 from app.cases import service
 from app.cases.models import CaseStatus, Upload
-from app.cases.schemas import CaseCreate, CaseEdit, CaseOut, CaseReopen, UploadOut, UploadStatus, UploadWithdraw
+from app.cases.schemas import (CaseCreate, CaseEdit, CaseOut, CaseReopen, CaseSign, UploadOut, UploadStatus,
+                               UploadWithdraw)
 from app.cases.upload_form import receive_request
 from app.cases.uploads import withdraw_upload
 from app.db import MAX_ID
@@ -83,10 +84,12 @@ def withdraw(upload_id: int, body: UploadWithdraw, session: SessionDep, user: Cu
 
 
 @router.post("/cases/{case_id}/sign", response_model=CaseOut)
-def sign(case_id: int, session: SessionDep, user: CurrentUser, classes: ClassesDep, settings: SettingsDep) -> dict:
-    """Sign the case off; it is locked from then on (relabels answer 409). 403 for a role that
-    MARROW_SIGN_ROLES leaves out."""
-    service.sign(session, service.get_case(session, case_id), user, settings.signers)
+def sign(case_id: int, session: SessionDep, user: CurrentUser, classes: ClassesDep, settings: SettingsDep,
+         body: CaseSign | None = None) -> dict:
+    """Sign the case off, optionally with a comment for the report (`{"comment": "..."}`, up to
+    4,000 characters; the body may be left out); it is locked from then on (relabels answer 409).
+    403 for a role that MARROW_SIGN_ROLES leaves out."""
+    service.sign(session, service.get_case(session, case_id), user, settings.signers, body and body.comment)
     return service.summary(session, classes, case_id)
 
 

@@ -5,6 +5,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
 
+COMMENT_MAX = 4000  # characters: a report's interpretive comment, not a narrative
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=500)]
 
 
@@ -24,6 +25,11 @@ class CaseEdit(BaseModel):
 
 class CaseReopen(BaseModel):
     reason: Reason = Field(description="why the signed case is reopened (kept in its history and on the reports)")
+
+
+class CaseSign(BaseModel):
+    comment: Annotated[str, StringConstraints(strip_whitespace=True, max_length=COMMENT_MAX)] | None = Field(
+        None, description="the signer's comment for the report: interpretation, advice (PDF and FHIR conclusion)")
 
 
 class UploadWithdraw(BaseModel):
@@ -47,6 +53,7 @@ class CaseOut(BaseModel):
     model_name: str | None  # the model chosen by a re-run; None = the configured one
     signed_by: str | None
     signed_at: datetime | None
+    sign_comment: str | None = None  # the signer's comment (None before sign-off and after reopening)
 
 
 class Rejected(BaseModel):

@@ -114,7 +114,7 @@ def summaries(session: Session, classes: tuple[CellClass, ...], case_ids: Sequen
             "intervals": {code: [v["ci_low"], v["ci_high"]] for code, v in shares.items()},
             "indices": summary_indices(full, categories),
             "categories": [c.as_dict() for c in categories], "model_name": case.model_name,
-            "signed_by": signer, "signed_at": case.signed_at,
+            "signed_by": signer, "signed_at": case.signed_at, "sign_comment": case.sign_comment,
         })
     return out
 
@@ -173,9 +173,11 @@ def ensure_open(case: Case) -> None:
         raise Conflict(f"case {case.id} is signed and locked")
 
 
-def sign(session: Session, case: Case, user: User, signers: frozenset[str] | None = None) -> None:
-    """Lock the case. Refused while cells are still being processed or when already signed, and
-    to a user whose role is not among `signers` (MARROW_SIGN_ROLES; None: any role)."""
+def sign(session: Session, case: Case, user: User, signers: frozenset[str] | None = None,
+         comment: str | None = None) -> None:
+    """Lock the case, with the signer's comment for the report (blank: none). Refused while
+    cells are still being processed or when already signed, and to a user whose role is not
+    among `signers` (MARROW_SIGN_ROLES; None: any role)."""
     if signers is not None and user.role not in signers:
         raise Forbidden(f"only {' or '.join(sorted(signers))} accounts may sign a case off; "
                         f"{user.name} is a {user.role}")
@@ -193,11 +195,12 @@ def sign(session: Session, case: Case, user: User, signers: frozenset[str] | Non
                        f"{'s' * (unidentified != 1)} remain{'s' * (unidentified == 1)}; classify "
                        f"{'them' if unidentified != 1 else 'it'} first")
     done = session.execute(update(Case).where(Case.id == case.id, Case.signed_at.is_(None))
-                           .values(signed_by_id=user.id, signed_at=utcnow()))
+                           .values(signed_by_id=user.id, signed_at=utcnow(), sign_comment=comment or None))
     if done.rowcount != 1:  # signed by someone else since we looked
         session.rollback()
         raise Conflict(f"case {case.id} is signed and locked")
-    record(session, case_id=case.id, user_id=user.id, action=AuditAction.SIGN, from_value="open", to_value="signed")
+    record(session, case_id=case.id, user_id=user.id, action=AuditAction.SIGN, from_value="open", to_value="signed",
+           detail={"comment": comment} if comment else None)
     session.commit()
 
 
@@ -213,6 +216,6 @@ def reopen(session: Session, case: Case, user: User, reason: str) -> None:
     signer = session.get(User, case.signed_by_id) if case.signed_by_id is not None else None
     record(session, case_id=case.id, user_id=user.id, action=AuditAction.REOPEN, from_value="signed",
            to_value="open", detail={"reason": reason, "signed_by": signer.name if signer else None,
-                                    "signed_at": case.signed_at.isoformat()})
-    case.signed_at, case.signed_by_id = None, None
+                                    "signed_at": case.signed_at.isoformat(), "comment": case.sign_comment})
+    case.signed_at, case.signed_by_id, case.sign_comment = None, None, None
     session.commit()

@@ -104,7 +104,8 @@ def build_bundle(data: dict) -> str:
         "subject": subject, "effectiveDateTime": _iso(case["created_at"]), "issued": issued,
         "identifier": [{"system": CASE_SYSTEM, "value": case["accession"]}],
         "result": [{"reference": f"urn:uuid:{o['id']}"} for o in observations],
-        "conclusion": "; ".join(data["flags"]) or None,
+        # the signer's comment first (their interpretation), then the report's flags
+        "conclusion": "; ".join(filter(None, (case["sign_comment"], *data["flags"]))) or None,
     }
     if final:
         report["resultsInterpreter"] = [{"display": case["signed_by"]}]

@@ -56,6 +56,7 @@ def render_pdf(data: dict, storage: Storage) -> bytes:
                          ("Status", case["status"]),
                          ("Signed by", f"{case['signed_by']} at {lab_time(case['signed_at'], data['zone'], seconds=False)}" if case["signed_at"]
                           else "not signed (preliminary)"),
+                         *((("Comment", case["sign_comment"]),) if case["sign_comment"] else ()),
                          ("Model version", ", ".join(data["model_versions"]) or "none"),
                          ("Cells", f"{case['cells_total']} imaged, {data['counted_total']} counted, "
                                    f"target {'/'.join(map(str, data['targets']))}")):

@@ -12,7 +12,7 @@ from app.audit.models import AuditAction
 from app.audit.service import history
 from app.cases import service as cases
 from app.cases.models import CaseStatus
-from app.cases.schemas import CaseEdit, Reason
+from app.cases.schemas import COMMENT_MAX, CaseEdit, CaseSign, Reason
 from app.cases.upload_form import receive_request
 from app.cases.uploads import withdraw_upload
 from app.db import MAX_ID
@@ -143,9 +143,14 @@ def case_history(request: Request, case_id: int, db: SessionDep, _user: PageUser
 
 @router.post("/cases/{case_id}/sign", dependencies=[Csrf])
 def sign(request: Request, case_id: int, db: SessionDep, user: PageUser, classes: ClassesDep,
-         settings: SettingsDep) -> Response:
+         settings: SettingsDep, comment: Annotated[str, Form()] = "") -> Response:
     try:
-        cases.sign(db, cases.get_case(db, case_id), user, settings.signers)
+        body = CaseSign(comment=comment)  # the API's rule
+    except ValidationError:
+        return _case_page(request, db, classes, case_id, status.HTTP_422_UNPROCESSABLE_CONTENT,
+                          error=f"the comment may have at most {COMMENT_MAX:,} characters; the case is not signed")
+    try:
+        cases.sign(db, cases.get_case(db, case_id), user, settings.signers, body.comment)
     except (Conflict, Forbidden) as exc:
         return _case_page(request, db, classes, case_id, exc.status_code, error=str(exc))
     return RedirectResponse(f"/cases/{case_id}", status.HTTP_303_SEE_OTHER)

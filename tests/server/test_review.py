@@ -194,3 +194,34 @@ def test_ids_past_int64_are_not_found(client, auth):
     for path in (f"/api/cases/{2**63}", f"/api/cells/{2**63}", f"/api/uploads/{2**63}", "/api/uploads/0"):
         r = client.get(path, headers=auth)
         assert r.status_code == 404, (path, r.status_code, r.text)
+
+
+def test_the_signers_comment_is_on_the_case_the_pdf_the_fhir_conclusion_and_the_history(
+        client, auth, sessions, processed_case):
+    """A pathologist's interpretation goes on the report with the sign-off; reopening takes it off
+    (the history keeps it) and the next sign-off states its own."""
+    from fhir.resources.R4B.bundle import Bundle
+    from pypdf import PdfReader
+
+    path = f"/api/cases/{processed_case}"
+    comment = "Normocellular marrow with trilineage haematopoiesis.\nNo excess of blasts."
+    r = client.post(f"{path}/sign", json={"comment": "x" * 4001}, headers=auth)
+    assert r.status_code == 422 and client.get(path, headers=auth).json()["status"] == "ready"
+    r = client.post(f"{path}/sign", json={"comment": f"  {comment}  "}, headers=auth)
+    assert r.status_code == 200 and r.json()["sign_comment"] == comment
+    pdf = PdfReader(io.BytesIO(client.get(f"{path}/report.pdf", headers=auth).content))
+    text = " ".join(" ".join(page.extract_text().split()) for page in pdf.pages)
+    assert "Comment: Normocellular marrow with trilineage haematopoiesis. No excess of blasts." in text
+    bundle = Bundle.model_validate_json(client.get(f"{path}/fhir", headers=auth).content)
+    report = next(e.resource for e in bundle.entry if e.resource.get_resource_type() == "DiagnosticReport")
+    assert report.conclusion.startswith(comment)
+
+    assert client.post(f"{path}/reopen", json={"reason": "one more look"}, headers=auth).status_code == 200
+    assert client.get(path, headers=auth).json()["sign_comment"] is None
+    audit = client.get(f"{path}/audit", headers=auth).json()
+    assert audit[-2]["detail"] == {"comment": comment} and audit[-1]["detail"]["comment"] == comment
+    r = client.post(f"{path}/sign", headers=auth)  # no body: signed without a comment
+    assert r.status_code == 200 and r.json()["sign_comment"] is None
+    text = " ".join(page.extract_text() for page in
+                    PdfReader(io.BytesIO(client.get(f"{path}/report.pdf", headers=auth).content)).pages)
+    assert "Comment:" not in text

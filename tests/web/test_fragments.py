@@ -223,3 +223,20 @@ def test_session_reaches_the_api_but_not_without_csrf(client, auth, page, proces
 def test_expired_session_on_a_fragment_redirects_to_login(client, processed_case):
     r = client.get(f"/cases/{processed_case}/gallery", headers={"HX-Request": "true"})
     assert r.status_code == 401 and r.headers["HX-Redirect"] == "/login"
+
+
+def test_sign_off_with_a_comment_from_the_case_page(client, auth, page, processed_case):
+    """The sign-off form takes the comment for the report; the signed case shows it and the
+    history quotes it; after a reopening the form offers the earlier comment to sign again."""
+    r = client.post(f"/cases/{processed_case}/sign", data={"csrf_token": page, "comment": "y" * 4001})
+    assert r.status_code == 422 and "the comment may have at most 4,000 characters; the case is not signed" in r.text
+    r = client.post(f"/cases/{processed_case}/sign", data={"csrf_token": page, "comment": "Reactive <marrow>."},
+                    follow_redirects=False)
+    assert r.status_code == 303
+    case_page = client.get(f"/cases/{processed_case}").text
+    assert '<p class="sign-comment" id="sign-comment"><b>Comment:</b> Reactive &lt;marrow&gt;.</p>' in case_page
+    assert "<b>signed off</b>: “Reactive &lt;marrow&gt;.”" in case_page
+    client.post(f"/cases/{processed_case}/reopen", data={"csrf_token": page, "reason": "recount blasts"})
+    head = client.get(f"/cases/{processed_case}/head").text
+    assert 'id="sign-comment"' not in head
+    assert re.search(r'<textarea name="comment"[^>]*>Reactive &lt;marrow&gt;.</textarea>', head)
