@@ -36,6 +36,9 @@ from app.taxonomy.defaults import UNK, Category
 from app.taxonomy.service import lab_categories, of_case
 
 
+EDGE = (date.min + timedelta(days=1), date.max - timedelta(days=1))
+
+
 class InvalidPeriod(DomainError):
     status_code = 422
 
@@ -53,8 +56,11 @@ class Period:
             raise InvalidPeriod(f"until ({self.until}) is before since ({self.since})")
 
     def bounds(self, tz: ZoneInfo) -> tuple[datetime | None, datetime | None]:
-        start = datetime.combine(self.since, time(), tz) if self.since else None
-        end = datetime.combine(self.until + timedelta(days=1), time(), tz) if self.until else None
+        """[start, end) as aware datetimes; None where open (a day at the calendar's ends, whose
+        midnight in the lab's zone has no UTC time, is open too)."""
+        start = datetime.combine(self.since, time(), tz) if self.since and self.since > EDGE[0] else None
+        end = datetime.combine(self.until + timedelta(days=1), time(), tz) \
+            if self.until and self.until < EDGE[1] else None
         return start, end
 
 

@@ -106,6 +106,9 @@ def test_the_period_and_the_model_filter(client, auth, lab):
     r = client.get("/api/model-agreement?since=2026-11-30&until=2026-11-01", headers=auth)
     assert r.status_code == 422 and "until (2026-11-01) is before since (2026-11-30)" in r.json()["detail"]
     assert client.get("/api/model-agreement?since=30.11.2026", headers=auth).status_code == 422
+    # the calendar's first and last days are open ends, not a server error
+    everything = client.get("/api/model-agreement?since=0001-01-01&until=9999-12-31", headers=auth).json()
+    assert everything["cells"] == 10
     assert client.get("/api/model-agreement").status_code == 401
 
 
