@@ -1,25 +1,37 @@
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 COMMENT_MAX = 4000  # characters: a report's interpretive comment, not a narrative
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=500)]
 
 
+def _one_line(text: str) -> str:
+    if any(unicodedata.category(ch) == "Cc" for ch in text):
+        raise ValueError("must be one line, without tabs or other control characters")
+    return text
+
+
+OneLine = Annotated[str, AfterValidator(_one_line)]  # an accession or specimen: CSV headers, PDF, FHIR, LIS
+EditedLine = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120),
+                       AfterValidator(_one_line)]
+
+
 class CaseCreate(BaseModel):
-    accession: str = Field(min_length=1, max_length=120, description="accession / patient identifier")
-    specimen: str = Field("bone marrow", min_length=1, max_length=120)
+    accession: OneLine = Field(min_length=1, max_length=120, description="accession / patient identifier")
+    specimen: OneLine = Field("bone marrow", min_length=1, max_length=120)
     note: str = Field("", max_length=10_000)
 
 
 class CaseEdit(BaseModel):
     """The fields to change (the others are left as they are)."""
 
-    accession: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)] | None = None
-    specimen: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)] | None = None
+    accession: EditedLine | None = None
+    specimen: EditedLine | None = None
     note: str | None = Field(None, max_length=10_000)
 
 

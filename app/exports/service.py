@@ -25,9 +25,11 @@ def _safe(value) -> str:
 
 
 def _csv(header_lines: list[str], columns: list[str], data: list[list]) -> str:
+    """Comment lines, then the table. A line break inside a comment (from an accession or a
+    query parameter) would start a data row: each becomes a space."""
     buf = io.StringIO()
     for line in header_lines:
-        buf.write(f"# {line}\n")
+        buf.write("# " + " ".join(line.splitlines()) + "\n")
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     w.writerows(data)

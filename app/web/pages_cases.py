@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Query, Request, status
+from fastapi import APIRouter, Form, HTTPException, Query, Request, status
 from fastapi.responses import RedirectResponse, Response
 from pydantic import TypeAdapter, ValidationError
 
@@ -12,7 +12,7 @@ from app.audit.models import AuditAction
 from app.audit.service import history
 from app.cases import service as cases
 from app.cases.models import CaseStatus
-from app.cases.schemas import COMMENT_MAX, CaseEdit, CaseSign, Reason
+from app.cases.schemas import COMMENT_MAX, CaseCreate, CaseEdit, CaseSign, Reason
 from app.cases.upload_form import receive_request
 from app.cases.uploads import withdraw_upload
 from app.db import MAX_ID
@@ -59,7 +59,12 @@ def create_case(db: SessionDep, user: PageUser,
                 accession: Annotated[str, Form(min_length=1, max_length=120)],
                 specimen: Annotated[str, Form(max_length=120)] = "bone marrow",
                 note: Annotated[str, Form(max_length=10_000)] = "") -> Response:
-    case = cases.create_case(db, user, accession.strip(), specimen.strip() or "bone marrow", note)
+    try:
+        body = CaseCreate(accession=accession.strip(), specimen=specimen.strip() or "bone marrow", note=note)
+    except ValidationError as exc:  # the API's rules; the form's fields cannot break them but a script can
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "; ".join(
+            f"{e['loc'][0]} {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())) from None
+    case = cases.create_case(db, user, body.accession, body.specimen, body.note)
     return RedirectResponse(f"/cases/{case.id}", status.HTTP_303_SEE_OTHER)
 
 

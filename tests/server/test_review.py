@@ -225,3 +225,22 @@ def test_the_signers_comment_is_on_the_case_the_pdf_the_fhir_conclusion_and_the_
     text = " ".join(page.extract_text() for page in
                     PdfReader(io.BytesIO(client.get(f"{path}/report.pdf", headers=auth).content)).pages)
     assert "Comment:" not in text
+
+
+def test_an_accession_or_specimen_is_one_line(client, auth, sessions):
+    """A line break or tab would start a new row in the CSVs' headers and a new line in the LIS:
+    refused on creation and on correction; a case stored before the rule keeps its CSV whole."""
+    from app.cases.models import Case
+
+    for body in ({"accession": "BM-1\nevil,row"}, {"accession": "BM-1", "specimen": "marrow\taspirate"}):
+        r = client.post("/api/cases", json=body, headers=auth)
+        assert r.status_code == 422 and "must be one line, without tabs or other control characters" in r.text
+    case_id = new_case(client, auth, "BM-2")
+    r = client.patch(f"/api/cases/{case_id}", json={"accession": "BM-2\r\nx"}, headers=auth)
+    assert r.status_code == 422
+    with sessions() as session:  # as an older release may have stored it
+        session.get(Case, case_id).accession = "BM-2\nevil,row"
+        session.commit()
+    text = client.get(f"/api/cases/{case_id}/differential.csv", headers=auth).text
+    assert "# case {} accession BM-2 evil,row status empty".format(case_id) in text
+    assert all(line.startswith("#") for line in text.splitlines()[:2])

@@ -218,3 +218,8 @@ def test_a_session_left_idle_is_logged_out(client, page, settings, sessions, mon
         log_in(lenient, "rita")
         minutes_later(5 * 60)
         assert lenient.get("/cases").status_code == 200  # 0: only the 12-hour cookie limit
+
+
+def test_creating_a_case_from_the_page_keeps_the_apis_rules(client, page):
+    r = client.post("/cases", data={"accession": "BM-3\tx", "csrf_token": page}, follow_redirects=False)
+    assert r.status_code == 422 and "accession must be one line, without tabs or other control characters" in r.text
