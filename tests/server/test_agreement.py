@@ -15,10 +15,10 @@ from sqlalchemy import update
 from app.cases.models import Case
 from app.cli import marrow_command
 from app.cells.models import Cell
-from app.db import upgrade
 from app.ml.dataset import KNOWN_CODES, load_folder_dataset
 from app.storage import Storage
 
+from support.servers import on_database
 from web.conftest import log_in
 
 from .differential_helpers import labelled_case
@@ -27,11 +27,7 @@ from .differential_helpers import labelled_case
 @pytest.fixture(params=["sqlite", "postgresql"])
 def settings(request, settings):
     """The report is grouped by the database: the same tests on both databases a lab runs."""
-    if request.param == "sqlite":
-        return settings
-    url = request.getfixturevalue("fresh_postgres_url")
-    upgrade(url)
-    return settings.model_copy(update={"database_url": url})
+    return on_database(request, settings)
 
 
 def _relabel(client, auth, cell_id: int, label: str) -> None:

@@ -5,19 +5,16 @@ from __future__ import annotations
 import pytest
 
 from app.cases.models import Case
-from app.db import upgrade, utcnow
+from app.db import utcnow
 
 from support.app import image_bytes, new_case, upload
+from support.servers import on_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def settings(request, settings):
     """The filters are SQL: the same test on both databases a lab runs."""
-    if request.param == "sqlite":
-        return settings
-    url = request.getfixturevalue("fresh_postgres_url")
-    upgrade(url)
-    return settings.model_copy(update={"database_url": url})
+    return on_database(request, settings)
 
 
 def test_status_and_accession_filters_agree_with_each_cases_summary(client, auth, sessions, processed_case):

@@ -30,6 +30,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from app.db import upgrade
 from app.bench.servers import (
     START_TIMEOUT_S,
     PostgresCluster,
@@ -71,6 +72,17 @@ def postgres_url(postgres_cluster: PostgresCluster) -> str:
 @pytest.fixture
 def fresh_postgres_url(postgres_cluster: PostgresCluster) -> str:
     return postgres_cluster.createdb(f"marrow_{secrets.token_hex(4)}")
+
+
+def on_database(request: pytest.FixtureRequest, settings):
+    """`settings` as they are for the param "sqlite", else on a fresh, migrated PostgreSQL
+    database: for a module whose `settings` fixture is parametrized over both, to run what is
+    written as SQL on both databases a lab runs."""
+    if request.param == "sqlite":
+        return settings
+    url = request.getfixturevalue("fresh_postgres_url")
+    upgrade(url)
+    return settings.model_copy(update={"database_url": url})
 
 
 # ------------------------------------------------------------------- outages: stop, start again
