@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 from datetime import UTC, datetime, timedelta
+from html import unescape as html_unescape
 
 import pytest
 from sqlalchemy import update
@@ -129,6 +130,10 @@ def test_the_page_shows_the_period_the_categories_and_the_cases_across_a_mark(cl
     assert [int(n) for n in re.findall(r'<td class="num">(\d+)</td>', row[:row.index("</tr>")])] == [2, 1, 1]
     assert "2026-10" in html and "2026-11" in html
     assert 'href="/model-agreement"' in client.get("/cases").text  # in the menu
+    for query, cells in (("since=2026-10-01&until=2026-10-31", 4), ("since=2026-11-01", 6), ("since=", 10)):
+        link = re.search(r'id="agreement-csv" href="([^"]+)"', client.get(f"/model-agreement?{query}").text)[1]
+        r = client.get(html_unescape(link))  # the page's download link, with the page's session
+        assert r.status_code == 200 and f", {cells} cells;" in r.text, (query, link, r.text[:300])
     opening = (datetime.now(UTC).date() - timedelta(days=90)).isoformat()  # the last 90 days, editable
     assert f'name="since" value="{opening}"' in client.get("/model-agreement").text
     r = client.get("/model-agreement?since=2026-12-01&until=2026-11-01")
