@@ -22,6 +22,12 @@ class Conflict(DomainError):
     status_code = 409
 
 
+class InvalidValue(DomainError):
+    """A value the database cannot store (a NUL character in a text on PostgreSQL, say)."""
+
+    status_code = 422
+
+
 class Unavailable(DomainError):
     """The database cannot be reached (stopped, restarting): the same request works once it is back."""
 

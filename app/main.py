@@ -6,13 +6,13 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 
 from app.ml.card import load_classes
 from app.config import Settings, get_settings
 from app.db import disk_full, make_engine, make_sessionmaker
 from app.deps import SessionDep
-from app.errors import DomainError, StorageFailed, Unavailable
+from app.errors import DomainError, InvalidValue, StorageFailed, Unavailable
 from app.headers import SecurityHeaders
 from app.storage import Storage
 
@@ -60,6 +60,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("database unavailable: %s", exc.orig)
             error = Unavailable("the database is unavailable; try again in a moment")
         return await app.exception_handlers[DomainError](request, error)
+
+    @app.exception_handler(DataError)
+    async def _value_refused(request: Request, exc: DataError) -> Response:
+        """A value the database refuses (PostgreSQL: a NUL character in any text, from a note to a
+        search): a 422 naming why, not a 500; SQLite stores such text as it is."""
+        reason = str(exc.orig).splitlines()[0] if exc.orig else "invalid value"
+        log.info("value refused by the database: %s", reason)
+        return await app.exception_handlers[DomainError](request, InvalidValue(f"the database refused a value: {reason}"))
 
     @app.get("/api/health", tags=["meta"])
     def health() -> dict:
