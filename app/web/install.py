@@ -10,6 +10,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from app.config import Settings
 from app.errors import DomainError
 from app.auth.ratelimit import LoginLimiter
+from app.cells.examples import ExampleCache
 from app.web.auth import LoginRequired
 from app.web.pages_agreement import router as agreement_router
 from app.web.pages_auth import router as auth_router
@@ -28,6 +29,7 @@ def install_web(app: FastAPI, settings: Settings) -> None:
                        max_age=SESSION_MAX_AGE_S, same_site="lax", https_only=settings.environment == "production")
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     app.state.login_limiter = LoginLimiter.for_broker(settings.broker)
+    app.state.examples = ExampleCache()  # the review's signed examples (app.cells.examples)
     for router in (auth_router, cases_router, review_router, taxonomy_router, agreement_router):
         app.include_router(router)
 

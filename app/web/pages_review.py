@@ -14,6 +14,7 @@ from app.errors import Conflict
 from app.localtime import lab_time
 from app.web.auth import Csrf, PageUser
 from app.web.progress import progress
+from app.taxonomy.defaults import UNK
 from app.taxonomy.service import assignable
 from app.web.review import (FILTERS, SORTS, TARGETS, case_categories, gallery, panel, parse_items,
                             target_or_default, tile)
@@ -53,6 +54,21 @@ def cell_detail(request: Request, cell_id: int, db: SessionDep, _user: PageUser,
     row = cells.rows(db, cell.case_id, cell_id)[0]
     return render(request, "partials/cell_detail.html", cell=tile(row), top3=row.top3 or [], quality=row.quality,
                   classes=classes, has_overlay=cell.overlay_path is not None, model_version=row.model_version)
+
+
+@router.get("/cells/{cell_id}/examples")
+def cell_examples(request: Request, cell_id: int, db: SessionDep, _user: PageUser, classes: ClassesDep) -> Response:
+    """Signed examples (other cases') of the cell's top-3 classes and of its label."""
+    cell = cells.get_cell(db, cell_id)
+    row = cells.rows(db, cell.case_id, cell_id)[0]
+    codes = [t["code"] for t in row.top3 or []]
+    if row.label and row.label != UNK and row.label not in codes:
+        codes.insert(0, row.label)
+    names = {c.code: c.name for c in case_categories(db, cases.summary(db, classes, cell.case_id))}
+    cache = request.app.state.examples
+    return render(request, "partials/examples.html", cell_id=cell_id,
+                  rows=[{"code": code, "name": names.get(code, code),
+                         "cells": cache.examples(db, code, exclude_case=cell.case_id)} for code in codes])
 
 
 def _conflict(db, classes, case_id: int, cell_id: int, zone: ZoneInfo) -> tuple[str, bool]:
