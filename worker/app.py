@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError, TimeoutError as PoolTimeout
 from app.config import get_settings
 from app.db import driver_reason
 from app.errors import StorageFailed
-from app.processing.runtime import remove_report, write_report
+from app.processing.runtime import remove_report, start_heartbeat, write_report
 from app.processing.service import Processor, requeue_pending
 from app.queue import PROCESS_CELLS, make_celery
 
@@ -45,6 +45,7 @@ def processor() -> Processor:
         log.info("inference selection: %s", json.dumps(info, default=str))
         try:
             write_report(settings, info)
+            start_heartbeat(settings)
         except OSError:
             log.exception("could not write the worker's runtime report")
     return _processor

@@ -2,19 +2,29 @@
 process can read it: one JSON file per live worker under `<storage>/runtime/workers/`, written
 when the worker has loaded its model and removed when it stops. The storage directory is the
 one every web and worker machine shares; the files hold no case data.
+
+A worker touches its file every HEARTBEAT_S while it runs, so a file not touched for ALIVE_S
+is a worker that is gone (killed, its machine down) or stuck: the web then tells whoever waits
+for their cells that no worker is processing them.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
 from app.config import Settings
 
+log = logging.getLogger(__name__)
+
 REPORTS = Path("runtime") / "workers"
 MAX_SHOWN = 50
+HEARTBEAT_S = 20.0
+ALIVE_S = 60.0  # three heartbeats missed
 
 
 def _dir(settings: Settings) -> Path:
@@ -40,13 +50,50 @@ def remove_report(settings: Settings) -> None:
     report_path(settings).unlink(missing_ok=True)
 
 
+def start_heartbeat(settings: Settings, every_s: float = HEARTBEAT_S) -> threading.Thread:
+    """Touch this worker's report every `every_s` seconds, from a daemon thread (a task runs in
+    the worker's main thread). It stops once the report is removed: it never writes one back."""
+    path = report_path(settings)
+
+    def beat() -> None:
+        while True:
+            time.sleep(every_s)
+            try:
+                os.utime(path)
+            except FileNotFoundError:
+                return
+            except OSError as exc:  # storage briefly unavailable: the next beat tries again
+                log.warning("could not touch the worker's report %s: %s", path, exc)
+    thread = threading.Thread(target=beat, name="marrow-heartbeat", daemon=True)
+    thread.start()
+    return thread
+
+
+def _alive(mtime: float, now: float) -> bool:
+    return now - mtime <= ALIVE_S
+
+
 def read_reports(settings: Settings) -> list[dict]:
-    """The workers' reports, newest first (a worker killed without stopping leaves its file)."""
-    out = []
+    """The workers' reports, newest first, each with `alive` (touched in the last ALIVE_S; a
+    worker killed without stopping leaves its file, no longer touched) and `seen_at`."""
+    out, now = [], time.time()
     for f in _dir(settings).glob("*.json"):
         try:
-            out.append(json.loads(f.read_text()))
+            mtime = f.stat().st_mtime
+            out.append({**json.loads(f.read_text()), "alive": _alive(mtime, now), "seen_at": mtime})
         except (OSError, ValueError):
             continue
     out.sort(key=lambda r: r.get("reported_at", 0), reverse=True)
     return out[:MAX_SHOWN]
+
+
+def live_workers(settings: Settings) -> int:
+    """How many workers touched their report in the last ALIVE_S (file times only: the upload
+    progress asks every second)."""
+    now, alive = time.time(), 0
+    for f in _dir(settings).glob("*.json"):
+        try:
+            alive += _alive(f.stat().st_mtime, now)
+        except OSError:
+            continue
+    return alive

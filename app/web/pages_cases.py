@@ -84,8 +84,8 @@ def _reopened(db, case: dict) -> dict | None:
 def _case_page(request: Request, db, classes, case_id: int, status_code: int = 200, error: str | None = None):
     case = cases.summary(db, classes, case_id)
     return render(request, "case.html", status_code, case=case, panel=panel(case, case_categories(db, case), TARGETS[0]),
-                  progress=progress(db, case_id), events=history(db, case_id), error=error,
-                  reopened=_reopened(db, case))
+                  progress=progress(db, case_id, request.app.state.settings), events=history(db, case_id),
+                  error=error, reopened=_reopened(db, case))
 
 
 @router.get("/cases/{case_id}/head")
@@ -99,7 +99,7 @@ def case_progress(request: Request, case_id: int, db: SessionDep, _user: PageUse
     """Polled every second while cells are processed; the last answer stops the polling and
     tells the page (HX-Trigger) to refresh what depends on the results."""
     cases.get_case(db, case_id)
-    state = progress(db, case_id)
+    state = progress(db, case_id, request.app.state.settings)
     headers = None if state["running"] else {"HX-Trigger": "processing-done"}
     return render(request, "partials/upload_progress.html", headers=headers, progress=state)
 
@@ -107,7 +107,7 @@ def case_progress(request: Request, case_id: int, db: SessionDep, _user: PageUse
 @router.get("/cases/{case_id}/uploads")
 def uploads(request: Request, case_id: int, db: SessionDep, _user: PageUser) -> Response:
     cases.get_case(db, case_id)
-    return render(request, "partials/uploads.html", progress=progress(db, case_id))
+    return render(request, "partials/uploads.html", progress=progress(db, case_id, request.app.state.settings))
 
 
 @router.post("/cases/{case_id}/uploads", dependencies=[Csrf])
@@ -118,7 +118,7 @@ async def upload(request: Request, case_id: int, db: SessionDep, user: PageUser,
     cases.ensure_open(case)
     result = await receive_request(request, db, storage, settings, case, user)
     return render(request, "partials/upload_result.html", headers={"HX-Trigger": "uploaded"},
-                  result=result.report(), progress=progress(db, case_id))
+                  result=result.report(), progress=progress(db, case_id, request.app.state.settings))
 
 
 @router.post("/cases/{case_id}/uploads/{upload_id}/withdraw", dependencies=[Csrf])

@@ -36,7 +36,7 @@ def review(request: Request, case_id: int, db: SessionDep, _user: PageUser, clas
     return render(request, "review.html", case=case, classes=categories, sort=sort, show=show, sorts=SORTS,
                   filters=FILTERS, groups=gallery(cells.rows(db, case_id), categories, sort, show),
                   panel=panel(case, categories, target_or_default(target)),
-                  progress=progress(db, case_id))
+                  progress=progress(db, case_id, request.app.state.settings))
 
 
 @router.get("/cases/{case_id}/gallery")

@@ -2,7 +2,13 @@
 precision and the load-time check (written by the worker, read by the web process)."""
 from __future__ import annotations
 
-from app.processing.runtime import read_reports, remove_report, write_report
+import os
+import time
+
+from app.processing.runtime import live_workers, read_reports, remove_report, start_heartbeat, write_report
+
+from support.app import image_bytes, new_case, upload
+from web.conftest import log_in
 
 
 def test_model_info_shows_what_each_worker_runs(client, auth, settings, predictor):
@@ -22,3 +28,30 @@ def test_model_info_shows_what_each_worker_runs(client, auth, settings, predicto
         assert {"top1_agreement", "max_prob_diff", "max_cam_diff", "limits"} <= set(check)
     remove_report(settings)  # a worker that stops cleanly
     assert read_reports(settings) == []
+
+
+def test_a_worker_that_stops_touching_its_report_is_shown_gone(client, auth, settings, predictor):
+    """The heartbeat keeps a worker's report fresh while it runs; one killed leaves a report that
+    goes stale, shown `alive: false`, and not counted as a live worker."""
+    path = write_report(settings, predictor.describe())
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    assert live_workers(settings) == 0
+    assert client.get("/api/model-info", headers=auth).json()["workers"][0]["alive"] is False
+    beat = start_heartbeat(settings, every_s=0.05)
+    deadline = time.monotonic() + 5
+    while live_workers(settings) == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert live_workers(settings) == 1 and read_reports(settings)[0]["alive"] is True
+    remove_report(settings)  # the worker stops: the heartbeat ends without writing it back
+    beat.join(2)
+    assert not beat.is_alive() and not path.exists()
+
+
+def test_the_upload_progress_says_when_no_worker_is_alive(client, auth, settings, predictor):
+    log_in(client, "rita")
+    case_id = new_case(client, auth, "BM-W")
+    assert upload(client, auth, case_id, [("a.png", image_bytes(1))]).status_code == 202  # no worker here
+    assert "No worker has reported in the last minute" in client.get(f"/cases/{case_id}/progress").text
+    write_report(settings, predictor.describe())  # a worker that has loaded its model
+    assert "No worker has reported" not in client.get(f"/cases/{case_id}/progress").text
