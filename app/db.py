@@ -109,6 +109,15 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def schema_revision(session: Session) -> str | None:
+    """The Alembic revision the database is at (None before the first migration)."""
+    try:
+        return session.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except OperationalError:
+        session.rollback()
+        return None
+
+
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 

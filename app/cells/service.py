@@ -6,8 +6,8 @@ from sqlalchemy.orm import Session
 
 from app.audit.models import AuditAction
 from app.audit.service import record
-from app.cases.models import Case
-from app.cells.models import IN_CASE, Cell, LabelSource, Prediction
+from app.cases.models import Case, Upload
+from app.cells.models import IN_CASE, Cell, CellStatus, LabelSource, Prediction
 from app.db import get_or_not_found, utcnow
 from app.errors import Conflict
 from app.users.models import User
@@ -94,3 +94,13 @@ def relabel(session: Session, cell_id: int, label: str, user: User, expected_ver
     session.commit()
     session.refresh(cell)
     return cell
+
+
+def waiting(session: Session) -> dict:
+    """The cells waiting for a worker: how many, in how many uploads, since when (the oldest
+    such upload's time)."""
+    cells, uploads = session.execute(select(func.count(), func.count(func.distinct(Cell.upload_id)))
+                                     .where(Cell.status == CellStatus.PENDING)).one()
+    oldest = session.scalar(select(func.min(Upload.created_at)).where(
+        Upload.id.in_(select(Cell.upload_id).where(Cell.status == CellStatus.PENDING)))) if cells else None
+    return {"cells": cells, "uploads": uploads, "since": oldest}

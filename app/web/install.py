@@ -16,6 +16,7 @@ from app.web.pages_agreement import router as agreement_router
 from app.web.pages_auth import router as auth_router
 from app.web.pages_cases import router as cases_router
 from app.web.pages_review import router as review_router
+from app.web.pages_system import router as system_router
 from app.web.pages_taxonomy import router as taxonomy_router
 from app.web.templating import ROOT, is_htmx, render
 
@@ -30,7 +31,7 @@ def install_web(app: FastAPI, settings: Settings) -> None:
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     app.state.login_limiter = LoginLimiter.for_broker(settings.broker)
     app.state.examples = ExampleCache()  # the review's signed examples (app.cells.examples)
-    for router in (auth_router, cases_router, review_router, taxonomy_router, agreement_router):
+    for router in (auth_router, cases_router, review_router, taxonomy_router, agreement_router, system_router):
         app.include_router(router)
 
     api_domain_error = app.exception_handlers[DomainError]

@@ -1,0 +1,36 @@
+"""The administrators' System page: workers alive or silent, the cells waiting, the storage,
+the model and the schema."""
+from __future__ import annotations
+
+import os
+import re
+import time
+
+from app.processing.runtime import write_report
+from support.app import image_bytes, make_user, new_case, upload
+
+from .conftest import log_in
+
+
+def test_system_page_for_administrators(client, auth, sessions, settings, predictor):
+    make_user(sessions, "ada", "admin")
+    log_in(client, "rita")
+    assert client.get("/admin/system").status_code == 403  # a reviewer
+    log_in(client, "ada")
+    html = client.get("/admin/system").text
+    assert 'id="no-live-worker"' in html and "No cell is waiting." in html
+    assert "schema 0007" in html and "it-random (7 classes)" in html and "sqlite" in html
+    assert re.search(r"GB free of [\d.]+ GB", html)
+
+    case_id = new_case(client, auth, "BM-S")
+    assert upload(client, auth, case_id, [(f"{i}.png", image_bytes(i)) for i in range(3)]).status_code == 202
+    stale = write_report(settings, predictor.describe())
+    os.utime(stale, (time.time() - 600,) * 2)  # a worker killed ten minutes ago
+    html = client.get("/admin/system").text
+    assert "<b>3</b> cells of 1 upload waiting" in html
+    assert 'id="no-live-worker"' in html and "<b>silent</b>" in html
+    os.utime(stale)  # it touches its report again
+    html = client.get("/admin/system").text
+    assert 'id="no-live-worker"' not in html and "<td>running</td>" in html
+    assert f"{predictor.backend}" in html and "passed: top-1 agreement" in html
+    assert 'href="/admin/system"' in client.get("/cases").text
