@@ -125,10 +125,15 @@ def require_checkpoint(model_dir: str | Path) -> Path:
     return d
 
 
+def card_in(model_dir: str | Path) -> ModelCard | None:
+    """The card of the checkpoint in `model_dir`; None when none is there yet (a fresh install
+    before `marrow train`)."""
+    path = Path(model_dir) / CARD_FILE
+    return ModelCard.load(path) if path.is_file() else None
+
+
 def load_classes(model_dir: str | Path) -> tuple[CellClass, ...]:
     """The classes of the checkpoint in `model_dir` (from its card), or the default taxonomy
-    when no checkpoint is there yet (a fresh install before `marrow train`)."""
-    card = Path(model_dir) / CARD_FILE
-    if not card.is_file():
-        return CLASSES
-    return tuple(ModelCard.load(card).cell_classes)
+    when no checkpoint is there yet."""
+    card = card_in(model_dir)
+    return tuple(card.cell_classes) if card else CLASSES

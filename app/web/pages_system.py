@@ -13,7 +13,7 @@ from sqlalchemy import make_url
 from app.cells.service import waiting
 from app.db import schema_revision
 from app.deps import SessionDep, SettingsDep, StorageDep
-from app.ml.card import CARD_FILE, ModelCard
+from app.ml.card import card_in
 from app.processing.runtime import ALIVE_S, read_reports
 from app.web.auth import AdminUser
 from app.web.templating import render
@@ -34,11 +34,10 @@ def _storage(storage) -> dict:
 @router.get("/admin/system")
 def system_page(request: Request, db: SessionDep, _admin: AdminUser, settings: SettingsDep,
                 storage: StorageDep) -> Response:
-    card_path = settings.model_dir / CARD_FILE
     url = make_url(settings.db_url)
     workers = [{**w, "seen": datetime.fromtimestamp(w["seen_at"], UTC)} for w in read_reports(settings)]
     return render(request, "admin_system.html", workers=workers, alive_s=int(ALIVE_S), queue=waiting(db),
-                  storage=_storage(storage), card=ModelCard.load(card_path) if card_path.is_file() else None,
+                  storage=_storage(storage), card=card_in(settings.model_dir),
                   model_dir=settings.model_dir, backend=settings.backend,
                   database={"kind": url.get_backend_name(), "where": url.database if url.get_backend_name() == "sqlite"
                             else f"{url.host}:{url.port or 5432}/{url.database}", "revision": schema_revision(db)})

@@ -2,7 +2,6 @@
 screenshot folder, and the first steps every flow takes (the first administrator, a case)."""
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from app.bench.servers import free_port, stop_process_group, wait_for
+from support.app import clean_env
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -24,9 +24,8 @@ def server(tmp_path, repo_root) -> str:
     shipped model, which is cached where a laptop `marrow run` keeps it (keyed by the weights)."""
     from app.cli import marrow_command
 
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "BROKER_URL") and not k.startswith("MARROW_")}
-    env.update(MARROW_DATA_DIR=str(tmp_path / "data"), MARROW_MODEL_CACHE_DIR=str(repo_root / "var" / "model-cache"))
+    env = clean_env(MARROW_DATA_DIR=str(tmp_path / "data"),
+                    MARROW_MODEL_CACHE_DIR=str(repo_root / "var" / "model-cache"))
     port = free_port()
     log = tmp_path / "server.log"
     with log.open("w") as out:

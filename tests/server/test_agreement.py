@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import subprocess
 from datetime import UTC, datetime, timedelta
 from html import unescape as html_unescape
 
@@ -14,11 +12,11 @@ import pytest
 from sqlalchemy import update
 
 from app.cases.models import Case
-from app.cli import marrow_command
 from app.cells.models import Cell
 from app.ml.dataset import KNOWN_CODES, load_folder_dataset
 from app.storage import Storage
 
+from support.app import run_marrow
 from support.servers import on_database
 from web.conftest import log_in
 
@@ -143,18 +141,9 @@ def test_the_page_shows_the_period_the_categories_and_the_cases_across_a_mark(cl
     assert "No case was signed in this period" in client.get("/model-agreement?since=2027-06-01").text
 
 
-def _marrow(settings, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "BROKER_URL") and not k.startswith("MARROW_")}
-    env["MARROW_DATA_DIR"] = str(settings.data_dir)
-    if settings.database_url:
-        env["MARROW_DATABASE_URL"] = settings.database_url
-    return subprocess.run(marrow_command(*args), env=env, capture_output=True, text=True)
-
-
 def test_export_cells_writes_the_signed_cells_as_a_dataset_evaluate_reads(client, auth, lab, settings, tmp_path):
     dest = tmp_path / "lab-cells"
-    done = _marrow(settings, "export-cells", str(dest), "--since", "2026-10-01")
+    done = run_marrow(settings, "export-cells", str(dest), "--since", "2026-10-01")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     # cases A and B (the unsigned C is not exported); A's plasma cell is a category no model learns
@@ -169,14 +158,14 @@ def test_export_cells_writes_the_signed_cells_as_a_dataset_evaluate_reads(client
     manifest = list(csv.DictReader((dest / "manifest.csv").open()))
     assert {(m["class_code"], m["model_class"]) for m in manifest} >= {("PMO", "BLA"), ("NGS", "NGS")}
 
-    again = json.loads(_marrow(settings, "export-cells", str(dest), "--all-categories").stdout)
+    again = json.loads(run_marrow(settings, "export-cells", str(dest), "--all-categories").stdout)
     assert again["written"] == {"PLM": 1} and sum(again["already_there"].values()) == 9
-    bad = _marrow(settings, "export-cells", str(dest), "--since", "2026-12-01", "--until", "2026-11-01")
+    bad = run_marrow(settings, "export-cells", str(dest), "--since", "2026-12-01", "--until", "2026-11-01")
     assert bad.returncode == 2 and "until (2026-11-01) is before since (2026-12-01)" in bad.stderr
 
 
 def test_model_agreement_command_prints_the_api_report(client, auth, lab, settings):
-    done = _marrow(settings, "model-agreement", "--until", "2026-10-31")
+    done = run_marrow(settings, "model-agreement", "--until", "2026-10-31")
     assert done.returncode == 0, done.stderr
     assert client.get("/api/model-agreement?until=2026-10-31", headers=auth).json() == json.loads(done.stdout)
     assert json.loads(done.stdout)["cells"] == 4
@@ -191,11 +180,11 @@ def test_export_cells_reports_a_lost_image_and_refuses_a_destination_it_cannot_c
         cell = session.get(Cell, lost["id"])
         stored.path(cell.image_path).unlink()
         sha = cell.sha256
-    done = _marrow(settings, "export-cells", str(tmp_path / "out"), "--since", "2026-10-15", "--until", "2026-10-15")
+    done = run_marrow(settings, "export-cells", str(tmp_path / "out"), "--since", "2026-10-15", "--until", "2026-10-15")
     out = json.loads(done.stdout)
     assert done.returncode == 0 and out["missing_from_storage"] == [sha] and out["cells"] == 3
     assert not (tmp_path / "out" / "MON").exists()
 
     (tmp_path / "a-file").write_text("not a folder")
-    done = _marrow(settings, "export-cells", str(tmp_path / "a-file" / "out"))
+    done = run_marrow(settings, "export-cells", str(tmp_path / "a-file" / "out"))
     assert done.returncode == 2 and f"cannot create {tmp_path / 'a-file' / 'out'}: Not a directory" in done.stderr

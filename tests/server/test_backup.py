@@ -3,7 +3,6 @@ second backup into the same folder copies only what is new; PostgreSQL through p
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 
@@ -11,19 +10,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.backup import POSTGRES_DUMP, backup
-from app.cli import marrow_command
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker, upgrade
 from app.main import create_app
 from app.users.models import User
 from app.users.service import create_user
+from support.app import run_marrow
 
 
 def _marrow_backup(settings: Settings, dest) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "BROKER_URL") and not k.startswith("MARROW_")}
-    env["MARROW_DATA_DIR"] = str(settings.data_dir)
-    done = subprocess.run(marrow_command("backup", str(dest)), env=env, capture_output=True, text=True)
+    done = run_marrow(settings, "backup", str(dest))
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 

@@ -5,6 +5,8 @@ plus the helpers those tests call (`make_user`, `new_case`, `upload`, `image_byt
 from __future__ import annotations
 
 import io
+import os
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -139,3 +141,22 @@ def processed_case(client, auth, settings, predictor, real_cells) -> int:
     ids = [x["cell_id"] for x in r.json()["accepted"]]
     assert Processor(settings, predictor).process(r.json()["upload_id"], ids) == len(real_cells)
     return case_id
+
+
+def clean_env(**marrow: str) -> dict[str, str]:
+    """This environment without the MarrowDiff settings the caller may have (MARROW_*,
+    DATABASE_URL, BROKER_URL), plus `marrow` (e.g. MARROW_DATA_DIR=...): for a `marrow`
+    process that must see only the test's settings."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "BROKER_URL") and not k.startswith("MARROW_")}
+    return {**env, **marrow}
+
+
+def run_marrow(settings: Settings, *args: str) -> subprocess.CompletedProcess:
+    """`marrow ARGS` in a process of its own on `settings`' data folder and database."""
+    from app.cli import marrow_command
+
+    env = clean_env(MARROW_DATA_DIR=str(settings.data_dir))
+    if settings.database_url:
+        env["MARROW_DATABASE_URL"] = settings.database_url
+    return subprocess.run(marrow_command(*args), env=env, capture_output=True, text=True)
