@@ -18,6 +18,8 @@ from app.cases.uploads import withdraw_upload
 from app.db import MAX_ID
 from app.deps import ClassesDep, SessionDep, SettingsDep, StorageDep
 from app.errors import Conflict, Forbidden
+from app.rerun.models_dir import UnknownModel, available
+from app.rerun.service import rerun as rerun_case
 from app.web.auth import Csrf, PageUser
 from app.web.progress import progress
 from app.web.review import TARGETS, case_categories, panel, target_or_default
@@ -81,17 +83,27 @@ def _reopened(db, case: dict) -> dict | None:
     return reopenings[-1] if reopenings else None
 
 
+def _models(settings, case: dict) -> dict:
+    """The model the case's cells were classified with, and the others it can be re-run with."""
+    models = available(settings)
+    current = next((m for m in models if m["name"] == case["model_name"]), None) if case["model_name"] else \
+        next((m for m in models if m["configured"]), None)
+    return {"model": current, "rerun_models": [m for m in models if m is not current]}
+
+
 def _case_page(request: Request, db, classes, case_id: int, status_code: int = 200, error: str | None = None):
     case = cases.summary(db, classes, case_id)
+    settings = request.app.state.settings
     return render(request, "case.html", status_code, case=case, panel=panel(case, case_categories(db, case), TARGETS[0]),
-                  progress=progress(db, case_id, request.app.state.settings), events=history(db, case_id),
-                  error=error, reopened=_reopened(db, case))
+                  progress=progress(db, case_id, settings), events=history(db, case_id),
+                  error=error, reopened=_reopened(db, case), **_models(settings, case))
 
 
 @router.get("/cases/{case_id}/head")
 def case_head(request: Request, case_id: int, db: SessionDep, _user: PageUser, classes: ClassesDep) -> Response:
     case = cases.summary(db, classes, case_id)
-    return render(request, "partials/case_head.html", case=case, reopened=_reopened(db, case))
+    return render(request, "partials/case_head.html", case=case, reopened=_reopened(db, case),
+                  **_models(request.app.state.settings, case))
 
 
 @router.get("/cases/{case_id}/progress")
@@ -157,6 +169,18 @@ def sign(request: Request, case_id: int, db: SessionDep, user: PageUser, classes
     try:
         cases.sign(db, cases.get_case(db, case_id), user, settings.signers, body.comment)
     except (Conflict, Forbidden) as exc:
+        return _case_page(request, db, classes, case_id, exc.status_code, error=str(exc))
+    return RedirectResponse(f"/cases/{case_id}", status.HTTP_303_SEE_OTHER)
+
+
+@router.post("/cases/{case_id}/rerun", dependencies=[Csrf])
+def rerun(request: Request, case_id: int, db: SessionDep, user: PageUser, classes: ClassesDep,
+          settings: SettingsDep, model: Annotated[str, Form()] = "") -> Response:
+    """The API's re-run with another model; a refusal (signed, still processing, unknown model)
+    is shown on the case page, success goes back to it and its progress."""
+    try:
+        rerun_case(db, settings, cases.get_case(db, case_id), user, model)
+    except (Conflict, UnknownModel) as exc:
         return _case_page(request, db, classes, case_id, exc.status_code, error=str(exc))
     return RedirectResponse(f"/cases/{case_id}", status.HTTP_303_SEE_OTHER)
 

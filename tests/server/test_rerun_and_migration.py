@@ -3,7 +3,6 @@ rule for classes outside the case's list, and migration 0003 on a database with 
 from __future__ import annotations
 
 import json
-import shutil
 from types import SimpleNamespace
 
 import sqlalchemy as sa
@@ -19,22 +18,8 @@ from app.processing.service import Processor, product_label
 from support.app import image_bytes, make_user, new_case, upload, wait_until_queued
 
 
-def _models(tmp_path, random_checkpoint):
-    """models/a (the configured one) and models/b: the same weights, b's card naming the
-    classes in reverse order, so b's labels differ from a's wherever a said anything else than the middle class."""
-    root = tmp_path / "models"
-    for name in ("a", "b"):
-        shutil.copytree(random_checkpoint, root / name, ignore=shutil.ignore_patterns(".cache"))
-        card = json.loads((root / name / "model_card.json").read_text())
-        card["version"] = f"it-random-{name}"
-        if name == "b":
-            card["classes"] = card["classes"][::-1]
-        (root / name / "model_card.json").write_text(json.dumps(card))
-    return root
-
-
-def test_a_rerun_the_broker_refuses_is_answered_and_queued_once_it_takes_it(tmp_path, random_checkpoint,
-                                                                           model_cache, monkeypatch):
+def test_a_rerun_the_broker_refuses_is_answered_and_queued_once_it_takes_it(tmp_path, two_models, model_cache,
+                                                                           monkeypatch):
     """The cells a re-run sets pending are saved before they are queued: a broker that refuses
     them (its SQLite folder not there yet) gets them as soon as it takes them, and the request
     is answered instead of failing with a 500 and leaving them pending."""
@@ -42,7 +27,7 @@ def test_a_rerun_the_broker_refuses_is_answered_and_queued_once_it_takes_it(tmp_
     from app.main import create_app
 
     monkeypatch.setattr(queue, "RETRY_S", (0.2, 0.4))
-    root = _models(tmp_path, random_checkpoint)
+    root = two_models
     settings = Settings(_env_file=None, data_dir=tmp_path / "data", model_dir=root / "a",
                         model_cache_dir=model_cache, batch_size=4, task_cells=3)
     upgrade(settings.db_url)
@@ -59,8 +44,8 @@ def test_a_rerun_the_broker_refuses_is_answered_and_queued_once_it_takes_it(tmp_
     wait_until_queued(folder / "broker.sqlite", 1)
 
 
-def test_rerun_with_another_model_keeps_reviewer_labels_and_is_audited(tmp_path, random_checkpoint, model_cache):
-    root = _models(tmp_path, random_checkpoint)
+def test_rerun_with_another_model_keeps_reviewer_labels_and_is_audited(tmp_path, two_models, model_cache):
+    root = two_models
     settings = Settings(_env_file=None, data_dir=tmp_path / "data", model_dir=root / "a",
                         model_cache_dir=model_cache, batch_size=4, task_cells=3)
     upgrade(settings.db_url)

@@ -5,7 +5,9 @@ plus the helpers those tests call (`make_user`, `new_case`, `upload`, `image_byt
 from __future__ import annotations
 
 import io
+import json
 import os
+import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -23,6 +25,22 @@ from app.db import make_engine, make_sessionmaker, upgrade
 def model_cache(tmp_path_factory) -> Path:
     """One ONNX export of the random checkpoint for the whole session."""
     return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture
+def two_models(tmp_path, random_checkpoint) -> Path:
+    """models/a (to be the configured one) and models/b: the same weights, b's card naming the
+    classes in reverse order, so b's labels differ from a's wherever a said anything else than the
+    middle class. Returns the models folder."""
+    root = tmp_path / "models"
+    for name in ("a", "b"):
+        shutil.copytree(random_checkpoint, root / name, ignore=shutil.ignore_patterns(".cache"))
+        card = json.loads((root / name / "model_card.json").read_text())
+        card["version"] = f"it-random-{name}"
+        if name == "b":
+            card["classes"] = card["classes"][::-1]
+        (root / name / "model_card.json").write_text(json.dumps(card))
+    return root
 
 
 @pytest.fixture

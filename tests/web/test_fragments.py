@@ -16,6 +16,7 @@ FORMS = [  # every state-changing page route, with a body that would otherwise b
     ("/cases", {"accession": "BM-1"}),
     ("/cases/{case}/uploads", None),
     ("/cases/{case}/sign", {}),
+    ("/cases/{case}/rerun", {"model": "x"}),
     ("/cases/{case}/relabel", {"items": "{cell}:1:BLA"}),
     ("/admin/users", {"name": "bob", "role": "reviewer", "password": "a long password"}),
     ("/admin/users/rita/active", {"active": "false"}),
