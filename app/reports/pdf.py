@@ -32,23 +32,43 @@ def _pct(v) -> str:
     return "" if v is None else f"{v:.1f}"
 
 
+class _Report(FPDF):
+    """A4 with a footer on every page naming the case, whether the report is signed, and
+    "page N of M", so a printed page that strays from the chart can be put back and a missing
+    one noticed."""
+
+    def __init__(self, footer_text: str):
+        super().__init__(format="A4")
+        for style, name in FONT_FILES.items():
+            self.add_font(FONT, style, str(FONT_DIR / name))
+        self.footer_text = footer_text
+
+    def footer(self) -> None:
+        self.set_y(-12)
+        self.set_font(FONT, "I", 7)
+        text = f"{self.footer_text} · page {self.page_no()} of {{nb}}"
+        self.cell(0, 5, printable(text, self.current_font.cmap), align="C")
+
+
+def _status_word(case: dict, amended: bool) -> str:
+    if case["signed_at"] is None:
+        return "PRELIMINARY, not signed"
+    return "amended report" if amended else "signed"
 
 
 def render_pdf(data: dict, storage: Storage) -> bytes:
     case = data["case"]
-    pdf = FPDF(format="A4")
-    for style, name in FONT_FILES.items():
-        pdf.add_font(FONT, style, str(FONT_DIR / name))
+    amended = data["amends"] and case["signed_at"] is not None
+    pdf = _Report(f"MarrowDiff · {case['accession']} (case {case['id']}) · {_status_word(case, amended)}")
 
     def _t(text) -> str:
         return printable(text, pdf.current_font.cmap)
 
-    pdf.set_auto_page_break(True, margin=15)
+    pdf.set_auto_page_break(True, margin=18)
     pdf.set_title(f"Bone-marrow differential {case['accession']}")
     pdf.set_creator("MarrowDiff")
     pdf.add_page()
     pdf.set_font(FONT, "B", 15)
-    amended = data["amends"] and case["signed_at"] is not None
     pdf.cell(0, 9, _t("Bone-marrow differential count" + (": amended report" if amended else "")),
              new_x="LMARGIN", new_y="NEXT")
     pdf.set_font(FONT, "", 10)
@@ -89,6 +109,8 @@ def render_pdf(data: dict, storage: Storage) -> bytes:
         for w, v in zip(widths, cells):
             pdf.cell(w, 5, _t(v))
         pdf.ln()
+    pdf.set_font(FONT, "I", 7)
+    pdf.multi_cell(0, 4, _t(DEFINITION_NOTE), new_x="LMARGIN", new_y="NEXT", align="L")
     pdf.ln(2)
     pdf.set_font(FONT, "B", 10)
     pdf.cell(0, 6, _t("Ratios and indices"), new_x="LMARGIN", new_y="NEXT")
@@ -124,6 +146,4 @@ def render_pdf(data: dict, storage: Storage) -> bytes:
             if path.is_file():
                 pdf.image(str(path), x=pdf.l_margin + i * (side + gap), y=y, w=side, h=side)
         pdf.set_y(y + side + gap)
-    pdf.set_font(FONT, "I", 7)
-    pdf.multi_cell(0, 4, _t(DEFINITION_NOTE), new_x="LMARGIN", new_y="NEXT", align="L")
     return bytes(pdf.output())

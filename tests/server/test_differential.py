@@ -150,6 +150,25 @@ def test_report_pdf_and_fhir_bundle(client, auth, sessions):
     assert raw["resourceType"] == "Bundle" and raw["type"] == "collection"
 
 
+def test_every_pdf_page_names_the_case_its_state_and_page_of_pages(client, auth, sessions):
+    """A printed page that strays from the chart names its case; "page N of M" shows one missing."""
+    from pypdf import PdfReader
+
+    case_id, _ = labelled_case(client, auth, sessions, ["BLA"] * 3 + ["NGS"] * 5, "MD-FOOT")
+
+    def pages() -> list[str]:
+        r = client.get(f"/api/cases/{case_id}/report.pdf", headers=auth)
+        return [" ".join(page.extract_text().split()) for page in PdfReader(io.BytesIO(r.content)).pages]
+
+    assert pages()[-1].endswith(f"MarrowDiff · MD-FOOT (case {case_id}) · PRELIMINARY, not signed · page 1 of 1")
+    comment = "Hypercellular marrow with trilineage haematopoiesis. " * 70  # about 3,800 characters
+    assert client.post(f"/api/cases/{case_id}/sign", json={"comment": comment}, headers=auth).status_code == 200
+    signed = pages()
+    assert len(signed) >= 2
+    for n, text in enumerate(signed, 1):
+        assert text.endswith(f"MarrowDiff · MD-FOOT (case {case_id}) · signed · page {n} of {len(signed)}"), text[-120:]
+
+
 def test_report_pdf_prints_identifiers_in_other_scripts_as_typed(client, auth, sessions):
     """An accession is a patient identifier: Latin, Greek and Cyrillic letters print as typed (the
     Latin-1 core fonts printed "?" for Ł, Ω, Ж), and a character the font has no glyph for prints
