@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError, TimeoutError as PoolTimeout
 from app.config import get_settings
 from app.db import driver_reason
 from app.errors import StorageFailed
-from app.processing.runtime import remove_report, start_heartbeat, write_report
+from app.processing.runtime import forget_gone, remove_report, start_heartbeat, write_report
 from app.processing.service import Processor, requeue_pending
 from app.queue import PROCESS_CELLS, make_celery
 
@@ -44,6 +44,8 @@ def processor() -> Processor:
                  f"; fell back: {info['fallback_reason']}" if info.get("fallback_reason") else "")
         log.info("inference selection: %s", json.dumps(info, default=str))
         try:
+            if forgotten := forget_gone(settings):
+                log.info("removed the runtime reports of %d workers silent for over a week", forgotten)
             write_report(settings, info)
             start_heartbeat(settings)
         except OSError:

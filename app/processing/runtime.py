@@ -5,7 +5,8 @@ one every web and worker machine shares; the files hold no case data.
 
 A worker touches its file every HEARTBEAT_S while it runs, so a file not touched for ALIVE_S
 is a worker that is gone (killed, its machine down) or stuck: the web then tells whoever waits
-for their cells that no worker is processing them.
+for their cells that no worker is processing them. A starting worker removes the files of
+workers silent for FORGET_S, so the System page lists this week's workers, not every one ever killed.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ REPORTS = Path("runtime") / "workers"
 MAX_SHOWN = 50
 HEARTBEAT_S = 20.0
 ALIVE_S = 60.0  # three heartbeats missed
+FORGET_S = 7 * 24 * 3600.0
 
 
 def _dir(settings: Settings) -> Path:
@@ -33,6 +35,19 @@ def _dir(settings: Settings) -> Path:
 
 def report_path(settings: Settings) -> Path:
     return _dir(settings) / f"{socket.gethostname()}-{os.getpid()}.json"
+
+
+def forget_gone(settings: Settings, older_than_s: float = FORGET_S) -> int:
+    """Remove the reports of workers silent for `older_than_s`; returns how many."""
+    removed, now = 0, time.time()
+    for f in _dir(settings).glob("*.json"):
+        try:
+            if now - f.stat().st_mtime > older_than_s:
+                f.unlink()
+                removed += 1
+        except OSError:  # another starting worker removed it first
+            continue
+    return removed
 
 
 def write_report(settings: Settings, info: dict) -> Path:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from app.processing.runtime import live_workers, read_reports, remove_report, start_heartbeat, write_report
+from app.processing.runtime import (FORGET_S, forget_gone, live_workers, read_reports, remove_report,
+                                    start_heartbeat, write_report)
 
 from support.app import image_bytes, new_case, upload
 from web.conftest import log_in
@@ -46,6 +47,19 @@ def test_a_worker_that_stops_touching_its_report_is_shown_gone(client, auth, set
     remove_report(settings)  # the worker stops: the heartbeat ends without writing it back
     beat.join(2)
     assert not beat.is_alive() and not path.exists()
+
+
+def test_a_starting_worker_forgets_workers_silent_for_a_week(client, auth, settings, predictor):
+    """Killed workers leave their reports; the System page should not list them for ever."""
+    folder = write_report(settings, predictor.describe()).parent
+    for name, age in (("gone-long-ago-1.json", FORGET_S + 3600), ("gone-yesterday-2.json", 24 * 3600.0)):
+        (folder / name).write_text('{"host": "%s", "pid": 1}' % name)
+        when = time.time() - age
+        os.utime(folder / name, (when, when))
+    assert len(read_reports(settings)) == 3
+    assert forget_gone(settings) == 1
+    hosts = {w["host"] for w in client.get("/api/model-info", headers=auth).json()["workers"]}
+    assert "gone-long-ago-1.json" not in hosts and "gone-yesterday-2.json" in hosts and len(hosts) == 2
 
 
 def test_the_upload_progress_says_when_no_worker_is_alive(client, auth, settings, predictor):
