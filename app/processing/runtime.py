@@ -37,16 +37,27 @@ def report_path(settings: Settings) -> Path:
     return _dir(settings) / f"{socket.gethostname()}-{os.getpid()}.json"
 
 
+def _touched(settings: Settings) -> list[tuple[Path, float]]:
+    """Every report with the time it was last touched (one removed meanwhile is left out)."""
+    out = []
+    for f in _dir(settings).glob("*.json"):
+        try:
+            out.append((f, f.stat().st_mtime))
+        except OSError:
+            continue
+    return out
+
+
 def forget_gone(settings: Settings, older_than_s: float = FORGET_S) -> int:
     """Remove the reports of workers silent for `older_than_s`; returns how many."""
     removed, now = 0, time.time()
-    for f in _dir(settings).glob("*.json"):
-        try:
-            if now - f.stat().st_mtime > older_than_s:
+    for f, mtime in _touched(settings):
+        if now - mtime > older_than_s:
+            try:
                 f.unlink()
                 removed += 1
-        except OSError:  # another starting worker removed it first
-            continue
+            except OSError:  # another starting worker removed it first
+                continue
     return removed
 
 
@@ -92,9 +103,8 @@ def read_reports(settings: Settings) -> list[dict]:
     """The workers' reports, newest first, each with `alive` (touched in the last ALIVE_S; a
     worker killed without stopping leaves its file, no longer touched) and `seen_at`."""
     out, now = [], time.time()
-    for f in _dir(settings).glob("*.json"):
+    for f, mtime in _touched(settings):
         try:
-            mtime = f.stat().st_mtime
             out.append({**json.loads(f.read_text()), "alive": _alive(mtime, now), "seen_at": mtime})
         except (OSError, ValueError):
             continue
@@ -105,10 +115,5 @@ def read_reports(settings: Settings) -> list[dict]:
 def live_workers(settings: Settings) -> int:
     """How many workers touched their report in the last ALIVE_S (file times only: the upload
     progress asks every second)."""
-    now, alive = time.time(), 0
-    for f in _dir(settings).glob("*.json"):
-        try:
-            alive += _alive(f.stat().st_mtime, now)
-        except OSError:
-            continue
-    return alive
+    now = time.time()
+    return sum(_alive(mtime, now) for _, mtime in _touched(settings))
