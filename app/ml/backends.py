@@ -8,7 +8,7 @@ N×K×h×w): one forward pass gives both the probabilities and the Grad-CAM map 
 | `onnx` | ONNX Runtime, channel-padded graph | fp32 | any x86-64/ARM CPU: the baseline and the fallback |
 | `openvino-fp32` | OpenVINO on the same graph | fp32 | `openvino` installed |
 | `openvino-bf16` | OpenVINO, `INFERENCE_PRECISION_HINT=bf16` | bf16 (fp32 accumulation) | a CPU with AVX512_BF16 or AMX-BF16 |
-| `openvino-int8` | OpenVINO on the NNCF-quantised graph (`marrow quantize`) | int8 | AVX512-VNNI, AVX-VNNI or AMX-INT8, and a quantised graph whose validation report says it ships |
+| `openvino-int8` | OpenVINO on the NNCF-quantised graph (`marrow quantize`) | int8 | AVX512-VNNI, AVX-VNNI or AMX-INT8, and a quantised graph whose report says it ships (`marrow quantize`: validation split and probe check) |
 | `torch` | PyTorch eager (CUDA: optional bf16 autocast) | fp32 / bf16 | torch (imported only for this one) |
 
 `auto` (`select`) tries, on CPU, int8 (when shipped), then bf16, where the CPU has the units for
@@ -314,7 +314,7 @@ def int8_ships(paths: GraphPaths) -> tuple[bool, str]:
         return False, "no quantised graph in the cache (marrow quantize)"
     report = json.loads(paths.int8_report.read_text())
     if not report.get("ships"):
-        return False, f"the quantised graph did not pass on the validation split: {report.get('verdict', '')}"
+        return False, f"the quantised graph does not ship: {report.get('verdict', '')}"
     return True, ""
 
 

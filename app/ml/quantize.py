@@ -4,17 +4,18 @@ measurement that decides whether it ships.
 1. Calibration: `calibration` cells drawn (seeded) from the checkpoint's *training* split (every
    cell of the sources not in the card's `training.split.val_files`), through the product's own
    preprocessing (decode, quality repair, framing when the model uses it, resize, normalise).
-2. `nncf.quantize` on the OpenVINO model read from the cached ONNX graph (preset "mixed":
-   symmetric weights, asymmetric activations, which suits SiLU's negative tail; "performance":
-   symmetric both; fast or full bias correction), saved beside the graph as
-   `<digest>-pad16-int8.xml/.bin`.
+2. `nncf.quantize` on the channel-padded network the cached ONNX graph was exported from,
+   converted by OpenVINO from PyTorch (`_network_graph`; preset "mixed": symmetric weights,
+   asymmetric activations, which suits SiLU's negative tail; "performance": symmetric both; fast
+   or full bias correction), saved beside the graph as `<digest>-pad16-int8.xml/.bin`.
 3. On the *validation* split, through the same preprocessing: top-1 of ONNX Runtime fp32 and of
    OpenVINO int8, macro-F1 of each against the labels, and their top-1 agreement.
    With `--accuracy-control N`, NNCF's accuracy-controlled variant instead: the layers whose
    quantisation costs most top-1 agreement with fp32 on N further training cells go back to
    float until that agreement is ≥ 99.5 % (the validation split stays unseen).
 4. It ships (the `auto` backend may pick it on CPUs with VNNI or AMX-INT8) only if macro-F1 drops
-   by at most `MAX_F1_DROP` and the agreement is at least `MIN_AGREEMENT`; the report
+   by at most `MAX_F1_DROP`, the agreement is at least `MIN_AGREEMENT`, and it passes the check
+   every worker makes when it loads a backend (`backends.verify` on the probe cells); the report
    `<digest>-pad16-int8.json` says which, with every figure, either way.
 """
 from __future__ import annotations
@@ -50,6 +51,29 @@ def _prepared(paths: list[Path], card: ModelCard, repair: bool = True) -> tuple[
             inputs.append(checked.model_input)
             kept.append(i)
     return preprocess.to_batch(inputs, card.input_size, card.mean, card.std), kept
+
+
+def _network_graph(model_dir: Path, card: ModelCard, example: np.ndarray):
+    """The OpenVINO model NNCF quantises: the checkpoint's channel-padded network, as exported to
+    ONNX, converted from PyTorch. Read from the ONNX file instead, the network carries the ONNX
+    import's shape arithmetic and SiLU split into sigmoid and product; NNCF then placed 149
+    quantisers instead of 99, OpenVINO could not fuse them, and the int8 graph ran at half the
+    speed (throw-away run on Zen 4, 2 threads, batch 8: 81-87 against 174-177 cells/s,
+    docs/performance-history.md)."""
+    import openvino as ov
+    import torch
+
+    from app.ml.checkpoint import load_checkpoint
+    from app.ml.export import LogitsAndFeatures, exported_network
+
+    model, _ = load_checkpoint(model_dir, "cpu")
+    network, _ = exported_network(LogitsAndFeatures(model).eval(), card.input_size)
+    size = card.input_size
+    graph = ov.convert_model(network, example_input=torch.from_numpy(example[:1]),
+                             input=[ov.PartialShape([-1, 3, size, size])])
+    for output, name in zip(graph.outputs, ("logits", "features")):
+        output.get_tensor().set_names({name})
+    return graph
 
 
 def _top1(backend, batch: np.ndarray) -> tuple[np.ndarray, float]:
@@ -98,6 +122,15 @@ def _with_accuracy_control(nncf, model, dataset, train, calib, card, paths, thre
                        "max_drop": MAX_CONTROL_DROP}
 
 
+def _probe_failure(check: dict) -> str:
+    """Why the load-time check on the probe cells (`backends.verify`) would refuse the graph: a
+    graph that passes on the validation split but not there would be refused by every worker."""
+    lim = check["limits"]
+    return (f"load-time probe check failed (top-1 agreement {check['top1_agreement']:.4f}, limit "
+            f"{lim['min_top1_agreement']:.4f}; probability difference {check['max_prob_diff']}, limit "
+            f"{lim['max_prob_diff']}; Grad-CAM difference {check['max_cam_diff']}, limit {lim['max_cam_diff']})")
+
+
 def quantize(sources: list[str | Path], model_dir: str | Path, cache_dir: str | Path, calibration: int = 300,
              seed: int = 0, threads: int | None = None, max_val: int = 0, preset: str = "mixed",
              bias_correction: str = "fast", ignore_types: list[str] | None = None,
@@ -119,7 +152,7 @@ def quantize(sources: list[str | Path], model_dir: str | Path, cache_dir: str | 
     t0 = time.perf_counter()
     calib_batch, _ = _prepared([s.path for s in calib], card)
     dataset = nncf.Dataset([calib_batch[i:i + 1] for i in range(len(calib_batch))])
-    model = ov.Core().read_model(str(paths.onnx))
+    model = _network_graph(model_dir, card, calib_batch)
     common = dict(subset_size=len(calib_batch), preset=nncf.QuantizationPreset(preset),
                   fast_bias_correction=bias_correction == "fast",
                   ignored_scope=nncf.IgnoredScope(types=list(ignore_types)) if ignore_types else None)
@@ -143,15 +176,17 @@ def quantize(sources: list[str | Path], model_dir: str | Path, cache_dir: str | 
     rep_int8 = classification_report(labels, top_int8, card.codes)
     agreement = float((top_fp32 == top_int8).mean())
     drop = rep_fp32["macro_f1"] - rep_int8["macro_f1"]
-    ships = drop <= MAX_F1_DROP and agreement >= MIN_AGREEMENT
     fc = backends.classifier_weight(model_dir, paths)
     probe_check = backends.verify(int8, paths, card, fc)
+    ships = drop <= MAX_F1_DROP and agreement >= MIN_AGREEMENT and probe_check["passed"]
     verdict = (f"macro-F1 {rep_fp32['macro_f1']:.4f} -> {rep_int8['macro_f1']:.4f} (drop {drop:+.4f}, limit "
-               f"{MAX_F1_DROP}), top-1 agreement {agreement:.4f} (limit {MIN_AGREEMENT}): "
-               + ("ships" if ships else "does not ship"))
+               f"{MAX_F1_DROP}), top-1 agreement {agreement:.4f} (limit {MIN_AGREEMENT})"
+               + ("" if probe_check["passed"] else f", {_probe_failure(probe_check)}")
+               + (": ships" if ships else ": does not ship"))
     report = {
         "model_version": card.version, "weights_sha256_16": paths.digest, "graph": paths.int8_xml.name,
         "calibration_cells": len(calib_batch), "calibration_from": "training split", "seed": seed,
+        "quantised_from": "the channel-padded PyTorch network (openvino.convert_model)",
         "preset": preset, "bias_correction": bias_correction, "ignored_types": list(ignore_types or []),
         "accuracy_control": control,
         "validation_cells": int(len(labels)), "sources": [str(s) for s in sources],
