@@ -25,6 +25,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from app.ml.card import CARD_FILE, ModelCard
 from app.ml.dataset import KNOWN_CODES, class_folders, load_sources, recorded_split
 from app.ml.metrics import classification_report
 from app.ml.quality import Thresholds
+
+if TYPE_CHECKING:
+    import openvino
 
 MAX_F1_DROP = 0.005
 MIN_AGREEMENT = 0.99
@@ -53,7 +57,7 @@ def _prepared(paths: list[Path], card: ModelCard, repair: bool = True) -> tuple[
     return preprocess.to_batch(inputs, card.input_size, card.mean, card.std), kept
 
 
-def _network_graph(model_dir: Path, card: ModelCard, example: np.ndarray):
+def _network_graph(model_dir: Path, card: ModelCard, example: np.ndarray) -> "openvino.Model":
     """The OpenVINO model NNCF quantises: the checkpoint's channel-padded network, as exported to
     ONNX, converted from PyTorch. Read from the ONNX file instead, the network carries the ONNX
     import's shape arithmetic and SiLU split into sigmoid and product; NNCF then placed 149
