@@ -145,7 +145,7 @@ def register_runtime(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("quantize", help="int8 post-training quantisation (NNCF) and the validation-split "
-                                        "measurement that decides whether it ships")
+                                        "measurement and probe check that decide whether it ships")
     p.add_argument("sources", type=Path, nargs="+", metavar="SRC", help="the folder-per-class datasets the "
                    "checkpoint was trained on (calibration from its training split, measured on its validation split)")
     p.add_argument("--model", type=Path, default=None, metavar="DIR")
