@@ -85,9 +85,8 @@ def _reopened(db, case: dict) -> dict | None:
 
 def _models(settings, case: dict) -> dict:
     """The model the case's cells were classified with, and the others it can be re-run with."""
-    models = available(settings)
-    current = next((m for m in models if m["name"] == case["model_name"]), None) if case["model_name"] else \
-        next((m for m in models if m["configured"]), None)
+    models, name = available(settings), case["model_name"]
+    current = next((m for m in models if (m["name"] == name if name else m["configured"])), None)
     return {"model": current, "rerun_models": [m for m in models if m is not current]}
 
 
