@@ -59,3 +59,24 @@ def test_bench_app_reads_progress_more_often_as_the_end_nears():
 def test_bench_app_refuses_counts_below_one(option, capsys):
     assert main(["bench-app", *option]) == 2
     assert capsys.readouterr().err == "marrow bench-app: error: --cells and --rounds must be at least 1\n"
+
+
+def test_bench_app_picks_each_image_once(real_cells_dir: Path, tmp_path: Path):
+    """The app makes one cell of an image sent twice (the PBC set holds 4 such pairs), so the
+    benches that count the cells the app made pick no copy; one that waited for a cell per file
+    never ended."""
+    from app.bench.cells import pick_cells
+
+    originals = sorted(real_cells_dir.rglob("*.jpg"))[:3]
+    for i, src in enumerate(originals):
+        (tmp_path / "A").mkdir(exist_ok=True)
+        (tmp_path / "A" / f"a{i}.jpg").write_bytes(src.read_bytes())
+    (tmp_path / "B").mkdir()
+    (tmp_path / "B" / "copy-of-a1.jpg").write_bytes(originals[1].read_bytes())
+    (tmp_path / "B" / "b0.jpg").write_bytes(sorted(real_cells_dir.rglob("*.jpg"))[-1].read_bytes())
+
+    assert len(pick_cells(tmp_path, 5)) == 5  # the other benches time files, copies or not
+    picked = pick_cells(tmp_path, 4, distinct=True)
+    assert sorted(p.name for p in picked) == ["a0.jpg", "a1.jpg", "a2.jpg", "b0.jpg"]
+    with pytest.raises(ValueError, match="holds only 4 distinct images"):
+        pick_cells(tmp_path, 5, distinct=True)

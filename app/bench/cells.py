@@ -6,6 +6,7 @@ import statistics
 from pathlib import Path
 
 from app.ml.dataset import IMAGE_SUFFIXES
+from app.storage import sha256
 from app.taxonomy.defaults import DEFAULT_CATEGORIES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -19,10 +20,12 @@ def default_data_dir() -> Path:
     return Path(os.environ.get(DATA_ENV) or DEFAULT_DATA_DIR)
 
 
-def pick_cells(data_dir: str | Path, n: int) -> list[Path]:
+def pick_cells(data_dir: str | Path, n: int, distinct: bool = False) -> list[Path]:
     """`n` real cells spread over the class folders (round robin, evenly spaced, deterministic).
 
-    A folder without class sub-folders is used as it is. FileNotFoundError when there is no such
+    A folder without class sub-folders is used as it is. `distinct`: no two with the same bytes
+    (the app makes one cell of an image sent twice; the PBC set holds 4 such pairs), for the
+    benchmarks that count the cells the app made. FileNotFoundError when there is no such
     folder or no image in it, ValueError when it holds fewer than `n`.
     """
     root = Path(data_dir)
@@ -37,9 +40,11 @@ def pick_cells(data_dir: str | Path, n: int) -> list[Path]:
         per_class = [loose] if loose else []
     if not per_class:
         raise FileNotFoundError(f"{root}: no images found (expected <CODE>/*.jpg)")
+    if distinct:
+        per_class = _first_of_each_image(per_class)
     total = sum(len(f) for f in per_class)
     if n > total:
-        raise ValueError(f"{n} cells wanted but {root} holds only {total} images")
+        raise ValueError(f"{n} cells wanted but {root} holds only {total} {'distinct ' if distinct else ''}images")
     k = len(per_class)
     want = [n // k + (1 if i < n % k else 0) for i in range(k)]
     # a class with too few images gives its share to the others
@@ -57,6 +62,21 @@ def pick_cells(data_dir: str | Path, n: int) -> list[Path]:
     out = []
     for j in range(max(want)):
         out.extend(c[j] for c in chosen if j < len(c))
+    return out
+
+
+def _first_of_each_image(per_class: list[list[Path]]) -> list[list[Path]]:
+    """Each class's files less those whose bytes an earlier file (in class order) has."""
+    seen: set[str] = set()
+    out = []
+    for files in per_class:
+        kept = []
+        for f in files:
+            digest = sha256(f.read_bytes())
+            if digest not in seen:
+                seen.add(digest)
+                kept.append(f)
+        out.append(kept)
     return out
 
 

@@ -105,7 +105,9 @@ def _upload_and_wait(api: httpx.Client, accession: str, cells: list[Path]) -> tu
     deadline = t0 + PROCESS_TIMEOUT_S
     while time.perf_counter() < deadline:
         upload = api.get(f"/api/uploads/{body['upload_id']}").raise_for_status().json()
-        if upload["cells_total"] == len(cells) and upload["cells_done"] == len(cells):
+        if upload["cells_total"] != len(cells):  # else the wait below would never end
+            raise RuntimeError(f"{accession}: {len(cells)} images sent, {upload['cells_total']} new cells made of them")
+        if upload["cells_done"] == len(cells):
             seconds = time.perf_counter() - t0
             case = api.get(f"/api/cases/{case_id}").raise_for_status().json()
             if case["cells_processed"] != len(cells):
@@ -240,7 +242,7 @@ def run_benchmark(url: str | None, token: str | None, n_cells: int, data_dir: Pa
     # Other cells in every round: the storage keeps one copy of an image, its thumbnail and its
     # heatmap, so cells uploaded before would skip writing their files.
     try:
-        picked = pick_cells(data_dir or default_data_dir(), n_cells * rounds + WARMUP_CELLS)
+        picked = pick_cells(data_dir or default_data_dir(), n_cells * rounds + WARMUP_CELLS, distinct=True)
     except ValueError as exc:
         raise ValueError(f"{exc}: each round uploads other cells (--cells x --rounds + {WARMUP_CELLS})") from exc
     batches = [picked[n * n_cells:(n + 1) * n_cells] for n in range(rounds)]

@@ -196,7 +196,7 @@ def _exact(url: str, token: str, case_ids: dict[str, int], n: int) -> dict[str, 
 def run_load(url: str, token: str, reviewers: list[str], password: str, uploaders: int, n_cells: int,
              data_dir: Path, pids: dict[str, int]) -> dict:
     """The load itself against a running app; `pids` (may be empty) are measured for memory."""
-    picked = pick_cells(data_dir, uploaders * n_cells)
+    picked = pick_cells(data_dir, uploaders * n_cells, distinct=True)
     rec, done, case_ids = Recorder(), threading.Event(), {}
     stamp = time.strftime("%H%M%S")
     upload_threads = [threading.Thread(target=_upload, args=(url, token, f"LOAD-{stamp}-{i:02d}",
