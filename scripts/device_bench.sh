@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures issue 14 asks for, in one call on the lent device machine (README, "GPU"):
+# The GPU figures issue 14 asks for, in one call on the lent device machine (docs/bench-ml.md, "GPU"):
 # `marrow bench --device cuda` (fp32 and bf16 autocast against the naive loop) and the 500-cell
 # case end to end (`MARROW_DEVICE=cuda marrow bench-app`). Prepare here first:
 #   .venv/bin/python scripts/device_pack.py      # .whl (the app's missing packages), .devdata/cells

@@ -6,7 +6,7 @@ tree, 64 MiB in all with what is carried. This puts in the two ignored folders i
   (the heavy native ones, PyTorch, NumPy, OpenCV, ONNX Runtime, ..., come from the image);
 - `.devdata/cells/`: real cells, one folder per class, for `marrow bench` and `bench-app`
   (`../shared` beside the checkout does not travel).
-It then says whether the whole fits, and the `run` call to make. Usage (README, "GPU"):
+It then says whether the whole fits, and the `run` call to make. Usage (docs/bench-ml.md, "GPU"):
     .venv/bin/python scripts/device_pack.py [--cells 520] [--source ../shared/data/pbc]
 """
 from __future__ import annotations
