@@ -102,12 +102,13 @@ def _upload_and_wait(api: httpx.Client, accession: str, cells: list[Path]) -> tu
         raise RuntimeError(f"cells rejected: {body['rejected'][:3]}")
     answered = time.perf_counter() - t0
     print(f"{accession}: upload answered in {answered:.2f} s", file=sys.stderr)
+    copies = [a["file"] for a in body["accepted"] if a["duplicate"]]
+    if copies:  # one cell per image: the wait below for a cell per file would never end
+        raise RuntimeError(f"{accession}: {len(copies)} images sent twice, e.g. {copies[0]}")
     deadline = t0 + PROCESS_TIMEOUT_S
     while time.perf_counter() < deadline:
         upload = api.get(f"/api/uploads/{body['upload_id']}").raise_for_status().json()
-        if upload["cells_total"] != len(cells):  # else the wait below would never end
-            raise RuntimeError(f"{accession}: {len(cells)} images sent, {upload['cells_total']} new cells made of them")
-        if upload["cells_done"] == len(cells):
+        if upload["cells_total"] == len(cells) and upload["cells_done"] == len(cells):
             seconds = time.perf_counter() - t0
             case = api.get(f"/api/cases/{case_id}").raise_for_status().json()
             if case["cells_processed"] != len(cells):
