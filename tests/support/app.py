@@ -43,11 +43,22 @@ def two_models(tmp_path, random_checkpoint) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory) -> Path:
+    """An empty SQLite database at the newest schema, migrated once for the session."""
+    path = tmp_path_factory.mktemp("schema") / "marrow.sqlite"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
 @pytest.fixture
-def settings(tmp_path, random_checkpoint, model_cache) -> Settings:
+def settings(tmp_path, random_checkpoint, model_cache, migrated_sqlite) -> Settings:
+    """The lab server's settings on a fresh data dir whose database is a copy of `migrated_sqlite`
+    (the same file `upgrade` writes, without running the migrations again for every test)."""
     s = Settings(_env_file=None, data_dir=tmp_path / "data", model_dir=random_checkpoint,
                  model_cache_dir=model_cache, batch_size=4, task_cells=3, max_request_mb=8, max_file_mb=1)
-    upgrade(s.db_url)
+    s.data_dir.mkdir(parents=True)
+    shutil.copyfile(migrated_sqlite, s.data_dir / "marrow.sqlite")
     return s
 
 
