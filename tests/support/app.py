@@ -12,13 +12,30 @@ import subprocess
 import zipfile
 from pathlib import Path
 
+import argon2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.auth import passwords
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker, upgrade
+
+# Argon2 at its cheapest parameters: the same library and code path at a thousandth of the cost.
+QUICK_HASHER = argon2.PasswordHasher.from_parameters(argon2.profiles.CHEAPEST)
+QUICK_DUMMY_HASH = QUICK_HASHER.hash("no such account")
+
+
+@pytest.fixture(autouse=True)
+def quick_password_hashing(request, monkeypatch) -> None:
+    """The in-process server hashes and checks passwords with QUICK_HASHER (each account a test
+    makes and each login cost 0.1 s of Argon2 otherwise), except in tests marked `lab_argon2`,
+    which need the product's own cost. Processes the tests start (`marrow` commands, servers)
+    hash as the product does."""
+    if request.node.get_closest_marker("lab_argon2") is None:
+        monkeypatch.setattr(passwords, "_hasher", QUICK_HASHER)
+        monkeypatch.setattr(passwords, "DUMMY_HASH", QUICK_DUMMY_HASH)
 
 
 @pytest.fixture(scope="session")

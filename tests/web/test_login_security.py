@@ -4,6 +4,7 @@ from __future__ import annotations
 import statistics
 import time
 
+import pytest
 from limits.storage import MemoryStorage
 
 from app.auth.ratelimit import LOGIN_LIMIT, LoginLimiter
@@ -27,6 +28,7 @@ def _median_login_s(client, csrf: str, name: str, times: list[float]) -> None:
     assert r.status_code == 401, r.text
 
 
+@pytest.mark.lab_argon2
 def test_unknown_name_takes_as_long_as_a_wrong_password(client, sessions, token):
     """Median of 15 interleaved tries each: a name that does not exist vs rita (exists) with a
     wrong password vs a disabled account; within 25 % of each other (all run Argon2 once)."""
