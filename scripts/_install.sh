@@ -15,8 +15,8 @@ MARROW_EXTRAS="test,teacher,quantize"
 MARROW_STAMP="$MARROW_VENV/.marrow-install-stamp"
 
 # Debian packages the test suite needs: real Redis and PostgreSQL for the integration tests,
-# Chromium and fonts for the end-to-end tests and their screenshots.
-MARROW_TEST_PACKAGES=(redis-server postgresql chromium fonts-dejavu-core fonts-liberation2)
+# Chromium and fonts for the end-to-end tests and their screenshots, the PDF report's CJK font.
+MARROW_TEST_PACKAGES=(redis-server postgresql chromium fonts-dejavu-core fonts-liberation2 fonts-wqy-microhei)
 
 _marrow_log() { printf '[marrow-install] %s\n' "$*" >&2; }
 

@@ -1,13 +1,17 @@
 """The case's PDF for the patient's chart (fpdf2).
 
 Its text is DejaVu Sans, embedded and subset (matplotlib, a dependency, ships the font), so names
-in Latin, Greek or Cyrillic scripts print as typed and the text stays extractable. A character
-the font has no glyph for (CJK, emoji) prints as its code point, <U+6F22>: a patient's accession
-is never changed silently, as the Latin-1 core fonts' "?" did.
+in Latin, Greek or Cyrillic scripts print as typed and the text stays extractable. Where the
+report holds Chinese, Japanese or Korean text and the machine has a WenQuanYi font (CJK_FONTS;
+the Docker image and scripts/test.sh install Debian's fonts-wqy-microhei), that font draws those
+characters. A character no font here has a glyph for (emoji; CJK without the font) prints as its
+code point, <U+6F22>: a patient's accession is never changed silently, as the Latin-1 core
+fonts' "?" did.
 """
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
 
 from fpdf import FPDF
@@ -18,14 +22,30 @@ from app.storage import Storage
 FONT = "DejaVu"
 FONT_DIR = Path(importlib.util.find_spec("matplotlib").origin).parent / "mpl-data" / "fonts" / "ttf"
 FONT_FILES = {"": "DejaVuSans.ttf", "B": "DejaVuSans-Bold.ttf", "I": "DejaVuSans-Oblique.ttf"}
+CJK_FONT = "WenQuanYi"
+CJK_FONTS = (Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"),  # Debian fonts-wqy-microhei
+             Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"))  # fonts-wqy-zenhei
 DEFINITION_NOTE = ("Percent = cells of a category / counted cells (unidentified cells and the not-counted "
                    "categories are in no denominator). 95 % CI = exact (Clopper-Pearson) binomial interval, "
                    "as tabulated by Rümke for differential counts.")
 
 
-def printable(text, cmap: dict[int, int]) -> str:
-    """The text with every character the font cannot draw written as its code point."""
-    return "".join(ch if ord(ch) in cmap or ch == "\n" else f"<U+{ord(ch):04X}>" for ch in str(text))
+def printable(text, *cmaps: dict[int, int]) -> str:
+    """The text with every character none of the fonts can draw written as its code point."""
+    return "".join(ch if ch == "\n" or any(ord(ch) in cmap for cmap in cmaps) else f"<U+{ord(ch):04X}>"
+                   for ch in str(text))
+
+
+def _strings(value) -> Iterator[str]:
+    """Every string in the report's data (dicts, lists and tuples walked)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
 
 
 def _pct(v) -> str:
@@ -37,17 +57,28 @@ class _Report(FPDF):
     "page N of M", so a printed page that strays from the chart can be put back and a missing
     one noticed."""
 
-    def __init__(self, footer_text: str):
+    def __init__(self, footer_text: str, data: dict):
         super().__init__(format="A4")
         for style, name in FONT_FILES.items():
             self.add_font(FONT, style, str(FONT_DIR / name))
         self.footer_text = footer_text
+        self.fallback_cmaps: tuple[dict[int, int], ...] = ()
+        drawn = self.fonts[FONT.lower()].cmap
+        # The CJK font only when the report needs it: loading it costs 0.2 s and 4 kB of PDF.
+        if any(ord(ch) not in drawn for text in _strings(data) for ch in text):
+            if cjk := next((path for path in CJK_FONTS if path.is_file()), None):
+                self.add_font(CJK_FONT, "", str(cjk))
+                self.set_fallback_fonts([CJK_FONT], exact_match=False)
+                self.fallback_cmaps = (self.fonts[CJK_FONT.lower()].cmap,)
+
+    def printable(self, text) -> str:
+        """The text as the current font and the fallback can draw it (see `printable`)."""
+        return printable(text, self.current_font.cmap, *self.fallback_cmaps)
 
     def footer(self) -> None:
         self.set_y(-12)
         self.set_font(FONT, "I", 7)
-        text = f"{self.footer_text} · page {self.page_no()} of {{nb}}"
-        self.cell(0, 5, printable(text, self.current_font.cmap), align="C")
+        self.cell(0, 5, self.printable(f"{self.footer_text} · page {self.page_no()} of {{nb}}"), align="C")
 
 
 def _status_word(case: dict, amended: bool) -> str:
@@ -59,10 +90,8 @@ def _status_word(case: dict, amended: bool) -> str:
 def render_pdf(data: dict, storage: Storage) -> bytes:
     case = data["case"]
     amended = data["amends"] and case["signed_at"] is not None
-    pdf = _Report(f"MarrowDiff · {case['accession']} (case {case['id']}) · {_status_word(case, amended)}")
-
-    def _t(text) -> str:
-        return printable(text, pdf.current_font.cmap)
+    pdf = _Report(f"MarrowDiff · {case['accession']} (case {case['id']}) · {_status_word(case, amended)}", data)
+    _t = pdf.printable
 
     pdf.set_auto_page_break(True, margin=18)
     pdf.set_title(f"Bone-marrow differential {case['accession']}")

@@ -169,17 +169,43 @@ def test_every_pdf_page_names_the_case_its_state_and_page_of_pages(client, auth,
         assert text.endswith(f"MarrowDiff · MD-FOOT (case {case_id}) · signed · page {n} of {len(signed)}"), text[-120:]
 
 
-def test_report_pdf_prints_identifiers_in_other_scripts_as_typed(client, auth, sessions):
-    """An accession is a patient identifier: Latin, Greek and Cyrillic letters print as typed (the
-    Latin-1 core fonts printed "?" for Ł, Ω, Ж), and a character the font has no glyph for prints
-    as its code point rather than as something else."""
+def _pdf(client, auth, case_id: int) -> tuple[str, set[str]]:
+    """The case's PDF report: its text, and the names of the fonts it embeds."""
     from pypdf import PdfReader
 
-    case_id, _ = labelled_case(client, auth, sessions, ["BLA", "NGS"], "Łódź-Ωμέγα-Жук-漢7")
     r = client.get(f"/api/cases/{case_id}/report.pdf", headers=auth)
-    text = " ".join(page.extract_text() for page in PdfReader(io.BytesIO(r.content)).pages)
-    assert "Łódź-Ωμέγα-Жук-<U+6F22>7" in text, text[:500]
+    assert r.status_code == 200, r.text
+    pages = PdfReader(io.BytesIO(r.content)).pages
+    fonts = {str(font["/BaseFont"]).split("+")[-1] for page in pages for font in page["/Resources"]["/Font"].values()}
+    return " ".join(page.extract_text() for page in pages), fonts
+
+
+def test_report_pdf_prints_identifiers_in_other_scripts_as_typed(client, auth, sessions):
+    """An accession is a patient identifier: Latin, Greek and Cyrillic letters print as typed (the
+    Latin-1 core fonts printed "?" for Ł, Ω, Ж), and a character no font has a glyph for prints
+    as its code point rather than as something else."""
+    case_id, _ = labelled_case(client, auth, sessions, ["BLA", "NGS"], "Łódź-Ωμέγα-Жук-\U0001FA787")
+    text, fonts = _pdf(client, auth, case_id)
+    assert "Łódź-Ωμέγα-Жук-<U+1FA78>7" in text, text[:500]
     assert "Rümke" in text, text
+    case_id, _ = labelled_case(client, auth, sessions, ["BLA", "NGS"], "MD-LATIN")
+    fonts = _pdf(client, auth, case_id)[1]
+    assert fonts and all(name.startswith("DejaVuSans") for name in fonts), fonts  # no CJK font where none is needed
+
+
+def test_report_pdf_prints_chinese_japanese_and_korean_with_the_cjk_font(client, auth, sessions):
+    from app.reports.pdf import CJK_FONTS
+
+    if not any(path.is_file() for path in CJK_FONTS):
+        pytest.skip("no CJK font: install Debian's fonts-wqy-microhei (scripts/test.sh does)")
+    case_id, _ = labelled_case(client, auth, sessions, ["BLA", "NGS"], "骨髓-漢7")
+    comment = "原始细胞增多，建议流式细胞术。芽球が増加。 모세포 증가 " * 8  # long enough to wrap
+    assert client.post(f"/api/cases/{case_id}/sign", json={"comment": comment}, headers=auth).status_code == 200
+    text, fonts = _pdf(client, auth, case_id)
+    assert "<U+" not in text, text[:500]
+    flat = "".join(text.split())
+    assert "骨髓-漢7" in flat and "原始细胞增多，建议流式细胞术。芽球が増加。모세포증가" in flat, text[:800]
+    assert "WenQuanYiMicroHei" in fonts or "WenQuanYiZenHei" in fonts, fonts
 
 
 def test_relabel_and_sign_are_audited_and_model_label_changes_too(client, auth, sessions):
