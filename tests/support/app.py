@@ -1,7 +1,9 @@
 """pytest plugin (tests/conftest.py registers it): the lab server in this process, for the
 server, web and reliability tests. A real SQLite database and storage in a tmp dir, the real
 app behind Starlette's TestClient, users with tokens, and (session-wide) a random-weights model;
-plus the helpers those tests call (`make_user`, `new_case`, `upload`, `image_bytes`, ...)."""
+plus the helpers those tests call (`make_user`, `new_case`, `upload`, `image_bytes`, ...).
+Passwords are hashed at Argon2's cheapest cost in this process unless a test is marked
+`lab_argon2` (`quick_password_hashing`)."""
 from __future__ import annotations
 
 import io
