@@ -208,6 +208,19 @@ def test_report_pdf_prints_chinese_japanese_and_korean_with_the_cjk_font(client,
     assert "WenQuanYiMicroHei" in fonts or "WenQuanYiZenHei" in fonts, fonts
 
 
+def test_report_pdf_prints_hebrew_and_arabic_right_to_left(client, auth, sessions):
+    """Shaped by HarfBuzz: the words read in the PDF as typed (unshaped, they came out letter by
+    letter backwards: "يعيبط مظعلا عاخن"), through line wraps and page breaks."""
+    case_id, _ = labelled_case(client, auth, sessions, ["BLA", "NGS"], "MD-RTL")
+    comment = "نخاع العظم طبيعي مع زيادة طفيفة في الأرومات. מח עצם תקין. " * 60  # about 3,500 characters
+    assert client.post(f"/api/cases/{case_id}/sign", json={"comment": comment}, headers=auth).status_code == 200
+    text, _ = _pdf(client, auth, case_id)
+    flat = " ".join(text.split())
+    for words in ("نخاع العظم طبيعي", "زيادة طفيفة في الأرومات", "מח עצם תקין"):
+        assert flat.count(words) >= 55, (words, flat.count(words), flat[:600])  # a few cross a page's end
+    assert "page 2 of" in flat and "<U+" not in flat
+
+
 def test_relabel_and_sign_are_audited_and_model_label_changes_too(client, auth, sessions):
     case_id, ids = labelled_case(client, auth, sessions, ["UNK", "BLA"])
     client.patch(f"/api/cells/{ids[0]}", json={"label": "PLM"}, headers=auth)
