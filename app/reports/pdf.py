@@ -68,7 +68,7 @@ class _Report(FPDF):
         chars = {ch for text in _strings(data) for ch in text}
         drawn = self.fonts[FONT.lower()].cmap
         # The CJK font and text shaping only when the report needs them: the font costs 0.2 s and
-        # 4 kB of PDF, shaping about 0.1 s a page.
+        # 4 kB of PDF, shaping up to 0.2 s a page of text.
         if any(ord(ch) not in drawn for ch in chars):
             if cjk := next((path for path in CJK_FONTS if path.is_file()), None):
                 self.add_font(CJK_FONT, "", str(cjk))
