@@ -32,12 +32,6 @@ DEFINITION_NOTE = ("Percent = cells of a category / counted cells (unidentified 
                    "as tabulated by Rümke for differential counts.")
 
 
-def printable(text, *cmaps: dict[int, int]) -> str:
-    """The text with every character none of the fonts can draw written as its code point."""
-    return "".join(ch if ch == "\n" or any(ord(ch) in cmap for cmap in cmaps) else f"<U+{ord(ch):04X}>"
-                   for ch in str(text))
-
-
 def _strings(value) -> Iterator[str]:
     """Every string in the report's data (dicts, lists and tuples walked)."""
     if isinstance(value, str):
@@ -78,8 +72,11 @@ class _Report(FPDF):
             self.set_text_shaping(use_shaping_engine=True)
 
     def printable(self, text) -> str:
-        """The text as the current font and the fallback can draw it (see `printable`)."""
-        return printable(text, self.current_font.cmap, *self.fallback_cmaps)
+        """The text with every character neither the current font nor the fallback can draw
+        written as its code point."""
+        cmaps = (self.current_font.cmap, *self.fallback_cmaps)
+        return "".join(ch if ch == "\n" or any(ord(ch) in cmap for cmap in cmaps) else f"<U+{ord(ch):04X}>"
+                       for ch in str(text))
 
     def footer(self) -> None:
         self.set_y(-12)

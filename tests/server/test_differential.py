@@ -185,7 +185,7 @@ def test_report_pdf_prints_identifiers_in_other_scripts_as_typed(client, auth, s
     Latin-1 core fonts printed "?" for Ł, Ω, Ж), and a character no font has a glyph for prints
     as its code point rather than as something else."""
     case_id, _ = labelled_case(client, auth, sessions, ["BLA", "NGS"], "Łódź-Ωμέγα-Жук-\U0001FA787")
-    text, fonts = _pdf(client, auth, case_id)
+    text, _ = _pdf(client, auth, case_id)
     assert "Łódź-Ωμέγα-Жук-<U+1FA78>7" in text, text[:500]
     assert "Rümke" in text, text
     case_id, _ = labelled_case(client, auth, sessions, ["BLA", "NGS"], "MD-LATIN")
