@@ -14,6 +14,7 @@ ends with exactly its cells, each processed once.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import random
@@ -306,7 +307,7 @@ def started_stack(workers: int, reviewers: int) -> Iterator[tuple[str, str, list
                 stop_process_group(proc)
 
 
-def benchmark(args) -> dict:
+def benchmark(args: argparse.Namespace) -> dict:
     """`marrow bench-load` (arguments: app/cli/server.py)."""
     data_dir = args.data_dir or default_data_dir()
     if min(args.uploaders, args.cells) < 1 or args.reviewers < 0 or (args.workers < 1 and not args.url):

@@ -73,7 +73,7 @@ def _json_model_data(p: argparse.ArgumentParser, model_is: str) -> None:
                    help="real cells, one sub-folder per class (default ../shared/data/bone-marrow-7)")
 
 
-def cmd_bench_train(args) -> int:
+def cmd_bench_train(args: argparse.Namespace) -> int:
     from app.bench.cells import default_data_dir
     from app.bench.training import run_train_bench
 
@@ -84,7 +84,7 @@ def cmd_bench_train(args) -> int:
     return 0
 
 
-def cmd_bench_steps(args) -> int:
+def cmd_bench_steps(args: argparse.Namespace) -> int:
     from app.bench.cells import default_data_dir
     from app.bench.steps import run_steps
 
@@ -94,7 +94,7 @@ def cmd_bench_steps(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
+def cmd_bench(args: argparse.Namespace) -> int:
     from app.bench.ml import DEFAULT_DATA_DIR, run_bench
 
     if args.n < 1 or args.rounds < 1 or (args.batch_size is not None and args.batch_size < 1):

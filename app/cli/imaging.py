@@ -59,7 +59,7 @@ def _files(paths: list[str]) -> list[Path]:
     return files
 
 
-def cmd_qc(args) -> int:
+def cmd_qc(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from app.ml.quality import Thresholds, check_file
@@ -84,7 +84,7 @@ def cmd_qc(args) -> int:
     return 1 if failed else 0
 
 
-def cmd_classify(args) -> int:
+def cmd_classify(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from app.ml import pipeline
@@ -126,7 +126,7 @@ def cmd_classify(args) -> int:
     return 1 if failed else 0
 
 
-def cmd_calibrate(args) -> int:
+def cmd_calibrate(args: argparse.Namespace) -> int:
     from app.ml.calibrate_qc import calibrate
     from app.ml.quality import THRESHOLDS_FILE
 

@@ -107,7 +107,7 @@ def _overrides(pairs: list[str]) -> dict:
     return out
 
 
-def cmd_train(args) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
     from app.ml.train import train
     fields = TrainConfig.__dataclass_fields__
     augment = asdict(replace(AugmentConfig(), scale=tuple(args.zoom), **_overrides(args.augment)))
@@ -118,13 +118,13 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_calibrate(args) -> int:
+def cmd_calibrate(args: argparse.Namespace) -> int:
     from app.ml.recalibrate import recalibrate
     print(json.dumps(recalibrate(args.model, args.sources, args.unk_budget, args.device), indent=2))
     return 0
 
 
-def cmd_average(args) -> int:
+def cmd_average(args: argparse.Namespace) -> int:
     from app.ml.average import average
     card = average(args.models, args.sources, args.out, args.version, args.unk_budget)
     print(json.dumps({"version": card["version"], "temperature": card["temperature"],
@@ -165,14 +165,14 @@ def register_runtime(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_quantize)
 
 
-def _model_and_cache(args) -> tuple[Path, Path]:
+def _model_and_cache(args: argparse.Namespace) -> tuple[Path, Path]:
     from app.config import get_settings
 
     settings = get_settings()
     return args.model or settings.model_dir, args.cache or settings.model_cache
 
 
-def cmd_export(args) -> int:
+def cmd_export(args: argparse.Namespace) -> int:
     from app.ml.export import export
 
     model, cache = _model_and_cache(args)
@@ -180,7 +180,7 @@ def cmd_export(args) -> int:
     return 0
 
 
-def cmd_quantize(args) -> int:
+def cmd_quantize(args: argparse.Namespace) -> int:
     from app.cli import print_json
     from app.ml.quantize import quantize
 

@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_export_cells)
 
 
-def _open(args):
+def _open(args: argparse.Namespace):
     from app.agreement.service import Period
     from app.cli.server import sessions
     from app.config import get_settings
@@ -47,7 +47,7 @@ def _open(args):
     return settings, sessions(), Period(args.since, args.until, args.model)
 
 
-def cmd_model_agreement(args) -> int:
+def cmd_model_agreement(args: argparse.Namespace) -> int:
     from app.agreement.service import model_agreement
 
     settings, make_session, period = _open(args)
@@ -56,7 +56,7 @@ def cmd_model_agreement(args) -> int:
     return 0
 
 
-def cmd_export_cells(args) -> int:
+def cmd_export_cells(args: argparse.Namespace) -> int:
     from app.exports.dataset import export_cells
     from app.storage import Storage
 

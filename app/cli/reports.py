@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
-def cmd_eda(args) -> int:
+def cmd_eda(args: argparse.Namespace) -> int:
     from app.ml.eda import run_eda
 
     summary = run_eda(args.data_dir, args.out, args.thresholds)
@@ -48,7 +48,7 @@ def cmd_eda(args) -> int:
     return 0
 
 
-def cmd_evaluate(args) -> int:
+def cmd_evaluate(args: argparse.Namespace) -> int:
     from app.ml.evaluate import evaluate, format_table
 
     shifts = None if args.shifts is None else (args.shifts or list(SHIFTS))

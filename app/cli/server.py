@@ -109,7 +109,7 @@ def sessions():
     return make_sessionmaker(make_engine(settings.db_url))
 
 
-def cmd_web(args) -> int:
+def cmd_web(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.config import get_settings
@@ -120,7 +120,7 @@ def cmd_web(args) -> int:
     return 0
 
 
-def cmd_worker(args) -> int:
+def cmd_worker(args: argparse.Namespace) -> int:
     from app.config import get_settings
     from app.db import upgrade
 
@@ -134,7 +134,7 @@ def cmd_worker(args) -> int:
                                prog_name="marrow worker", standalone_mode=False) or 0
 
 
-def cmd_run(args) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     """Web in this process, the worker as a child; Ctrl-C (SIGINT to both) stops both cleanly."""
     import uvicorn
 
@@ -173,13 +173,13 @@ def _stop_if_worker_dies(worker: subprocess.Popen, stopping: threading.Event, di
         os.kill(os.getpid(), signal.SIGINT)
 
 
-def _read_password(args) -> str:
+def _read_password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n")
     return getpass.getpass(f"password for {args.name}: ")
 
 
-def cmd_users_add(args) -> int:
+def cmd_users_add(args: argparse.Namespace) -> int:
     from app.users.service import create_user
 
     password = _read_password(args)
@@ -189,7 +189,7 @@ def cmd_users_add(args) -> int:
     return 0
 
 
-def cmd_users_password(args) -> int:
+def cmd_users_password(args: argparse.Namespace) -> int:
     from app.users.service import set_password
 
     password = _read_password(args)
@@ -199,7 +199,7 @@ def cmd_users_password(args) -> int:
     return 0
 
 
-def cmd_users_list(args) -> int:
+def cmd_users_list(args: argparse.Namespace) -> int:
     from app.users.service import list_users
 
     with sessions()() as session:
@@ -208,7 +208,7 @@ def cmd_users_list(args) -> int:
     return 0
 
 
-def cmd_users_history(args) -> int:
+def cmd_users_history(args: argparse.Namespace) -> int:
     from app.users.history import recent
 
     with sessions()() as session:
@@ -217,7 +217,7 @@ def cmd_users_history(args) -> int:
     return 0
 
 
-def cmd_users_active(args) -> int:
+def cmd_users_active(args: argparse.Namespace) -> int:
     from app.users.service import set_active
 
     with sessions()() as session:
@@ -226,7 +226,7 @@ def cmd_users_active(args) -> int:
     return 0
 
 
-def cmd_token(args) -> int:
+def cmd_token(args: argparse.Namespace) -> int:
     from app.auth.tokens import issue_token, revoke_tokens
     from app.users.service import require
 
@@ -239,7 +239,7 @@ def cmd_token(args) -> int:
     return 0
 
 
-def cmd_backup(args) -> int:
+def cmd_backup(args: argparse.Namespace) -> int:
     from app.backup import backup
     from app.config import get_settings
 
@@ -247,14 +247,14 @@ def cmd_backup(args) -> int:
     return 0
 
 
-def cmd_bench_load(args) -> int:
+def cmd_bench_load(args: argparse.Namespace) -> int:
     from app.bench.load import benchmark
 
     print_json(benchmark(args), args.json)
     return 0
 
 
-def cmd_bench_app(args) -> int:
+def cmd_bench_app(args: argparse.Namespace) -> int:
     from app.bench.endtoend import run_benchmark
 
     print_json(run_benchmark(url=args.url, token=args.token, n_cells=args.cells, data_dir=args.data_dir,
