@@ -14,9 +14,8 @@ from app.cells.models import IN_CASE, Cell, CellStatus
 from app.db import get_or_not_found, utcnow
 from app.errors import Conflict, Forbidden
 from app.differential.indices import percents, summary_indices
-from app.ml.card import CellClass
 from app.taxonomy import service as taxonomy
-from app.taxonomy.defaults import UNK
+from app.taxonomy.defaults import UNK, Category
 from app.users.models import User
 
 
@@ -64,13 +63,13 @@ def case_status(case: Case, total: int, processed: int) -> str:
     return CaseStatus.PROCESSING if processed < total else CaseStatus.READY
 
 
-def differential(counts: dict[str, int], classes: tuple[CellClass, ...]) -> dict[str, float]:
-    """Percent of each counted class; classes not counted (NIF) are listed with no percent
+def differential(counts: dict[str, int], categories: tuple[Category, ...]) -> dict[str, float]:
+    """Percent of each counted category; those not counted (NIF) are listed with no percent
     and left out of the denominator."""
-    counted = {c.code for c in classes if c.counted}
+    counted = {c.code for c in categories if c.counted}
     denominator = sum(n for code, n in counts.items() if code in counted)
     return {c.code: round(100.0 * counts.get(c.code, 0) / denominator, 2) if denominator else 0.0
-            for c in classes if c.counted}
+            for c in categories if c.counted}
 
 
 def _tallies(session: Session, case_ids: Sequence[int] | None) -> tuple[dict, dict]:
@@ -91,9 +90,9 @@ def _tallies(session: Session, case_ids: Sequence[int] | None) -> tuple[dict, di
     return progress, labels
 
 
-def summaries(session: Session, classes: tuple[CellClass, ...], case_ids: Sequence[int] | None = None) -> list[dict]:
+def summaries(session: Session, case_ids: Sequence[int] | None = None) -> list[dict]:
     """Every case (or those given) with status, progress, counts and differential, newest first.
-    Each case is counted with its own category list (`classes`, the model's, is not used for that)."""
+    Each case is counted with its own category list."""
     query = select(Case, User.name).outerjoin(User, User.id == Case.signed_by_id).order_by(Case.id.desc())
     if case_ids is not None:
         query = query.where(Case.id.in_(case_ids))
@@ -119,9 +118,9 @@ def summaries(session: Session, classes: tuple[CellClass, ...], case_ids: Sequen
     return out
 
 
-def summary(session: Session, classes: tuple[CellClass, ...], case_id: int) -> dict:
+def summary(session: Session, case_id: int) -> dict:
     get_case(session, case_id)
-    return summaries(session, classes, [case_id])[0]
+    return summaries(session, [case_id])[0]
 
 
 def _has_status(status: str):

@@ -6,7 +6,7 @@ from fastapi.responses import Response
 from app.agreement.schemas import Model, Since, Until
 from app.agreement.service import Period, model_agreement
 from app.cases.service import get_case
-from app.deps import ClassesDep, CurrentUser, SessionDep, SettingsDep
+from app.deps import CurrentUser, SessionDep, SettingsDep
 from app.exports import service
 
 router = APIRouter(prefix="/api", tags=["exports"])
@@ -19,14 +19,14 @@ def _attachment(text: str, filename: str) -> Response:
 
 
 @router.get("/cases.csv", response_class=Response, responses=CSV)
-def cases_csv(session: SessionDep, _user: CurrentUser, classes: ClassesDep) -> Response:
+def cases_csv(session: SessionDep, _user: CurrentUser) -> Response:
     """One row per case, one column per class (cells with that current label)."""
-    return _attachment(service.cases_csv(session, classes), "cases.csv")
+    return _attachment(service.cases_csv(session), "cases.csv")
 
 
 @router.get("/cases/{case_id}/differential.csv", response_class=Response, responses=CSV)
-def differential_csv(case_id: int, session: SessionDep, _user: CurrentUser, classes: ClassesDep) -> Response:
-    return _attachment(service.differential_csv(session, classes, case_id), f"case-{case_id}-differential.csv")
+def differential_csv(case_id: int, session: SessionDep, _user: CurrentUser) -> Response:
+    return _attachment(service.differential_csv(session, case_id), f"case-{case_id}-differential.csv")
 
 
 @router.get("/cases/{case_id}/cells.csv", response_class=Response, responses=CSV)

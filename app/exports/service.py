@@ -11,7 +11,6 @@ from app.cases.service import summaries, summary
 from app.cells.models import LabelSource
 from app.cells.service import rows
 from app.differential.indices import compute, percents
-from app.ml.card import CellClass
 from app.taxonomy.defaults import UNK, UNK_NAME
 from app.taxonomy.service import lab_categories, of_case
 
@@ -36,10 +35,10 @@ def _csv(header_lines: list[str], columns: list[str], data: list[list]) -> str:
     return buf.getvalue()
 
 
-def differential_csv(session: Session, classes: tuple[CellClass, ...], case_id: int) -> str:
+def differential_csv(session: Session, case_id: int) -> str:
     """One row per category of the case's list (UNK first), with the exact binomial 95 %
     interval of each percent, then one row per index (app.differential.indices)."""
-    case = summary(session, classes, case_id)
+    case = summary(session, case_id)
     categories = of_case(case["categories"])
     model_counts = Counter(UNK if row.unidentified else row.predicted
                            for row in rows(session, case_id) if row.predicted)
@@ -77,9 +76,9 @@ def cells_csv(session: Session, case_id: int) -> str:
     return _csv([], ["file", "model_class", "probability", "final_class", "changed_by", "when"], data)
 
 
-def cases_csv(session: Session, classes: tuple[CellClass, ...]) -> str:
+def cases_csv(session: Session) -> str:
     """One column per code: UNK, the lab's current list, then codes only older cases' lists have."""
-    cases = summaries(session, classes)
+    cases = summaries(session)
     codes = [UNK, *(c.code for c in lab_categories(session))]
     codes += sorted({code for c in cases for code in c["counts"]} - set(codes))
     data = [[c["id"], _safe(c["accession"]), _safe(c["specimen"]), c["status"], c["cells_total"],

@@ -21,9 +21,9 @@ from app.taxonomy.service import of_case
 BLAST_STRIP = 12  # blast images on the PDF
 
 
-def report_data(session: Session, classes, case_id: int, zone: ZoneInfo) -> dict:
+def report_data(session: Session, case_id: int, zone: ZoneInfo) -> dict:
     """`zone`: the lab's, for the times the report writes out (the PDF; FHIR keeps UTC)."""
-    case = summary(session, classes, case_id)
+    case = summary(session, case_id)
     categories = of_case(case["categories"])
     cell_rows = rows(session, case_id)
     shares = percents(case["counts"], categories)

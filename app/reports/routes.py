@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from app.deps import ClassesDep, CurrentUser, SessionDep, SettingsDep, StorageDep
+from app.deps import CurrentUser, SessionDep, SettingsDep, StorageDep
 from app.reports.data import report_data
 from app.reports.fhir import build_bundle
 from app.reports.pdf import render_pdf
@@ -16,19 +16,18 @@ FHIR_JSON = "application/fhir+json"
 
 @router.get("/cases/{case_id}/report.pdf", response_class=Response,
             responses={200: {"content": {"application/pdf": {}}}})
-def report_pdf(case_id: int, session: SessionDep, _user: CurrentUser, classes: ClassesDep,
+def report_pdf(case_id: int, session: SessionDep, _user: CurrentUser,
                storage: StorageDep, settings: SettingsDep) -> Response:
     """The case's report for the chart: counts, percentages with 95 % intervals, ratios, blast
     marks, flags, signature, model version and the blasts' images ("PRELIMINARY" until signed)."""
-    pdf = render_pdf(report_data(session, classes, case_id, settings.zone), storage)
+    pdf = render_pdf(report_data(session, case_id, settings.zone), storage)
     return Response(pdf, media_type="application/pdf",
                     headers={"Content-Disposition": f'attachment; filename="case-{case_id}-report.pdf"'})
 
 
 @router.get("/cases/{case_id}/fhir", response_class=Response, responses={200: {"content": {FHIR_JSON: {}}}})
-def fhir_bundle(case_id: int, session: SessionDep, _user: CurrentUser, classes: ClassesDep,
-                settings: SettingsDep) -> Response:
+def fhir_bundle(case_id: int, session: SessionDep, _user: CurrentUser, settings: SettingsDep) -> Response:
     """A FHIR R4 Bundle: a DiagnosticReport (final once signed, else preliminary) and one
     Observation per category and per index, validated before it is sent."""
-    return Response(build_bundle(report_data(session, classes, case_id, settings.zone)), media_type=FHIR_JSON,
+    return Response(build_bundle(report_data(session, case_id, settings.zone)), media_type=FHIR_JSON,
                     headers={"Content-Disposition": f'attachment; filename="case-{case_id}-fhir.json"'})

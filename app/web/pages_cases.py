@@ -37,7 +37,7 @@ def _case_rows(db, classes, q: str, state: str, before: int | None = None) -> di
     """One page of the case list: years of cases are filtered and counted by the database."""
     status = state if state in STATUSES else None
     ids = cases.find(db, q, status, before, PAGE_CASES + 1)
-    return {"cases": cases.summaries(db, classes, ids[:PAGE_CASES]) if ids else [],
+    return {"cases": cases.summaries(db, ids[:PAGE_CASES]) if ids else [],
             "older": ids[PAGE_CASES - 1] if len(ids) > PAGE_CASES else None,
             "matching": cases.count(db, q, status) if before is None else None,
             "q": q, "state": state, "classes": classes}
@@ -71,8 +71,8 @@ def create_case(db: SessionDep, user: PageUser,
 
 
 @router.get("/cases/{case_id}")
-def case_page(request: Request, case_id: int, db: SessionDep, _user: PageUser, classes: ClassesDep) -> Response:
-    return _case_page(request, db, classes, case_id)
+def case_page(request: Request, case_id: int, db: SessionDep, _user: PageUser) -> Response:
+    return _case_page(request, db, case_id)
 
 
 def _reopened(db, case: dict) -> dict | None:
@@ -90,8 +90,8 @@ def _models(settings, case: dict) -> dict:
     return {"model": current, "rerun_models": [m for m in models if m is not current]}
 
 
-def _case_page(request: Request, db, classes, case_id: int, status_code: int = 200, error: str | None = None):
-    case = cases.summary(db, classes, case_id)
+def _case_page(request: Request, db, case_id: int, status_code: int = 200, error: str | None = None):
+    case = cases.summary(db, case_id)
     settings = request.app.state.settings
     return render(request, "case.html", status_code, case=case, panel=panel(case, case_categories(db, case), TARGETS[0]),
                   progress=progress(db, case_id, settings), events=history(db, case_id),
@@ -99,8 +99,8 @@ def _case_page(request: Request, db, classes, case_id: int, status_code: int = 2
 
 
 @router.get("/cases/{case_id}/head")
-def case_head(request: Request, case_id: int, db: SessionDep, _user: PageUser, classes: ClassesDep) -> Response:
-    case = cases.summary(db, classes, case_id)
+def case_head(request: Request, case_id: int, db: SessionDep, _user: PageUser) -> Response:
+    case = cases.summary(db, case_id)
     return render(request, "partials/case_head.html", case=case, reopened=_reopened(db, case),
                   **_models(request.app.state.settings, case))
 
@@ -133,20 +133,20 @@ async def upload(request: Request, case_id: int, db: SessionDep, user: PageUser,
 
 
 @router.post("/cases/{case_id}/uploads/{upload_id}/withdraw", dependencies=[Csrf])
-def withdraw(request: Request, case_id: int, upload_id: int, db: SessionDep, user: PageUser, classes: ClassesDep,
+def withdraw(request: Request, case_id: int, upload_id: int, db: SessionDep, user: PageUser,
              reason: Annotated[str, Form()] = "") -> Response:
     upload = cases.get_upload(db, upload_id)
     if upload.case_id != case_id:
-        return _case_page(request, db, classes, case_id, status.HTTP_404_NOT_FOUND,
+        return _case_page(request, db, case_id, status.HTTP_404_NOT_FOUND,
                           error=f"upload {upload_id} is not one of this case's")
-    return _with_reason(request, db, classes, case_id, reason, "the upload is withdrawn",
+    return _with_reason(request, db, case_id, reason, "the upload is withdrawn",
                         lambda why: withdraw_upload(db, upload, user, why))
 
 
 @router.get("/cases/{case_id}/differential")
-def differential(request: Request, case_id: int, db: SessionDep, _user: PageUser, classes: ClassesDep,
+def differential(request: Request, case_id: int, db: SessionDep, _user: PageUser,
                  target: int = TARGETS[0]) -> Response:
-    case = cases.summary(db, classes, case_id)
+    case = cases.summary(db, case_id)
     return render(request, "partials/differential.html",
                   panel=panel(case, case_categories(db, case), target_or_default(target)))
 
@@ -158,66 +158,66 @@ def case_history(request: Request, case_id: int, db: SessionDep, _user: PageUser
 
 
 @router.post("/cases/{case_id}/sign", dependencies=[Csrf])
-def sign(request: Request, case_id: int, db: SessionDep, user: PageUser, classes: ClassesDep,
+def sign(request: Request, case_id: int, db: SessionDep, user: PageUser,
          settings: SettingsDep, comment: Annotated[str, Form()] = "") -> Response:
     try:
         body = CaseSign(comment=comment)  # the API's rule
     except ValidationError:
-        return _case_page(request, db, classes, case_id, status.HTTP_422_UNPROCESSABLE_CONTENT,
+        return _case_page(request, db, case_id, status.HTTP_422_UNPROCESSABLE_CONTENT,
                           error=f"the comment may have at most {COMMENT_MAX:,} characters; the case is not signed")
     try:
         cases.sign(db, cases.get_case(db, case_id), user, settings.signers, body.comment)
     except (Conflict, Forbidden) as exc:
-        return _case_page(request, db, classes, case_id, exc.status_code, error=str(exc))
+        return _case_page(request, db, case_id, exc.status_code, error=str(exc))
     return RedirectResponse(f"/cases/{case_id}", status.HTTP_303_SEE_OTHER)
 
 
 @router.post("/cases/{case_id}/rerun", dependencies=[Csrf])
-def rerun(request: Request, case_id: int, db: SessionDep, user: PageUser, classes: ClassesDep,
+def rerun(request: Request, case_id: int, db: SessionDep, user: PageUser,
           settings: SettingsDep, model: Annotated[str, Form()] = "") -> Response:
     """The API's re-run with another model; a refusal (signed, still processing, unknown model)
     is shown on the case page, success goes back to it and its progress."""
     try:
         rerun_case(db, settings, cases.get_case(db, case_id), user, model)
     except (Conflict, UnknownModel) as exc:
-        return _case_page(request, db, classes, case_id, exc.status_code, error=str(exc))
+        return _case_page(request, db, case_id, exc.status_code, error=str(exc))
     return RedirectResponse(f"/cases/{case_id}", status.HTTP_303_SEE_OTHER)
 
 
 @router.post("/cases/{case_id}/edit", dependencies=[Csrf])
-def edit(request: Request, case_id: int, db: SessionDep, user: PageUser, classes: ClassesDep,
+def edit(request: Request, case_id: int, db: SessionDep, user: PageUser,
          accession: Annotated[str, Form()] = "", specimen: Annotated[str, Form()] = "",
          note: Annotated[str, Form()] = "") -> Response:
     try:
         body = CaseEdit(accession=accession, specimen=specimen, note=note)  # the API's rules
     except ValidationError:
-        return _case_page(request, db, classes, case_id, status.HTTP_422_UNPROCESSABLE_CONTENT,
+        return _case_page(request, db, case_id, status.HTTP_422_UNPROCESSABLE_CONTENT,
                           error="the accession and the specimen need 1 to 120 characters, the note at most 10,000")
     try:
         cases.edit_case(db, cases.get_case(db, case_id), user, body.model_dump())
     except Conflict as exc:
-        return _case_page(request, db, classes, case_id, exc.status_code, error=str(exc))
+        return _case_page(request, db, case_id, exc.status_code, error=str(exc))
     return RedirectResponse(f"/cases/{case_id}", status.HTTP_303_SEE_OTHER)
 
 
 @router.post("/cases/{case_id}/reopen", dependencies=[Csrf])
-def reopen(request: Request, case_id: int, db: SessionDep, user: PageUser, classes: ClassesDep,
+def reopen(request: Request, case_id: int, db: SessionDep, user: PageUser,
            reason: Annotated[str, Form()] = "") -> Response:
-    return _with_reason(request, db, classes, case_id, reason, "the case is reopened",
+    return _with_reason(request, db, case_id, reason, "the case is reopened",
                         lambda why: cases.reopen(db, cases.get_case(db, case_id), user, why))
 
 
-def _with_reason(request: Request, db, classes, case_id: int, reason: str, what: str,
+def _with_reason(request: Request, db, case_id: int, reason: str, what: str,
                  act: Callable[[str], object]) -> Response:
     """A case-page form that needs a reason (reopening, withdrawing an upload): the API's rule for
     it, then the action; a refusal is shown on the case page, success goes back to it."""
     try:
         why = REASON.validate_python(reason)
     except ValidationError:
-        return _case_page(request, db, classes, case_id, status.HTTP_422_UNPROCESSABLE_CONTENT,
+        return _case_page(request, db, case_id, status.HTTP_422_UNPROCESSABLE_CONTENT,
                           error=f"say why {what}, in 3 to 500 characters")
     try:
         act(why)
     except (Conflict, Forbidden) as exc:
-        return _case_page(request, db, classes, case_id, exc.status_code, error=str(exc))
+        return _case_page(request, db, case_id, exc.status_code, error=str(exc))
     return RedirectResponse(f"/cases/{case_id}", status.HTTP_303_SEE_OTHER)

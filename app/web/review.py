@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from app.cells.models import CellStatus
 from app.cells.service import view
 from app.differential.indices import BLAST_CODE, BLAST_MARKS, TARGETS, compute
-from app.ml.card import CellClass
-from app.taxonomy.defaults import UNK, UNK_NAME
+from app.taxonomy.defaults import UNK, UNK_NAME, Category
 from app.taxonomy.service import lab_categories, of_case, with_current_keys
 
 BLAST_SCALE = 40  # the blast bar spans 0-40 %; above that it is simply full
@@ -44,8 +43,8 @@ def _keep(t: dict, what: str) -> bool:
     return True
 
 
-def gallery(rows, classes: tuple[CellClass, ...], sort: str, what: str) -> list[Group]:
-    """Every class's group (empty ones too, so the layout never jumps), then cells still
+def gallery(rows, categories: tuple[Category, ...], sort: str, what: str) -> list[Group]:
+    """Every category's group (empty ones too, so the layout never jumps), then cells still
     processing and cells that could not be read. Each tile's `rank` is its place in the
     sort order, which the page's script uses to put a relabelled cell where it belongs."""
     rows = list(rows)
@@ -55,7 +54,7 @@ def gallery(rows, classes: tuple[CellClass, ...], sort: str, what: str) -> list[
     # The unidentified group first, whenever the case has such cells (a case without any shows
     # the category groups only, as before).
     unidentified = {UNK: Group(UNK, UNK_NAME, "")} if any(row.label == UNK for row in rows) else {}
-    groups = {**unidentified, **{c.code: Group(c.code, c.name, c.key) for c in classes}}
+    groups = {**unidentified, **{c.code: Group(c.code, c.name, c.key) for c in categories}}
     pending, failed = Group(CellStatus.PENDING, "Processing", ""), Group(CellStatus.FAILED, "Unreadable", "")
     for rank, t in enumerate(tiles):
         t["rank"] = rank
@@ -64,15 +63,15 @@ def gallery(rows, classes: tuple[CellClass, ...], sort: str, what: str) -> list[
     return [*groups.values(), *(g for g in (pending, failed) if g.tiles)]
 
 
-def case_categories(db, case: dict):
+def case_categories(db, case: dict) -> tuple[Category, ...]:
     """A case's own category list, with the keys the administrator maps now."""
     return with_current_keys(of_case(case.get("categories")), lab_categories(db))
 
 
-def panel(case: dict, classes: tuple[CellClass, ...], target: int) -> dict:
+def panel(case: dict, categories: tuple[Category, ...], target: int) -> dict:
     """The differential panel from a case summary (app.cases.service.summary): UNK first, every
     category with its percent and exact 95 % interval, the ratios, progress to the target."""
-    counted = sum(case["counts"].get(c.code, 0) for c in classes if c.counted)
+    counted = sum(case["counts"].get(c.code, 0) for c in categories if c.counted)
     blast = case["differential"].get(BLAST_CODE)
     intervals = case.get("intervals", {})
     return {
@@ -82,9 +81,8 @@ def panel(case: dict, classes: tuple[CellClass, ...], target: int) -> dict:
         "rows": [{"code": c.code, "name": c.name, "key": c.key, "counted": c.counted,
                   "count": case["counts"].get(c.code, 0), "percent": case["differential"].get(c.code),
                   "ci": intervals.get(c.code)}
-                 for c in classes],
-        "indices": [ix for ix in compute(case["counts"], classes) if ix["code"] != "blast_percent"]
-        if all(hasattr(c, "lineage") for c in classes) else [],
+                 for c in categories],
+        "indices": [ix for ix in compute(case["counts"], categories) if ix["code"] != "blast_percent"],
         "blast": blast, "blast_width": min(100.0, 100.0 * (blast or 0.0) / BLAST_SCALE),
         "marks": [{"at": m, "left": 100.0 * m / BLAST_SCALE} for m in BLAST_MARKS],
         "blast_level": None if blast is None else sum(blast >= m for m in BLAST_MARKS),
