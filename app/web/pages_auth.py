@@ -5,12 +5,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.orm import Session
 
 from app.auth.sessions import log_in, log_out, session_user
 from app.deps import SessionDep
 from app.users import history
 from app.users import service as users
-from app.users.models import ROLES
+from app.users.models import ROLES, User
 from app.web.auth import AdminUser, Csrf, PageUser
 from app.web.templating import render
 
@@ -94,7 +95,7 @@ def logout(request: Request) -> Response:
 ACCOUNT_EVENTS = 10  # of one's own account on the Account page: a failed login there is a warning
 
 
-def _account_page(request: Request, db, user, status_code: int = 200, **context) -> Response:
+def _account_page(request: Request, db: Session, user: User, status_code: int = 200, **context) -> Response:
     return render(request, "account.html", status_code, events=history.recent(db, ACCOUNT_EVENTS, of=user), **context)
 
 
@@ -122,7 +123,7 @@ def change_password(request: Request, db: SessionDep, user: PageUser, current: T
     return _account_page(request, db, user, notice="password changed; your other sessions are logged out")
 
 
-def _users_page(request: Request, db, template: str, status_code: int = 200, **context) -> Response:
+def _users_page(request: Request, db: Session, template: str, status_code: int = 200, **context) -> Response:
     return render(request, template, status_code, users=users.list_users(db), roles=ROLES,
                   events=history.recent(db), **context)
 

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, HTTPException, Query, Request, status
 from fastapi.responses import RedirectResponse, Response
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.orm import Session
 
 from app.audit.models import AuditAction
 from app.audit.service import history
@@ -15,9 +16,11 @@ from app.cases.models import CaseStatus
 from app.cases.schemas import COMMENT_MAX, CaseCreate, CaseEdit, CaseSign, Reason
 from app.cases.upload_form import receive_request
 from app.cases.uploads import withdraw_upload
+from app.config import Settings
 from app.db import MAX_ID
 from app.deps import ClassesDep, SessionDep, SettingsDep, StorageDep
 from app.errors import Conflict, Forbidden
+from app.ml.card import CellClass
 from app.rerun.models_dir import UnknownModel, available
 from app.rerun.service import rerun as rerun_case
 from app.web.auth import Csrf, PageUser
@@ -33,7 +36,7 @@ REASON = TypeAdapter(Reason)  # the API's rule for a reopening's or a withdrawal
 PAGE_CASES = 50  # rows a case list shows at a time, newest first; "Show older cases" adds more
 
 
-def _case_rows(db, classes, q: str, state: str, before: int | None = None) -> dict:
+def _case_rows(db: Session, classes: tuple[CellClass, ...], q: str, state: str, before: int | None = None) -> dict:
     """One page of the case list: years of cases are filtered and counted by the database."""
     status = state if state in STATUSES else None
     ids = cases.find(db, q, status, before, PAGE_CASES + 1)
@@ -75,7 +78,7 @@ def case_page(request: Request, case_id: int, db: SessionDep, _user: PageUser) -
     return _case_page(request, db, case_id)
 
 
-def _reopened(db, case: dict) -> dict | None:
+def _reopened(db: Session, case: dict) -> dict | None:
     """The reopening an unsigned case is waiting to be signed again for (its head says so)."""
     if case["signed_at"] is not None:
         return None
@@ -83,14 +86,15 @@ def _reopened(db, case: dict) -> dict | None:
     return reopenings[-1] if reopenings else None
 
 
-def _models(settings, case: dict) -> dict:
+def _models(settings: Settings, case: dict) -> dict:
     """The model the case's cells were classified with, and the others it can be re-run with."""
     models, name = available(settings), case["model_name"]
     current = next((m for m in models if (m["name"] == name if name else m["configured"])), None)
     return {"model": current, "rerun_models": [m for m in models if m is not current]}
 
 
-def _case_page(request: Request, db, case_id: int, status_code: int = 200, error: str | None = None):
+def _case_page(request: Request, db: Session, case_id: int, status_code: int = 200,
+               error: str | None = None) -> Response:
     case = cases.summary(db, case_id)
     settings = request.app.state.settings
     return render(request, "case.html", status_code, case=case, panel=panel(case, case_categories(db, case), TARGETS[0]),
@@ -207,7 +211,7 @@ def reopen(request: Request, case_id: int, db: SessionDep, user: PageUser,
                         lambda why: cases.reopen(db, cases.get_case(db, case_id), user, why))
 
 
-def _with_reason(request: Request, db, case_id: int, reason: str, what: str,
+def _with_reason(request: Request, db: Session, case_id: int, reason: str, what: str,
                  act: Callable[[str], object]) -> Response:
     """A case-page form that needs a reason (reopening, withdrawing an upload): the API's rule for
     it, then the action; a refusal is shown on the case page, success goes back to it."""

@@ -6,6 +6,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import Response
+from sqlalchemy.orm import Session
 
 from app.cases import service as cases
 from app.cells import service as cells
@@ -71,7 +72,7 @@ def cell_examples(request: Request, cell_id: int, db: SessionDep, _user: PageUse
                          "cells": cache.examples(db, code, exclude_case=cell.case_id)} for code in codes])
 
 
-def _conflict(db, case_id: int, cell_id: int, zone: ZoneInfo) -> tuple[str, bool]:
+def _conflict(db: Session, case_id: int, cell_id: int, zone: ZoneInfo) -> tuple[str, bool]:
     """Who made the change that won, and when (what a second reviewer needs to decide);
     and whether the case is now locked, which ends the batch."""
     case = cases.summary(db, case_id)

@@ -15,13 +15,14 @@ from app.db import schema_revision
 from app.deps import SessionDep, SettingsDep, StorageDep
 from app.ml.card import card_in
 from app.processing.runtime import ALIVE_S, read_reports
+from app.storage import Storage
 from app.web.auth import AdminUser
 from app.web.templating import render
 
 router = APIRouter(include_in_schema=False)
 
 
-def _storage(storage) -> dict:
+def _storage(storage: Storage) -> dict:
     unwritable = storage.writable()  # as /api/ready asks (it creates the folder on a new install)
     try:
         usage = shutil.disk_usage(storage.root)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sqlalchemy.orm import Session
+
 from app.cells.models import CellStatus
 from app.cells.service import view
 from app.differential.indices import BLAST_CODE, BLAST_MARKS, TARGETS, compute
@@ -63,7 +65,7 @@ def gallery(rows, categories: tuple[Category, ...], sort: str, what: str) -> lis
     return [*groups.values(), *(g for g in (pending, failed) if g.tiles)]
 
 
-def case_categories(db, case: dict) -> tuple[Category, ...]:
+def case_categories(db: Session, case: dict) -> tuple[Category, ...]:
     """A case's own category list, with the keys the administrator maps now."""
     return with_current_keys(of_case(case.get("categories")), lab_categories(db))
 
