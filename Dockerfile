@@ -1,6 +1,7 @@
 # MarrowDiff: one image for `marrow web` and `marrow worker` (see docker-compose.yml), with
-# pg_dump for `marrow backup` (postgresql-client) and a CJK font for the PDF report's Chinese,
-# Japanese and Korean text (fonts-wqy-microhei). On x86_64, PyPI's torch==2.14.1 is a CUDA build:
+# pg_dump for `marrow backup` (postgresql-client) and fonts for the PDF report's Chinese,
+# Japanese and Korean text (fonts-wqy-microhei) and its other scripts: Devanagari, Tamil, Bengali,
+# Thai, ... (fonts-noto-core). On x86_64, PyPI's torch==2.14.1 is a CUDA build:
 # the same image runs the worker on an NVIDIA GPU (MARROW_DEVICE=cuda, with the NVIDIA container
 # toolkit on the host) or on the CPU.
 FROM python:3.11-slim
@@ -12,7 +13,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MARROW_DATA_DIR=/data
 
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libgomp1 postgresql-client fonts-wqy-microhei \
+    && apt-get install -y --no-install-recommends libgomp1 postgresql-client fonts-wqy-microhei fonts-noto-core \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 1000 --shell /usr/sbin/nologin marrow \
     && mkdir -p /data \

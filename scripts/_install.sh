@@ -16,7 +16,7 @@ MARROW_STAMP="$MARROW_VENV/.marrow-install-stamp"
 
 # Debian packages the test suite needs: real Redis and PostgreSQL for the integration tests,
 # Chromium and fonts for the end-to-end tests and their screenshots, the PDF report's CJK font.
-MARROW_TEST_PACKAGES=(redis-server postgresql chromium fonts-dejavu-core fonts-liberation2 fonts-wqy-microhei)
+MARROW_TEST_PACKAGES=(redis-server postgresql chromium fonts-dejavu-core fonts-liberation2 fonts-wqy-microhei fonts-noto-core)
 
 _marrow_log() { printf '[marrow-install] %s\n' "$*" >&2; }
 

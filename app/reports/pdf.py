@@ -1,32 +1,27 @@
 """The case's PDF for the patient's chart (fpdf2).
 
 Its text is DejaVu Sans, embedded and subset (matplotlib, a dependency, ships the font), so names
-in Latin, Greek or Cyrillic scripts print as typed and the text stays extractable. Where the
-report holds Chinese, Japanese or Korean text and the machine has a WenQuanYi font (CJK_FONTS;
-the Docker image and scripts/test.sh install Debian's fonts-wqy-microhei), that font draws those
-characters. Where it holds right-to-left text (Hebrew, Arabic), HarfBuzz shapes it (uharfbuzz):
-lines run right to left and Arabic letters join. A character no font here has a glyph for (emoji;
-CJK without the font) prints as its code point, <U+6F22>: a patient's accession is never changed
-silently, as the Latin-1 core fonts' "?" did.
+in Latin, Greek or Cyrillic scripts print as typed and the text stays extractable. Characters
+DejaVu lacks are drawn by a font for their script where the machine has one (fonts.py: WenQuanYi
+for Chinese, Japanese and Korean, Noto for Devanagari, Tamil, Bengali, Thai and the other
+scripts), embedded only in reports that need it. Where the report holds right-to-left text
+(Hebrew, Arabic) or a script drawn by a Noto font, HarfBuzz shapes it (uharfbuzz): lines run
+right to left, Arabic letters join, Indic vowel signs and conjuncts take their places. A
+character no font here has a glyph for (emoji; a script without its font) prints as its code
+point, <U+6F22>: a patient's accession is never changed silently, as the Latin-1 core fonts'
+"?" did.
 """
 from __future__ import annotations
 
-import importlib.util
 import unicodedata
 from collections.abc import Iterator
-from pathlib import Path
 
 from fpdf import FPDF
 
 from app.localtime import lab_time
+from app.reports.fonts import CJK_FONT, FONT, FONT_DIR, FONT_FILES, fallback_fonts
 from app.storage import Storage
 
-FONT = "DejaVu"
-FONT_DIR = Path(importlib.util.find_spec("matplotlib").origin).parent / "mpl-data" / "fonts" / "ttf"
-FONT_FILES = {"": "DejaVuSans.ttf", "B": "DejaVuSans-Bold.ttf", "I": "DejaVuSans-Oblique.ttf"}
-CJK_FONT = "WenQuanYi"
-CJK_FONTS = (Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"),  # Debian fonts-wqy-microhei
-             Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"))  # fonts-wqy-zenhei
 DEFINITION_NOTE = ("Percent = cells of a category / counted cells (unidentified cells and the not-counted "
                    "categories are in no denominator). 95 % CI = exact (Clopper-Pearson) binomial interval, "
                    "as tabulated by Rümke for differential counts.")
@@ -61,18 +56,20 @@ class _Report(FPDF):
         self.fallback_cmaps: tuple[dict[int, int], ...] = ()
         chars = {ch for text in _strings(data) for ch in text}
         drawn = self.fonts[FONT.lower()].cmap
-        # The CJK font and text shaping only when the report needs them: the font costs 0.2 s and
-        # 4 kB of PDF, shaping up to 0.2 s a page of text.
-        if any(ord(ch) not in drawn for ch in chars):
-            if cjk := next((path for path in CJK_FONTS if path.is_file()), None):
-                self.add_font(CJK_FONT, "", str(cjk))
-                self.set_fallback_fonts([CJK_FONT], exact_match=False)
-                self.fallback_cmaps = (self.fonts[CJK_FONT.lower()].cmap,)
-        if any(unicodedata.bidirectional(ch) in ("R", "AL") for ch in chars):
+        # Fallback fonts and text shaping only when the report needs them: a font costs up to
+        # 0.2 s and a few kB of PDF, shaping up to 0.2 s a page of text.
+        fallbacks = fallback_fonts(ch for ch in chars if ord(ch) not in drawn)
+        for family, path in fallbacks.items():
+            self.add_font(family, "", str(path))
+        if fallbacks:
+            self.set_fallback_fonts(list(fallbacks), exact_match=False)
+            self.fallback_cmaps = tuple(self.fonts[family.lower()].cmap for family in fallbacks)
+        # Han, kana and hangul need no shaping; the scripts Noto draws here (Indic, Thai, ...) do.
+        if set(fallbacks) - {CJK_FONT} or any(unicodedata.bidirectional(ch) in ("R", "AL") for ch in chars):
             self.set_text_shaping(use_shaping_engine=True)
 
     def printable(self, text) -> str:
-        """The text with every character neither the current font nor the fallback can draw
+        """The text with every character neither the current font nor a fallback can draw
         written as its code point."""
         cmaps = (self.current_font.cmap, *self.fallback_cmaps)
         return "".join(ch if ch == "\n" or any(ord(ch) in cmap for cmap in cmaps) else f"<U+{ord(ch):04X}>"

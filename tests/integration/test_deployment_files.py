@@ -168,6 +168,7 @@ def test_dockerfile_and_dockerignore():
     assert any(word == "EXPOSE" and rest[0].strip() == "8000" for word, *rest in instructions)
     assert re.search(r"apt-get install [^\n]*postgresql-client", text), "pg_dump for `marrow backup` on PostgreSQL"
     assert re.search(r"apt-get install [^\n]*fonts-wqy-microhei", text), "the PDF report's CJK font"
+    assert re.search(r"apt-get install [^\n]*fonts-noto-core", text), "the PDF report's Indic, Thai, ... fonts"
     ignored = {line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")}
     assert {".git", ".venv", "var"} <= ignored

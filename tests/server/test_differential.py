@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 import pytest
 from sqlalchemy import select
@@ -194,7 +195,7 @@ def test_report_pdf_prints_identifiers_in_other_scripts_as_typed(client, auth, s
 
 
 def test_report_pdf_prints_chinese_japanese_and_korean_with_the_cjk_font(client, auth, sessions):
-    from app.reports.pdf import CJK_FONTS
+    from app.reports.fonts import CJK_FONTS
 
     if not any(path.is_file() for path in CJK_FONTS):
         pytest.skip("no CJK font: install Debian's fonts-wqy-microhei (scripts/test.sh does)")
@@ -206,6 +207,28 @@ def test_report_pdf_prints_chinese_japanese_and_korean_with_the_cjk_font(client,
     flat = "".join(text.split())
     assert "骨髓-漢7" in flat and "原始细胞增多，建议流式细胞术。芽球が増加。모세포증가" in flat, text[:800]
     assert "WenQuanYiMicroHei" in fonts or "WenQuanYiZenHei" in fonts, fonts
+
+
+def test_report_pdf_prints_indic_and_thai_scripts_shaped_with_noto_fonts(client, auth, sessions):
+    """Hindi, Tamil, Bengali and Thai names and comments print as typed (before, as <U+0930>...),
+    vowel signs and conjuncts shaped: unshaped, "शर्मा" would read back with its letters out of order."""
+    from app.reports.fonts import NOTO_DIR
+
+    if not (NOTO_DIR / "NotoSansDevanagari-Regular.ttf").is_file():
+        pytest.skip("no Noto fonts: install Debian's fonts-noto-core (scripts/test.sh does)")
+    case_id, _ = labelled_case(client, auth, sessions, ["BLA", "NGS"], "राम-शर्मा-7")
+    comment = "अस्थि मज्जा में ब्लास्ट बढ़े हुए। எலும்பு மஜ்ஜை சாதாரணம். অস্থিমজ্জা স্বাভাবিক। ไขกระดูกปกติ "
+    assert client.post(f"/api/cases/{case_id}/sign", json={"comment": comment}, headers=auth).status_code == 200
+    text, fonts = _pdf(client, auth, case_id)
+    # Shaped: the glyphs HarfBuzz puts in for a conjunct or a reph carry no character of their
+    # own (fpdf2 gives a cluster's text to its first glyph), and pypdf reads them back as control codes.
+    flat = " ".join(re.sub(r"[\x00-\x08\x0b\x0e-\x1f]", "", text).split())
+    assert flat != " ".join(text.split())
+    assert "<U+" not in flat, flat[:600]
+    for words in ("राम-शर्मा-7", "अस्थि मज्जा में ब्लास्ट", "எலும்பு மஜ்ஜை சாதாரணம்", "অস্থিমজ্জা স্বাভাবিক", "ไขกระดูกปกติ"):
+        assert words in flat, (words, flat[:600])
+    assert {"NotoSansDevanagari", "NotoSansTamil", "NotoSansBengali", "NotoSansThai"} <= fonts, fonts
+    assert not any(name.startswith("WenQuanYi") for name in fonts), fonts  # no CJK font where none is needed
 
 
 def test_report_pdf_prints_hebrew_and_arabic_right_to_left(client, auth, sessions):

@@ -1,0 +1,59 @@
+"""Which fonts draw a report's text: DejaVu Sans for Latin, Greek, Cyrillic, Hebrew and Arabic, and
+for the characters it lacks a font chosen by their Unicode script.
+
+Chinese, Japanese and Korean take WenQuanYi (Debian's fonts-wqy-microhei); every other script
+takes Google's Noto font named for it (Debian's fonts-noto-core: NotoSansDevanagari for Hindi or
+Marathi, NotoSansTamil, NotoSansThai, ...; the Serif design where Noto has no Sans one). Fonts
+are looked up only for scripts a report holds, so a Latin report embeds DejaVu alone. A font the
+machine lacks is skipped: its characters then print as code points (pdf.py).
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+from collections.abc import Iterable
+from pathlib import Path
+
+from fontTools import unicodedata as ucd
+
+FONT = "DejaVu"
+FONT_DIR = Path(importlib.util.find_spec("matplotlib").origin).parent / "mpl-data" / "fonts" / "ttf"
+FONT_FILES = {"": "DejaVuSans.ttf", "B": "DejaVuSans-Bold.ttf", "I": "DejaVuSans-Oblique.ttf"}
+CJK_FONT = "WenQuanYi"
+CJK_FONTS = (Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"),  # Debian fonts-wqy-microhei
+             Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"))  # fonts-wqy-zenhei
+CJK_SCRIPTS = frozenset({"Hani", "Hira", "Kana", "Hang", "Bopo"})
+NOTO_DIR = Path("/usr/share/fonts/truetype/noto")  # Debian fonts-noto-core
+# Characters shared by many scripts (digits, punctuation, combining marks) choose no font: the
+# fonts chosen for the report's letters draw them where DejaVu does not.
+SHARED_SCRIPTS = frozenset({"Zyyy", "Zinh", "Zzzz"})
+
+
+@functools.cache
+def _noto_files() -> dict[str, Path]:
+    """Noto font files by lower-case name ("notosansdevanagari-bold"): Noto spells some scripts
+    differently from Unicode's names ("NKo" for "Nko")."""
+    if not NOTO_DIR.is_dir():
+        return {}
+    return {path.stem.lower(): path for path in NOTO_DIR.glob("Noto*.ttf")}
+
+
+def _noto_font(script: str) -> Path | None:
+    """The regular Noto file for a script, or None (a report prints its own words in bold, and
+    a lab's words in regular or italic, which takes the regular design here)."""
+    name = "".join(ch for ch in ucd.script_name(script, default="") if ch.isalnum()).lower()
+    files = _noto_files()
+    return files.get(f"notosans{name}-regular") or files.get(f"notoserif{name}-regular")
+
+
+def fallback_fonts(missing: Iterable[str]) -> dict[str, Path]:
+    """Font families, by name, with their files, to draw characters DejaVu cannot."""
+    scripts = {ucd.script(ch) for ch in missing} - SHARED_SCRIPTS
+    fonts: dict[str, Path] = {}
+    if scripts & CJK_SCRIPTS:
+        if cjk := next((path for path in CJK_FONTS if path.is_file()), None):
+            fonts[CJK_FONT] = cjk
+    for script in sorted(scripts - CJK_SCRIPTS):
+        if path := _noto_font(script):
+            fonts[f"Noto {script}"] = path
+    return fonts
