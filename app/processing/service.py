@@ -206,8 +206,8 @@ def _refresh_upload(session: Session, upload_id: int) -> None:
     each saw only its own cells and the upload stayed `processing` below its total
     (PostgreSQL; SQLite lets one writer in at a time, and ignores the lock)."""
     session.execute(select(Upload.id).where(Upload.id == upload_id).with_for_update())
-    done = session.scalar(select(func.count()).where(Cell.upload_id == upload_id, Cell.status != CellStatus.PENDING))
-    total = session.scalar(select(func.count()).where(Cell.upload_id == upload_id))
+    done, total = session.execute(select(func.count().filter(Cell.status != CellStatus.PENDING), func.count())
+                                  .where(Cell.upload_id == upload_id)).one()
     session.execute(update(Upload).where(Upload.id == upload_id).values(
         cells_done=done, status=UploadStatus.DONE if done >= total else UploadStatus.PROCESSING))
 
