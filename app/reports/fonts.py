@@ -9,7 +9,6 @@ machine lacks is skipped: its characters then print as code points (pdf.py).
 """
 from __future__ import annotations
 
-import functools
 import importlib.util
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,10 +28,10 @@ NOTO_DIR = Path("/usr/share/fonts/truetype/noto")  # Debian fonts-noto-core
 SHARED_SCRIPTS = frozenset({"Zyyy", "Zinh", "Zzzz"})
 
 
-@functools.cache
 def _noto_files() -> dict[str, Path]:
-    """Noto font files by lower-case name ("notosansdevanagari-bold"): Noto spells some scripts
-    differently from Unicode's names ("NKo" for "Nko")."""
+    """Noto font files by lower-case name ("notosansdevanagari-regular"): Noto spells some scripts
+    differently from Unicode's names ("NKo" for "Nko"). Read for each report (under a
+    millisecond), so fonts installed while the server runs are used at once, as CJK_FONTS are."""
     if not NOTO_DIR.is_dir():
         return {}
     return {path.stem.lower(): path for path in NOTO_DIR.glob("Noto*.ttf")}
