@@ -22,6 +22,7 @@ from app.localtime import lab_time
 from app.reports.fonts import CJK_FONT, FONT, FONT_DIR, FONT_FILES, fallback_fonts
 from app.storage import Storage
 
+JOINERS = (0x200C, 0x200D)  # zero-width non-joiner and joiner
 DEFINITION_NOTE = ("Percent = cells of a category / counted cells (unidentified cells and the not-counted "
                    "categories are in no denominator). 95 % CI = exact (Clopper-Pearson) binomial interval, "
                    "as tabulated by Rümke for differential counts.")
@@ -64,9 +65,25 @@ class _Report(FPDF):
         if fallbacks:
             self.set_fallback_fonts(list(fallbacks), exact_match=False)
             self.fallback_cmaps = tuple(self.fonts[family.lower()].cmap for family in fallbacks)
+        self._run_font: str | None = None
         # Han, kana and hangul need no shaping; the scripts Noto draws here (Indic, Thai, ...) do.
-        if set(fallbacks) - {CJK_FONT} or any(unicodedata.bidirectional(ch) in ("R", "AL") for ch in chars):
+        if noto := set(fallbacks) - {CJK_FONT}:
+            # A joiner must be shaped with the letters it joins (ශ්‍රී, क्‍ष): drawn in DejaVu, which
+            # has it, it would cut the run in two and show a bare virama. Taken out of DejaVu's
+            # map, it goes to get_fallback_font, which keeps it in the run's font.
+            for style in FONT_FILES:
+                for joiner in JOINERS:
+                    self.fonts[FONT.lower() + style].cmap.pop(joiner, None)
+        if noto or any(unicodedata.bidirectional(ch) in ("R", "AL") for ch in chars):
             self.set_text_shaping(use_shaping_engine=True)
+
+    def get_fallback_font(self, char: str, style: str = "") -> str | None:
+        """fpdf2's choice (the first fallback font that has the character), except that a
+        joiner stays in the font of the run it is in."""
+        if ord(char) in JOINERS and self._run_font:
+            return self._run_font
+        self._run_font = super().get_fallback_font(char, style)
+        return self._run_font
 
     def printable(self, text) -> str:
         """The text with every character neither the current font nor a fallback can draw
