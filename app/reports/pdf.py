@@ -80,7 +80,7 @@ class _Report(FPDF):
     def get_fallback_font(self, char: str, style: str = "") -> str | None:
         """fpdf2's choice (the first fallback font that has the character), except that a
         joiner stays in the font of the run it is in."""
-        if ord(char) in JOINERS and self._run_font:
+        if ord(char) in JOINERS and self._run_font and ord(char) in self.fonts[self._run_font].cmap:
             return self._run_font
         self._run_font = super().get_fallback_font(char, style)
         return self._run_font
