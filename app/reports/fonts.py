@@ -28,6 +28,11 @@ NOTO_DIR = Path("/usr/share/fonts/truetype/noto")  # Debian fonts-noto-core
 SHARED_SCRIPTS = frozenset({"Zyyy", "Zinh", "Zzzz"})
 
 
+def cjk_file() -> Path | None:
+    """The first WenQuanYi font the machine has."""
+    return next((path for path in CJK_FONTS if path.is_file()), None)
+
+
 def _noto_files() -> dict[str, Path]:
     """Noto font files by lower-case name ("notosansdevanagari-regular"): Noto spells some scripts
     differently from Unicode's names ("NKo" for "Nko"). Read for each report (under a
@@ -50,9 +55,16 @@ def fallback_fonts(missing: Iterable[str]) -> dict[str, Path]:
     scripts = {ucd.script(ch) for ch in missing} - SHARED_SCRIPTS
     fonts: dict[str, Path] = {}
     if scripts & CJK_SCRIPTS:
-        if cjk := next((path for path in CJK_FONTS if path.is_file()), None):
+        if cjk := cjk_file():
             fonts[CJK_FONT] = cjk
     for script in sorted(scripts - CJK_SCRIPTS):
         if path := _noto_font(script):
             fonts[f"Noto {script}"] = path
     return fonts
+
+
+
+def noto_fonts() -> int:
+    """How many regular Noto fonts the machine has (one for each script it covers, or two:
+    Sans and Serif)."""
+    return sum(stem.endswith("-regular") for stem in _noto_files())

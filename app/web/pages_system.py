@@ -1,6 +1,6 @@
 """The administrators' System page: is everything there that cells need to be classified?
 Workers (alive, backend, load-time check), the cells waiting for them, the image storage's
-room, the model and the database's schema."""
+room, the model, the database's schema, and the fonts the PDF report draws other scripts with."""
 from __future__ import annotations
 
 import shutil
@@ -15,6 +15,7 @@ from app.db import schema_revision
 from app.deps import SessionDep, SettingsDep, StorageDep
 from app.ml.card import card_in
 from app.processing.runtime import ALIVE_S, read_reports
+from app.reports import fonts
 from app.storage import Storage
 from app.web.auth import AdminUser
 from app.web.templating import render
@@ -40,5 +41,6 @@ def system_page(request: Request, db: SessionDep, _admin: AdminUser, settings: S
     return render(request, "admin_system.html", workers=workers, alive_s=int(ALIVE_S), queue=waiting(db),
                   storage=_storage(storage), card=card_in(settings.model_dir),
                   model_dir=settings.model_dir, backend=settings.backend,
+                  fonts={"cjk": fonts.cjk_file(), "noto": fonts.noto_fonts(), "noto_dir": fonts.NOTO_DIR},
                   database={"kind": url.get_backend_name(), "where": url.database if url.get_backend_name() == "sqlite"
                             else f"{url.host}:{url.port or 5432}/{url.database}", "revision": schema_revision(db)})

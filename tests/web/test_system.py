@@ -34,3 +34,20 @@ def test_system_page_for_administrators(client, auth, sessions, settings, predic
     assert 'id="no-live-worker"' not in html and "<td>running</td>" in html
     assert f"{predictor.backend}" in html and "passed: top-1 agreement" in html
     assert 'href="/admin/system"' in client.get("/cases").text
+
+
+def test_system_page_says_which_scripts_the_pdf_report_can_print(client, sessions, monkeypatch, tmp_path):
+    """An administrator whose reports show <U+...> learns here which Debian package is missing."""
+    from app.reports import fonts
+
+    make_user(sessions, "ada", "admin")
+    log_in(client, "ada")
+    if fonts.cjk_file() and fonts.noto_fonts():
+        row = client.get("/admin/system").text.split('id="report-fonts"')[1].split("</tr>")[0]
+        assert "wqy-microhei.ttc" in row or "wqy-zenhei.ttc" in row, row
+        assert re.search(r"\d+ Noto fonts in <code>/usr/share/fonts/truetype/noto</code>", row), row
+        assert "not installed" not in row
+    monkeypatch.setattr(fonts, "CJK_FONTS", (tmp_path / "absent.ttc",))
+    monkeypatch.setattr(fonts, "NOTO_DIR", tmp_path / "absent")
+    row = client.get("/admin/system").text.split('id="report-fonts"')[1].split("</tr>")[0]
+    assert row.count("not installed") == 2 and "<code>fonts-wqy-microhei</code>" in row and "<code>fonts-noto-core</code>" in row, row
