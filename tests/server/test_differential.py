@@ -210,8 +210,9 @@ def test_report_pdf_prints_chinese_japanese_and_korean_with_the_cjk_font(client,
 
 
 def test_report_pdf_prints_indic_and_thai_scripts_shaped_with_noto_fonts(client, auth, sessions):
-    """Hindi, Tamil, Bengali and Thai names and comments print as typed (before, as <U+0930>...),
-    vowel signs and conjuncts shaped: unshaped, "शर्मा" would read back with its letters out of order."""
+    """Hindi, Tamil, Bengali, Thai and Sinhala names and comments print as typed (before, as
+    <U+0930>...), shaped: unshaped, the i-sign of "रि" would stand after its consonant and every
+    virama would show bare."""
     from app.reports.fonts import NOTO_DIR
 
     if not (NOTO_DIR / "NotoSansDevanagari-Regular.ttf").is_file():
