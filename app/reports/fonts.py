@@ -35,18 +35,17 @@ def cjk_file() -> Path | None:
 
 def _noto_files() -> dict[str, Path]:
     """Noto font files by lower-case name ("notosansdevanagari-regular"): Noto spells some scripts
-    differently from Unicode's names ("NKo" for "Nko"). Read for each report (under a
-    millisecond), so fonts installed while the server runs are used at once, as CJK_FONTS are."""
+    differently from Unicode's names ("NKo" for "Nko"). Read for each report (one folder
+    listing), so fonts installed while the server runs are used at once, as CJK_FONTS are."""
     if not NOTO_DIR.is_dir():
         return {}
     return {path.stem.lower(): path for path in NOTO_DIR.glob("Noto*.ttf")}
 
 
-def _noto_font(script: str) -> Path | None:
-    """The regular Noto file for a script, or None (a report prints its own words in bold, and
-    a lab's words in regular or italic, which takes the regular design here)."""
+def _noto_font(script: str, files: dict[str, Path]) -> Path | None:
+    """The regular Noto file for a script, or None. Regular only: the words a report prints in
+    bold are its own, which DejaVu draws."""
     name = "".join(ch for ch in ucd.script_name(script, default="") if ch.isalnum()).lower()
-    files = _noto_files()
     return files.get(f"notosans{name}-regular") or files.get(f"notoserif{name}-regular")
 
 
@@ -57,11 +56,12 @@ def fallback_fonts(missing: Iterable[str]) -> dict[str, Path]:
     if scripts & CJK_SCRIPTS:
         if cjk := cjk_file():
             fonts[CJK_FONT] = cjk
-    for script in sorted(scripts - CJK_SCRIPTS):
-        if path := _noto_font(script):
-            fonts[f"Noto {script}"] = path
+    if others := sorted(scripts - CJK_SCRIPTS):
+        files = _noto_files()
+        for script in others:
+            if path := _noto_font(script, files):
+                fonts[f"Noto {script}"] = path
     return fonts
-
 
 
 def noto_fonts() -> int:

@@ -68,14 +68,17 @@ class _Report(FPDF):
         self._run_font: str | None = None
         # Han, kana and hangul need no shaping; the scripts Noto draws here (Indic, Thai, ...) do.
         if noto := set(fallbacks) - {CJK_FONT}:
-            # A joiner must be shaped with the letters it joins (ශ්‍රී, क्‍ष): drawn in DejaVu, which
-            # has it, it would cut the run in two and show a bare virama. Taken out of DejaVu's
-            # map, it goes to get_fallback_font, which keeps it in the run's font.
-            for style in FONT_FILES:
-                for joiner in JOINERS:
-                    self.fonts[FONT.lower() + style].cmap.pop(joiner, None)
+            self._joiners_to_fallbacks()
         if noto or any(unicodedata.bidirectional(ch) in ("R", "AL") for ch in chars):
             self.set_text_shaping(use_shaping_engine=True)
+
+    def _joiners_to_fallbacks(self) -> None:
+        """A joiner must be shaped with the letters it joins (ශ්‍රී, क्‍ष): drawn in DejaVu, which
+        has it, it would cut the run in two and show a bare virama. Taken out of DejaVu's map, it
+        goes to get_fallback_font, which keeps it in the run's font."""
+        for style in FONT_FILES:
+            for joiner in JOINERS:
+                self.fonts[FONT.lower() + style].cmap.pop(joiner, None)
 
     def get_fallback_font(self, char: str, style: str = "") -> str | None:
         """fpdf2's choice (the first fallback font that has the character), except that a
