@@ -15,7 +15,7 @@ from app.db import get_or_not_found, utcnow
 from app.errors import Conflict, Forbidden
 from app.differential.indices import percents, summary_indices
 from app.taxonomy import service as taxonomy
-from app.taxonomy.defaults import UNK, Category
+from app.taxonomy.defaults import UNK
 from app.users.models import User
 
 
@@ -63,13 +63,10 @@ def case_status(case: Case, total: int, processed: int) -> str:
     return CaseStatus.PROCESSING if processed < total else CaseStatus.READY
 
 
-def differential(counts: dict[str, int], categories: tuple[Category, ...]) -> dict[str, float]:
-    """Percent of each counted category; those not counted (NIF) are listed with no percent
-    and left out of the denominator."""
-    counted = {c.code for c in categories if c.counted}
-    denominator = sum(n for code, n in counts.items() if code in counted)
-    return {c.code: round(100.0 * counts.get(c.code, 0) / denominator, 2) if denominator else 0.0
-            for c in categories if c.counted}
+def differential(shares: dict[str, dict]) -> dict[str, float]:
+    """The API's `differential`: each counted category's percent (from `percents`) to two
+    places, 0.0 before any cell is counted."""
+    return {code: 0.0 if v["percent"] is None else round(v["percent"], 2) for code, v in shares.items()}
 
 
 def _tallies(session: Session, case_ids: Sequence[int] | None) -> tuple[dict, dict]:
@@ -109,7 +106,7 @@ def summaries(session: Session, case_ids: Sequence[int] | None = None) -> list[d
             "id": case.id, "accession": case.accession, "specimen": case.specimen, "note": case.note,
             "created_at": case.created_at, "status": case_status(case, p["total"], p["processed"]),
             "cells_total": p["total"], "cells_processed": p["processed"],
-            "counts": full, "differential": differential(full, categories),
+            "counts": full, "differential": differential(shares),
             "intervals": {code: [v["ci_low"], v["ci_high"]] for code, v in shares.items()},
             "indices": summary_indices(full, categories),
             "categories": [c.as_dict() for c in categories], "model_name": case.model_name,

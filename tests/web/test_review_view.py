@@ -10,9 +10,10 @@ from app.web.review import panel, parse_items
 
 def _case(counts: dict[str, int]) -> dict:
     from app.cases.service import differential
+    from app.differential.indices import percents
 
     full = {c.code: counts.get(c.code, 0) for c in DEFAULT_CATEGORIES}
-    return {"id": 1, "status": "ready", "counts": full, "differential": differential(full, DEFAULT_CATEGORIES)}
+    return {"id": 1, "status": "ready", "counts": full, "differential": differential(percents(full, DEFAULT_CATEGORIES))}
 
 
 @pytest.mark.parametrize("blasts, level", [(4, 0), (5, 1), (19, 1), (20, 2), (60, 2)])
