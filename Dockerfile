@@ -21,13 +21,14 @@ RUN apt-get update \
 
 WORKDIR /app
 
-# Dependencies first, in their own layer: it is rebuilt only when pyproject.toml changes.
+# Dependencies first, in their own layer: it is rebuilt only when pyproject.toml or
+# constraints.txt changes; every package at the version the test suite passed with.
 # The install is editable so that templates/, static/, migrations/ and models/ are found beside
 # the code (/app), exactly as in a checkout.
-COPY pyproject.toml ./
+COPY pyproject.toml constraints.txt ./
 RUN mkdir -p app worker \
     && touch app/__init__.py worker/__init__.py \
-    && pip install -e .
+    && pip install -c constraints.txt -e .
 
 # The code, templates/, static/, migrations/ and models/ (.dockerignore leaves out the rest).
 COPY . ./

@@ -3,16 +3,20 @@
 #
 #   marrow_install_system PKG...   apt-get install the Debian packages that are missing
 #   marrow_install_python          create/refresh .venv and `pip install -e '.[test,teacher,quantize]'`
+#                                  at the versions in constraints.txt
 #
 # Both are idempotent and quiet when there is nothing to do. Nothing here starts a service.
 # Environment knobs:
 #   MARROW_SKIP_INSTALL=1   skip both steps (use the .venv as it is)
 #   MARROW_PYTHON=/path     the interpreter to build .venv with (default: python3.11)
+#   MARROW_UNCONSTRAINED=1  the newest versions pyproject.toml allows, not constraints.txt's
+#                           (to try an upgrade; constraints.txt says how to record one)
 
 MARROW_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MARROW_VENV="$MARROW_ROOT/.venv"
 MARROW_EXTRAS="test,teacher,quantize"
 MARROW_STAMP="$MARROW_VENV/.marrow-install-stamp"
+MARROW_CONSTRAINTS="$MARROW_ROOT/constraints.txt"
 
 # Debian packages the test suite needs: real Redis and PostgreSQL for the integration tests,
 # Chromium and fonts for the end-to-end tests and their screenshots, the PDF report's CJK font.
@@ -82,11 +86,13 @@ _marrow_python() {
     return 1
 }
 
-# What the installed venv must match: the dependency list, the interpreter and this checkout.
+# What the installed venv must match: the dependency list and its versions, the interpreter and
+# this checkout.
 _marrow_stamp_value() {
     local py="$1"
     {
         sha256sum "$MARROW_ROOT/pyproject.toml" | cut -d' ' -f1
+        if [ "${MARROW_UNCONSTRAINED:-0}" = 1 ]; then echo unconstrained; else sha256sum "$MARROW_CONSTRAINTS" | cut -d' ' -f1; fi
         "$py" -c 'import sys; print(sys.version)'
         echo "$MARROW_ROOT [$MARROW_EXTRAS]"
     } | sha256sum | cut -d' ' -f1
@@ -116,14 +122,16 @@ marrow_install_python() {
     local want
     want="$(_marrow_stamp_value "$MARROW_VENV/bin/python")"
     if [ -f "$MARROW_STAMP" ] && [ "$(cat "$MARROW_STAMP")" = "$want" ] && [ -x "$MARROW_VENV/bin/marrow" ]; then
-        return 0  # pyproject.toml unchanged since the last install
+        return 0  # pyproject.toml and constraints.txt unchanged since the last install
     fi
-    _marrow_log "pip install -e '.[$MARROW_EXTRAS]' into .venv (the first install of torch takes several minutes)"
+    local constraints=(-c "$MARROW_CONSTRAINTS")
+    [ "${MARROW_UNCONSTRAINED:-0}" = 1 ] && constraints=()
+    _marrow_log "pip install -e '.[$MARROW_EXTRAS]' ${constraints[*]:-(unconstrained)} into .venv (the first install of torch takes several minutes)"
     local start=$SECONDS log
     log="$(mktemp)"
     rm -f "$MARROW_STAMP"  # an interrupted install must not pass for a finished one
     if ! (cd "$MARROW_ROOT" && "$MARROW_VENV/bin/python" -m pip install -q --disable-pip-version-check \
-            -e ".[$MARROW_EXTRAS]") >"$log" 2>&1; then
+            "${constraints[@]}" -e ".[$MARROW_EXTRAS]") >"$log" 2>&1; then
         tail -n 40 "$log" >&2
         rm -f "$log"
         _marrow_log "pip install failed"

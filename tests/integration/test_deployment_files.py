@@ -163,6 +163,8 @@ def test_dockerfile_and_dockerignore():
     froms = [rest for word, *rest in instructions if word == "FROM"]
     assert froms and froms[0][0].startswith("python:3.11-slim"), froms
     assert re.search(r"pip install (--no-deps )?-e \.", text), "the image installs the package (editable, /app)"
+    assert re.search(r"COPY [^\n]*constraints\.txt", text) and "pip install -c constraints.txt -e ." in text, \
+        "the image's dependencies at the versions the suite passed with"
     users = [rest[0] for word, *rest in instructions if word == "USER"]
     assert users and users[-1] not in ("root", "0"), "run as a non-root user"
     assert any(word == "EXPOSE" and rest[0].strip() == "8000" for word, *rest in instructions)
@@ -172,7 +174,8 @@ def test_dockerfile_and_dockerignore():
     ignored = {line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")}
     assert {".git", ".venv", "var"} <= ignored
-    needed = {"app", "worker", "migrations", "templates", "static", "models", "alembic.ini", "pyproject.toml"}
+    needed = {"app", "worker", "migrations", "templates", "static", "models", "alembic.ini", "pyproject.toml",
+              "constraints.txt"}
     assert not (needed & ignored), f".dockerignore leaves out {needed & ignored}"
     healthcheck = WORKER_HEALTHCHECK[-1]
     assert (ROOT / healthcheck).is_file()

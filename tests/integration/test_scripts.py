@@ -9,9 +9,12 @@ import os
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_PY = ROOT / ".venv" / "bin" / "python"
@@ -85,18 +88,66 @@ def test_install_is_skipped_while_pyproject_is_unchanged(venv):
     assert time.monotonic() - t0 < 10
 
 
-def test_stamp_follows_pyproject(tmp_path):
-    """The stamp changes when pyproject.toml does (so a dependency change reinstalls)."""
+def test_stamp_follows_pyproject_and_constraints(tmp_path):
+    """The stamp changes when pyproject.toml, constraints.txt or MARROW_UNCONSTRAINED does (so a
+    dependency or version change reinstalls)."""
     fake = tmp_path / "repo"
     (fake / "scripts").mkdir(parents=True)
     (fake / "scripts" / "_install.sh").write_text((ROOT / "scripts" / "_install.sh").read_text())
     (fake / "pyproject.toml").write_text("[project]\nname = 'x'\n")
-    cmd = ["bash", "-c", f'source scripts/_install.sh && _marrow_stamp_value "{sys.executable}"']
-    first = subprocess.run(cmd, cwd=fake, capture_output=True, text=True, check=True).stdout
-    second = subprocess.run(cmd, cwd=fake, capture_output=True, text=True, check=True).stdout
+    (fake / "constraints.txt").write_text("six==1.16.0\n")
+
+    def stamp(**env: str) -> str:
+        r = subprocess.run(["bash", "-c", f'source scripts/_install.sh && _marrow_stamp_value "{sys.executable}"'],
+                           cwd=fake, capture_output=True, text=True, check=True, env=dict(os.environ, **env))
+        assert r.stderr == "", r.stderr
+        return r.stdout.strip()
+
+    first, second = stamp(), stamp()
     (fake / "pyproject.toml").write_text("[project]\nname = 'x'\ndependencies = ['six']\n")
-    third = subprocess.run(cmd, cwd=fake, capture_output=True, text=True, check=True).stdout
-    assert first.strip() and first == second != third
+    third = stamp()
+    (fake / "constraints.txt").write_text("six==1.17.0\n")
+    fourth = stamp()
+    unconstrained = stamp(MARROW_UNCONSTRAINED="1")
+    assert first and first == second
+    assert len({first, third, fourth, unconstrained}) == 4
+
+
+def _constraints() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version.strip()
+    return pins
+
+
+def test_constraints_allow_what_pyproject_asks_for():
+    """Every dependency in pyproject.toml (extras too) is pinned in constraints.txt at a version
+    its range accepts: a raised floor without new constraints fails here, not in pip's resolver."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    pins = _constraints()
+    for req in map(Requirement, wanted):
+        name = canonicalize_name(req.name)
+        assert name in pins, f"constraints.txt does not pin {req.name}"
+        assert req.specifier.contains(pins[name], prereleases=True), f"constraints.txt: {name}=={pins[name]} is outside {req}"
+
+
+def test_the_installed_venv_holds_the_constrained_versions(venv):
+    """.venv as scripts/test.sh installs it holds exactly constraints.txt's versions: no package
+    of the install floats to a newer release."""
+    probe = ('source scripts/_install.sh && [ -f "$MARROW_STAMP" ] && '
+             '[ "$(cat "$MARROW_STAMP")" = "$(_marrow_stamp_value "$MARROW_VENV/bin/python")" ]')
+    if bash("-c", probe, env_extra={"MARROW_UNCONSTRAINED": "0"}).returncode != 0:
+        pytest.skip(".venv was not installed by scripts/test.sh with constraints.txt (MARROW_UNCONSTRAINED=1, or a change since)")
+    freeze = subprocess.run([str(venv), "-m", "pip", "freeze", "--exclude-editable"], capture_output=True,
+                            text=True, check=True).stdout  # what constraints.txt is written from
+    installed = {canonicalize_name(name): version for name, version in
+                 (line.split("==") for line in freeze.splitlines() if "==" in line)}
+    pins = _constraints()
+    assert {n: v for n, v in installed.items() if pins.get(n) != v} == {}, "installed at other versions than constraints.txt"
+    assert sorted(set(pins) - set(installed)) == [], "pinned but not installed: constraints.txt lists packages the install no longer needs"
 
 
 def test_run_command_starts_marrow_run(venv):
