@@ -124,8 +124,8 @@ marrow_install_python() {
     if [ -f "$MARROW_STAMP" ] && [ "$(cat "$MARROW_STAMP")" = "$want" ] && [ -x "$MARROW_VENV/bin/marrow" ]; then
         return 0  # pyproject.toml and constraints.txt unchanged since the last install
     fi
-    local constraints=(-c "$MARROW_CONSTRAINTS")
-    [ "${MARROW_UNCONSTRAINED:-0}" = 1 ] && constraints=()
+    local constraints=()
+    if [ "${MARROW_UNCONSTRAINED:-0}" != 1 ]; then constraints=(-c "$MARROW_CONSTRAINTS"); fi
     _marrow_log "pip install -e '.[$MARROW_EXTRAS]' ${constraints[*]:-(unconstrained)} into .venv (the first install of torch takes several minutes)"
     local start=$SECONDS log
     log="$(mktemp)"
