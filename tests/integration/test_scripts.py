@@ -113,12 +113,17 @@ def test_stamp_follows_pyproject_and_constraints(tmp_path):
     assert len({first, third, fourth, unconstrained}) == 4
 
 
-def _constraints() -> dict[str, str]:
+def _constraints(python_full_version: str | None = None) -> dict[str, str]:
+    """constraints.txt's pins that apply to a Python (default: this one); a pin with a marker
+    serves only the interpreters it names."""
+    env = {"python_full_version": python_full_version} if python_full_version else None
     pins = {}
     for line in (ROOT / "constraints.txt").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
-            name, version = line.split("==")
-            pins[canonicalize_name(name)] = version.strip()
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate(env):
+                (pin,) = req.specifier
+                pins[canonicalize_name(req.name)] = pin.version
     return pins
 
 
@@ -134,6 +139,14 @@ def test_constraints_allow_what_pyproject_asks_for():
         assert req.specifier.contains(pins[name], prereleases=True), f"constraints.txt: {name}=={pins[name]} is outside {req}"
 
 
+def test_debian_12s_own_python_gets_its_extra_package_pinned_too():
+    """Debian 12's python3.11 (3.11.2) makes redis install async-timeout, which 3.11.3 and later do
+    not need: its pin holds there and nowhere else."""
+    assert _constraints("3.11.2")["async-timeout"] == "5.0.1"
+    assert "async-timeout" not in _constraints("3.11.7")
+    assert _constraints("3.11.2").keys() - _constraints("3.11.7").keys() == {"async-timeout"}
+
+
 def test_the_installed_venv_holds_the_constrained_versions(venv):
     """.venv as scripts/test.sh installs it holds exactly constraints.txt's versions: no package
     of the install floats to a newer release."""
@@ -145,7 +158,8 @@ def test_the_installed_venv_holds_the_constrained_versions(venv):
                             text=True, check=True).stdout  # what constraints.txt is written from
     installed = {canonicalize_name(name): version for name, version in
                  (line.split("==") for line in freeze.splitlines() if "==" in line)}
-    pins = _constraints()
+    pins = _constraints(subprocess.run([str(venv), "-c", "import platform; print(platform.python_version())"],
+                                       capture_output=True, text=True, check=True).stdout.strip())
     assert {n: v for n, v in installed.items() if pins.get(n) != v} == {}, "installed at other versions than constraints.txt"
     assert sorted(set(pins) - set(installed)) == [], "pinned but not installed: constraints.txt lists packages the install no longer needs"
 
