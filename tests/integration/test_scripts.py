@@ -154,7 +154,7 @@ def test_the_installed_venv_holds_the_constrained_versions(venv):
              '[ "$(cat "$MARROW_STAMP")" = "$(_marrow_stamp_value "$MARROW_VENV/bin/python")" ]')
     if bash("-c", probe, env_extra={"MARROW_UNCONSTRAINED": "0"}).returncode != 0:
         pytest.skip(".venv was not installed by scripts/test.sh with constraints.txt (MARROW_UNCONSTRAINED=1, or a change since)")
-    freeze = subprocess.run([str(venv), "-m", "pip", "freeze", "--exclude-editable"], capture_output=True,
+    freeze = subprocess.run([str(venv), "-m", "pip", "freeze", "--all", "--exclude", "pip", "--exclude-editable"], capture_output=True,
                             text=True, check=True).stdout  # what constraints.txt is written from
     installed = {canonicalize_name(name): version for name, version in
                  (line.split("==") for line in freeze.splitlines() if "==" in line)}
