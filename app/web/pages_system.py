@@ -1,6 +1,7 @@
 """The administrators' System page: is everything there that cells need to be classified?
 Workers (alive, backend, load-time check), the cells waiting for them, the image storage's
-room, the model, the database's schema, and the fonts the PDF report draws other scripts with."""
+room, the model, the database's schema, the fonts the PDF report draws other scripts with, and
+whether the Python packages are the versions MarrowDiff was tested with."""
 from __future__ import annotations
 
 import shutil
@@ -14,6 +15,7 @@ from app.cells.service import waiting
 from app.db import schema_revision
 from app.deps import SessionDep, SettingsDep, StorageDep
 from app.ml.card import card_in
+from app import package_versions
 from app.processing.runtime import ALIVE_S, read_reports
 from app.reports import fonts
 from app.storage import Storage
@@ -33,6 +35,14 @@ def _storage(storage: Storage) -> dict:
             "unwritable": unwritable}
 
 
+def _packages() -> dict:
+    path = package_versions.CONSTRAINTS
+    try:
+        return {"constraints": path, "differ": package_versions.differences(path)}
+    except OSError as exc:
+        return {"constraints": path, "error": exc.strerror or str(exc)}
+
+
 @router.get("/admin/system")
 def system_page(request: Request, db: SessionDep, _admin: AdminUser, settings: SettingsDep,
                 storage: StorageDep) -> Response:
@@ -42,5 +52,6 @@ def system_page(request: Request, db: SessionDep, _admin: AdminUser, settings: S
                   storage=_storage(storage), card=card_in(settings.model_dir),
                   model_dir=settings.model_dir, backend=settings.backend,
                   fonts={"cjk": fonts.cjk_file(), "noto": fonts.noto_fonts(), "noto_dir": fonts.NOTO_DIR},
+                  packages=_packages(),
                   database={"kind": url.get_backend_name(), "where": url.database if url.get_backend_name() == "sqlite"
                             else f"{url.host}:{url.port or 5432}/{url.database}", "revision": schema_revision(db)})

@@ -16,6 +16,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from app.package_versions import pinned_versions
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV_PY = ROOT / ".venv" / "bin" / "python"
 
@@ -113,26 +115,12 @@ def test_stamp_follows_pyproject_and_constraints(tmp_path):
     assert len({first, third, fourth, unconstrained}) == 4
 
 
-def _constraints(python_full_version: str | None = None) -> dict[str, str]:
-    """constraints.txt's pins that apply to a Python (default: this one); a pin with a marker
-    serves only the interpreters it names."""
-    env = {"python_full_version": python_full_version} if python_full_version else None
-    pins = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            req = Requirement(line)
-            if req.marker is None or req.marker.evaluate(env):
-                (pin,) = req.specifier
-                pins[canonicalize_name(req.name)] = pin.version
-    return pins
-
-
 def test_constraints_allow_what_pyproject_asks_for():
     """Every dependency in pyproject.toml (extras too) is pinned in constraints.txt at a version
     its range accepts: a raised floor without new constraints fails here, not in pip's resolver."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
-    pins = _constraints()
+    pins = pinned_versions()
     for req in map(Requirement, wanted):
         name = canonicalize_name(req.name)
         assert name in pins, f"constraints.txt does not pin {req.name}"
@@ -142,9 +130,9 @@ def test_constraints_allow_what_pyproject_asks_for():
 def test_debian_12s_own_python_gets_its_extra_package_pinned_too():
     """Debian 12's python3.11 (3.11.2) makes redis install async-timeout, which 3.11.3 and later do
     not need: its pin holds there and nowhere else."""
-    assert _constraints("3.11.2")["async-timeout"] == "5.0.1"
-    assert "async-timeout" not in _constraints("3.11.7")
-    assert _constraints("3.11.2").keys() - _constraints("3.11.7").keys() == {"async-timeout"}
+    debian, later = pinned_versions(python_full_version="3.11.2"), pinned_versions(python_full_version="3.11.7")
+    assert debian["async-timeout"] == "5.0.1"
+    assert debian.keys() - later.keys() == {"async-timeout"}
 
 
 def test_the_installed_venv_holds_the_constrained_versions(venv):
@@ -158,8 +146,9 @@ def test_the_installed_venv_holds_the_constrained_versions(venv):
                             text=True, check=True).stdout  # what constraints.txt is written from
     installed = {canonicalize_name(name): version for name, version in
                  (line.split("==") for line in freeze.splitlines() if "==" in line)}
-    pins = _constraints(subprocess.run([str(venv), "-c", "import platform; print(platform.python_version())"],
-                                       capture_output=True, text=True, check=True).stdout.strip())
+    version = subprocess.run([str(venv), "-c", "import platform; print(platform.python_version())"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    pins = pinned_versions(python_full_version=version)
     assert {n: v for n, v in installed.items() if pins.get(n) != v} == {}, "installed at other versions than constraints.txt"
     assert sorted(set(pins) - set(installed)) == [], "pinned but not installed: constraints.txt lists packages the install no longer needs"
 

@@ -51,3 +51,35 @@ def test_system_page_says_which_scripts_the_pdf_report_can_print(client, session
     monkeypatch.setattr(fonts, "NOTO_DIR", tmp_path / "absent")
     row = client.get("/admin/system").text.split('id="report-fonts"')[1].split("</tr>")[0]
     assert row.count("not installed") == 2 and "<code>fonts-wqy-microhei</code>" in row and "<code>fonts-noto-core</code>" in row, row
+
+
+def test_system_page_says_whether_the_packages_are_the_tested_versions(client, sessions, monkeypatch, tmp_path):
+    """A package upgraded outside scripts/run.sh (or one constraints.txt does not know) is named
+    with the version that was tested; a constraints.txt that cannot be read is said so."""
+    import importlib.metadata
+
+    from app import package_versions
+
+    make_user(sessions, "ada", "admin")
+    log_in(client, "ada")
+    installed = {d.metadata["Name"]: d.version for d in importlib.metadata.distributions()}
+    constraints = tmp_path / "constraints.txt"
+    monkeypatch.setattr(package_versions, "CONSTRAINTS", constraints)
+
+    def row() -> str:
+        return client.get("/admin/system").text.split('id="package-versions"')[1].split("</tr>")[0]
+
+    pins = {name: version for name, version in installed.items() if name.lower() not in ("marrowdiff", "pip")}
+    constraints.write_text("# tested\n" + "".join(f"{n}=={v}\n" for n, v in pins.items()))
+    assert "the versions MarrowDiff was tested with" in row() and "<ul>" not in row()
+
+    pins["fastapi"] = "0.115.0"
+    del pins["Jinja2" if "Jinja2" in pins else "jinja2"]
+    constraints.write_text("".join(f"{n}=={v}\n" for n, v in pins.items()))
+    text = row()
+    assert "<b>2 not the versions MarrowDiff was tested with</b>" in text, text
+    assert f"<code>fastapi</code> {installed['fastapi']}, tested 0.115.0" in text, text
+    assert re.search(r"<code>jinja2</code> [\d.]+, not among the tested packages", text), text
+
+    constraints.unlink()
+    assert "<b>cannot tell</b>" in row() and "No such file or directory" in row()
