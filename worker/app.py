@@ -3,7 +3,8 @@
 One Processor (and so one loaded model) per worker process, created when the worker starts so
 the first batch does not pay for loading the model. Every connection to the broker, the first
 and each one after an outage, requeues the pending cells; a task that meets the database down,
-or image storage it cannot write (full, read-only), is retried until it is back.
+or image storage it cannot write (full, read-only) or that holds none of its images (not the
+web's folder), is retried until it is back.
 """
 from __future__ import annotations
 

@@ -85,6 +85,7 @@ class Processor:
                                     .order_by(Cell.id)).all()
             case = session.execute(select(Case.id, Case.model_name, Case.categories)
                                    .join(Upload, Upload.case_id == Case.id).where(Upload.id == upload_id)).one_or_none()
+        self._ensure_storage_holds(cells)
         predictor = self.predictor_for(case.model_name if case else None)
         context = _CaseContext(case.id if case else None, {c.code for c in of_case(case.categories if case else None)},
                                predictor)
@@ -105,6 +106,16 @@ class Processor:
                 _refresh_upload(session, upload_id)
                 session.commit()
         return len(cells)
+
+    def _ensure_storage_holds(self, cells: list) -> None:
+        """One image gone from the storage fails its cell alone, but none of a task's images there
+        means this worker is not looking where the web stored them (MARROW_STORAGE_DIR not the
+        same folder on every machine, a mount missing): StorageFailed, so the task is retried and
+        no cell is failed as unreadable while it is fixed."""
+        if cells and not any(self.storage.path(c.image_path).is_file() for c in cells):
+            raise StorageFailed(f"none of the {len(cells)} images of this task is in the image storage "
+                                f"{self.storage.root} (the first: {cells[0].image_path}): every web and worker "
+                                f"must see the same MARROW_STORAGE_DIR")
 
     def _record(self, upload_id: int, batch: list, context: _CaseContext) -> None:
         files = [self._write_files(c.sha256, r, context.predictor) for c, r in batch]

@@ -279,3 +279,26 @@ def test_a_full_database_says_so_instead_of_try_again(client, auth):
     assert r.status_code == 507
     assert r.json()["detail"] == "the database's disk is full; ask your administrator to free space, then try again"
     assert client.post("/api/cases", json=case, headers=auth).status_code == 201
+
+
+def test_a_worker_that_sees_none_of_the_stored_images_fails_no_cell(client, auth, settings, predictor, sessions,
+                                                                     real_cells, tmp_path):
+    """A worker whose MARROW_STORAGE_DIR is not the web's (another machine's empty folder, a
+    mount missing) finds none of a task's images: the task fails with StorageFailed naming the
+    folder (the Celery task retries it, worker.app), and no cell is failed as unreadable; once
+    the worker sees the web's storage, every cell is processed."""
+    from app.errors import StorageFailed
+    from support.app import new_case, upload
+
+    r = upload(client, auth, new_case(client, auth), real_cells).json()
+    ids = [x["cell_id"] for x in r["accepted"]]
+    elsewhere = settings.model_copy(update={"storage_dir": tmp_path / "worker-local"})
+    with pytest.raises(StorageFailed, match=rf"none of the {len(ids)} images of this task is in the image storage "
+                                            rf".*worker-local \(the first: images/.*\): every web and worker must see "
+                                            r"the same MARROW_STORAGE_DIR"):
+        Processor(elsewhere, predictor).process(r["upload_id"], ids)
+    with sessions() as session:
+        assert set(session.scalars(select(Cell.status))) == {"pending"}
+    assert Processor(settings, predictor).process(r["upload_id"], ids) == len(ids)
+    with sessions() as session:
+        assert set(session.scalars(select(Cell.status))) == {"done"}
