@@ -11,11 +11,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy import make_url
 
+from app import package_versions
 from app.cells.service import waiting
 from app.db import schema_revision
 from app.deps import SessionDep, SettingsDep, StorageDep
 from app.ml.card import card_in
-from app import package_versions
 from app.processing.runtime import ALIVE_S, read_reports
 from app.reports import fonts
 from app.storage import Storage
