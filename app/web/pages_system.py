@@ -1,7 +1,8 @@
 """The administrators' System page: is everything there that cells need to be classified?
-Workers (alive, backend, load-time check), the cells waiting for them, the image storage's
-room, the model, the database's schema, the fonts the PDF report draws other scripts with, and
-whether the Python packages are the versions MarrowDiff was tested with."""
+Workers (alive, backend, the CPU units it was chosen by, load-time check), the cells waiting
+for them, the image storage's room, the model, the database's schema, the fonts the PDF report
+draws other scripts with, and whether the Python packages are the versions MarrowDiff was
+tested with."""
 from __future__ import annotations
 
 import shutil

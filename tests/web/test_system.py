@@ -33,6 +33,8 @@ def test_system_page_for_administrators(client, auth, sessions, settings, predic
     html = client.get("/admin/system").text
     assert 'id="no-live-worker"' not in html and "<td>running</td>" in html
     assert f"{predictor.backend}" in html and "passed: top-1 agreement" in html
+    units = " ".join(predictor.describe()["cpu_flags"]) or "—"  # the units its backend was chosen by
+    assert f'<td class="cpu-units"><small>{units}</small></td>' in html
     assert 'href="/admin/system"' in client.get("/cases").text
 
 
