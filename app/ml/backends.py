@@ -1,7 +1,10 @@
 """Inference backends, chosen by the CPU and verified against fp32 when they are loaded.
 
-A backend turns a normalised N×3×S×S float32 batch into (logits N×C, last-stage features
-N×K×h×w): one forward pass gives both the probabilities and the Grad-CAM map (see `gradcam`).
+A backend turns the model's input squares (N×S×S×3 uint8 RGB, `preprocess.squares`) into
+(logits N×C, last-stage features N×K×h×w): one forward pass gives both the probabilities and the
+Grad-CAM map (see `gradcam`). Each normalises the squares with the checkpoint's mean and std
+(`preprocess.Normalisation`) its own way: ONNX Runtime and PyTorch in numpy, OpenVINO inside its
+compiled graph.
 
 | name | runtime | precision | needs |
 |---|---|---|---|
@@ -34,7 +37,7 @@ import threading
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from filelock import FileLock
@@ -44,12 +47,18 @@ from app.ml import preprocess, probe
 from app.ml.cache import GraphPaths, graph_paths
 from app.ml.card import WEIGHTS_FILE
 
+if TYPE_CHECKING:
+    import openvino
+
 log = logging.getLogger(__name__)
 
 ORT_ALLOW_SPINNING = "0"  # see OnnxBackend.session
 # Network runs the CPU pipeline keeps going at once, each with threads // SIDE_BY_SIDE threads: on
 # 2 cores two 1-thread runs beat one 2-thread run (docs/bench-ml.md); OpenVINO has one stream each.
 SIDE_BY_SIDE = 2
+# Cells per network call on CPU (the pipeline's default batch). OpenVINO is compiled for this
+# batch and for 1 (see OpenVinoBackend).
+CPU_BATCH = 4
 BACKENDS = ("onnx", "openvino-fp32", "openvino-bf16", "openvino-int8", "torch")
 PRECISION = {"onnx": "fp32", "openvino-fp32": "fp32", "openvino-bf16": "bf16", "openvino-int8": "int8",
              "torch": "fp32"}
@@ -92,8 +101,8 @@ class Backend(Protocol):
     name: str
     precision: str
 
-    def forward(self, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised N×3×S×S float32 -> (logits N×C, last-stage features N×K×h×w)."""
+    def forward(self, squares: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """N×S×S×3 uint8 input squares -> (logits N×C, last-stage features N×K×h×w)."""
 
 
 class OnnxBackend:
@@ -102,8 +111,8 @@ class OnnxBackend:
     name = "onnx"
     precision = "fp32"
 
-    def __init__(self, path: Path, threads: int):
-        self.path, self.threads = Path(path), threads
+    def __init__(self, path: Path, threads: int, normalisation: preprocess.Normalisation):
+        self.path, self.threads, self.normalisation = Path(path), threads, normalisation
         self._sessions: dict[int, object] = {}
         self._lock = threading.Lock()
         self.session(1)  # fail here, not at the first batch, if the graph cannot be loaded
@@ -127,10 +136,10 @@ class OnnxBackend:
                                                                providers=["CPUExecutionProvider"])
             return self._sessions[threads]
 
-    def forward(self, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def forward(self, squares: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         # sessions are made on first use: the pipeline's side-by-side calls use only 1-thread
         # ones, and each session holds its own buffers (~250 MB at batch 4)
-        logits, feats = self.session(threads or self.threads).run(None, {"input": batch})
+        logits, feats = self.session(threads or self.threads).run(None, {"input": self.normalisation(squares)})
         return logits, feats
 
 
@@ -145,6 +154,27 @@ def _openvino_cache_lock(cache_dir: Path | None) -> AbstractContextManager:
     return FileLock(Path(cache_dir) / "openvino.lock")  # creates the folder if need be
 
 
+@dataclass
+class _Compiled:
+    """One fixed batch size of an OpenVINO backend: its compiled model and a pool of requests."""
+
+    model: "openvino.CompiledModel"
+    requests: queue.Queue
+    outputs: list
+
+    def run(self, squares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        request = self.requests.get()
+        try:
+            request.infer({0: squares})
+            return self.outputs_of(request)
+        finally:
+            self.requests.put(request)
+
+    def outputs_of(self, request) -> tuple[np.ndarray, np.ndarray]:
+        logits, feats = (np.array(request.get_tensor(o).data, copy=True) for o in self.outputs)
+        return logits, feats
+
+
 class OpenVinoBackend:
     """OpenVINO (CPU) on the exported graph (or the int8 model): SIDE_BY_SIDE streams sharing
     the thread budget, one per network run the pipeline keeps going at once, so each run has
@@ -152,13 +182,23 @@ class OpenVinoBackend:
     thread would leave a larger machine's cores idle: the pipeline's two runs would get one
     thread each.
 
-    `forward(batch)` splits the batch over the streams and runs the parts at once (so the
-    pipeline's one-batch-at-a-time path uses every core); `forward(batch, threads=t)` with t below
-    the budget, what a caller running its own batches side by side asks for, runs the batch on
-    one stream. Compiled models are cached under `<cache>/openvino` (a second start skips compiling).
+    Compiled twice, for fixed batches of CPU_BATCH and of 1 cell, each taking the uint8 squares
+    and normalising them inside the graph. With the batch left open, every call paid for
+    resolving its shapes: on an AMX Xeon a cell at batch 1 cost a third more than at batch 4
+    and the first call after the batch size changed 2-3 ms more, and the numpy normalising the
+    other backends do is another 0.3 ms a cell outside the network. Fixed, a cell costs the same
+    at 1 and 4 (docs/performance-history.md, 2026-12-05, twenty-fourth session); the second
+    compiled model costs about 100 MB a worker.
+
+    `forward(squares)` runs batches of CPU_BATCH and single cells; over the streams at once (so
+    the pipeline's one-batch-at-a-time path uses every core, a batch smaller than one per stream
+    cell by cell), or, with `threads` below the budget (what a caller running its own batches side
+    by side asks for), one after another on one stream. Compiled models are cached under
+    `<cache>/openvino` (a second start skips compiling).
     """
 
-    def __init__(self, model_path: Path, precision: str, threads: int, cache_dir: Path | None = None):
+    def __init__(self, model_path: Path, precision: str, threads: int,
+                 normalisation: preprocess.Normalisation, cache_dir: Path | None = None):
         import openvino as ov
 
         self.precision, self.threads = precision, threads
@@ -170,39 +210,63 @@ class OpenVinoBackend:
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                   "NUM_STREAMS": self.streams, "INFERENCE_NUM_THREADS": threads,
                   "ENABLE_CPU_PINNING": False}  # several workers share the cores: never pin
+        self.compiled: dict[int, _Compiled] = {}
         with _openvino_cache_lock(cache_dir):
-            self.compiled = core.compile_model(str(model_path), "CPU", config)
-        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+            for size in (CPU_BATCH, 1):
+                model = core.compile_model(_fixed_batch_graph(core, model_path, size, normalisation), "CPU", config)
+                requests: queue.Queue = queue.Queue()
+                for _ in range(2 * self.streams):
+                    requests.put(model.create_infer_request())
+                self.compiled[size] = _Compiled(model, requests, [model.output("logits"), model.output("features")])
+        hint = self.compiled[1].model.get_property("INFERENCE_PRECISION_HINT")
         self.executed_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
         if precision == "bf16" and self.executed_precision != "bf16":  # the CPU lacks bf16: says so
             self.precision = "fp32"
-        self._outputs = [self.compiled.output("logits"), self.compiled.output("features")]
-        self._requests: queue.Queue = queue.Queue()
-        for _ in range(2 * self.streams):
-            self._requests.put(self.compiled.create_infer_request())
 
-    def _outputs_of(self, request) -> tuple[np.ndarray, np.ndarray]:
-        logits, feats = (np.array(request.get_tensor(o).data, copy=True) for o in self._outputs)
-        return logits, feats
-
-    def forward(self, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        parts = 1 if threads is not None and threads < self.threads else min(self.streams, len(batch))
-        chunks = np.array_split(batch, parts) if parts > 1 else [batch]
-        requests = [self._requests.get() for _ in chunks]
-        try:
-            for r, chunk in zip(requests, chunks):
-                r.start_async({0: chunk})
-            outs = []
-            for r in requests:
-                r.wait()
-                outs.append(self._outputs_of(r))
-        finally:
-            for r in requests:
-                self._requests.put(r)
+    def forward(self, squares: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        squares = np.ascontiguousarray(squares, dtype=np.uint8)
+        at_once = 1 if threads is not None and threads < self.threads else self.streams
+        size = CPU_BATCH if len(squares) >= at_once * CPU_BATCH else 1
+        starts = list(range(0, len(squares) - len(squares) % size, size))
+        runs = [(i, size) for i in starts] + [(i, 1) for i in range(len(starts) * size, len(squares))]
+        outs = []
+        for k in range(0, len(runs), at_once):
+            wave = runs[k:k + at_once]
+            if len(wave) == 1:
+                i, n = wave[0]
+                outs.append(self.compiled[n].run(squares[i:i + n]))
+                continue
+            taken = [(self.compiled[n], self.compiled[n].requests.get()) for _, n in wave]
+            try:
+                for (i, n), (_, request) in zip(wave, taken):
+                    request.start_async({0: squares[i:i + n]})
+                for compiled, request in taken:
+                    request.wait()
+                    outs.append(compiled.outputs_of(request))
+            finally:
+                for compiled, request in taken:
+                    compiled.requests.put(request)
         if len(outs) == 1:
             return outs[0]
         return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+
+
+def _fixed_batch_graph(core, model_path: Path, size: int, normalisation: preprocess.Normalisation):
+    """The graph at `model_path` for batches of `size`, taking N×S×S×3 uint8 squares: the
+    conversion to float and the normalisation are its first operations."""
+    import openvino as ov
+    from openvino.preprocess import PrePostProcessor
+
+    model = core.read_model(str(model_path))
+    shape = model.inputs[0].get_partial_shape()
+    shape[0] = size
+    model.reshape({model.inputs[0]: shape})
+    ppp = PrePostProcessor(model)
+    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    ppp.input().model().set_layout(ov.Layout("NCHW"))
+    ppp.input().preprocess().convert_element_type(ov.Type.f32) \
+        .mean([255 * m for m in normalisation.mean]).scale([255 * d for d in normalisation.std])
+    return ppp.build()
 
 
 class TorchBackend:
@@ -210,15 +274,16 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, network, device: str, amp: bool = False):
+    def __init__(self, network, device: str, normalisation: preprocess.Normalisation, amp: bool = False):
         self.network, self.device, self.amp = network, device, amp and device == "cuda"
+        self.normalisation = normalisation
         self.precision = "bf16" if self.amp else "fp32"
 
-    def forward(self, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def forward(self, squares: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
         with torch.inference_mode(), torch.autocast("cuda", enabled=self.amp):
-            x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            x = torch.from_numpy(self.normalisation(squares)).to(self.device, non_blocking=True)
             logits, feats = self.network(x)
         return logits.float().cpu().numpy(), feats.float().cpu().numpy()
 
@@ -300,8 +365,8 @@ def verify(backend: Backend, paths: GraphPaths, card, fc_weight: np.ndarray,
            limits: Limits | None = None) -> dict:
     """Run the probe cells through `backend` and compare with the stored fp32 reference."""
     reference = dict(np.load(paths.probe))
-    batch = preprocess.to_batch(probe.probe_cells(), card.input_size, card.mean, card.std)
-    logits, feats = backend.forward(batch, threads=1)  # one stream/session: what the pipeline's workers use
+    squares = preprocess.squares(probe.probe_cells(), card.input_size)
+    logits, feats = backend.forward(squares, threads=1)  # one stream/session: what the pipeline's workers use
     return compare(reference, logits, feats, fc_weight, card.temperature,
                    limits or LIMITS[backend.precision])
 
@@ -348,15 +413,16 @@ def candidates(flags: list[str], paths: GraphPaths) -> tuple[list[str], list[dic
     return out, skipped
 
 
-def make_cpu_backend(name: str, paths: GraphPaths, threads: int, cache_dir: Path) -> Backend:
+def make_cpu_backend(name: str, paths: GraphPaths, threads: int, cache_dir: Path,
+                     normalisation: preprocess.Normalisation) -> Backend:
     if name == "onnx":
-        return OnnxBackend(paths.onnx, threads)
+        return OnnxBackend(paths.onnx, threads, normalisation)
     if name == "openvino-int8":
         if not paths.int8_xml.is_file():
             raise RuntimeError(f"no quantised graph at {paths.int8_xml}: run `marrow quantize` first")
-        return OpenVinoBackend(paths.int8_xml, "int8", threads, cache_dir)
+        return OpenVinoBackend(paths.int8_xml, "int8", threads, normalisation, cache_dir)
     if name in ("openvino-fp32", "openvino-bf16"):
-        return OpenVinoBackend(paths.onnx, PRECISION[name], threads, cache_dir)
+        return OpenVinoBackend(paths.onnx, PRECISION[name], threads, normalisation, cache_dir)
     raise ValueError(f"unknown CPU backend {name!r}")
 
 
@@ -375,7 +441,7 @@ def select(requested: str, paths: GraphPaths, card, fc_weight: np.ndarray, threa
     chosen = None
     for name in names:
         try:
-            backend = make_cpu_backend(name, paths, threads, cache_dir)
+            backend = make_cpu_backend(name, paths, threads, cache_dir, preprocess.Normalisation.of(card))
             check = verify(backend, paths, card, fc_weight, limits[backend.precision])
         except Exception as exc:  # noqa: BLE001 - a backend that cannot load is skipped, saying why
             if requested != "auto":

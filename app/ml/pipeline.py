@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from app.ml import framing
-from app.ml.backends import SIDE_BY_SIDE
+from app.ml.backends import CPU_BATCH, SIDE_BY_SIDE
 from app.ml.decode import decode_loaded, decode_path
 from app.ml.gradcam import Box, cam_in_image
 from app.ml.predictor import Prediction, Predictor
@@ -62,7 +62,7 @@ Item = tuple[str, Callable[[], bytes] | None]
 
 # Cells per network call. CPU: 2, 4 and 8 ran equally fast with `marrow bench` (docs/bench-ml.md), 16
 # slower, and each doubling adds ~250 MB of ONNX Runtime buffers; CUDA: not measured yet.
-DEFAULT_BATCH_SIZE = {"cpu": 4, "cuda": 8}
+DEFAULT_BATCH_SIZE = {"cpu": CPU_BATCH, "cuda": 8}
 
 
 @dataclass

@@ -101,7 +101,8 @@ class Predictor:
     def _torch_backend(self) -> Backend:
         from app.ml.export import LogitsAndFeatures
 
-        return backends.TorchBackend(LogitsAndFeatures(self.model).eval(), self.device, self.amp)
+        return backends.TorchBackend(LogitsAndFeatures(self.model).eval(), self.device,
+                                     preprocess.Normalisation.of(self.card), self.amp)
 
     @property
     def model(self):
@@ -125,16 +126,17 @@ class Predictor:
     def version(self) -> str:
         return self.card.version
 
-    def forward(self, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised N×3×S×S float32 -> (logits N×C, last-stage features N×K×h×w).
+    def forward(self, squares: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """N×S×S×3 uint8 input squares (`prepare`) -> (logits N×C, last-stage features N×K×h×w).
 
         `threads`: intra-op threads for this call on CPU (default: the predictor's own);
         the pipeline runs several 1-thread calls side by side.
         """
-        return self.runner.forward(batch, threads)
+        return self.runner.forward(squares, threads)
 
     def prepare(self, images: list[np.ndarray]) -> np.ndarray:
-        return preprocess.to_batch(images, self.card.input_size, self.card.mean, self.card.std)
+        """The images as the model's input squares, not yet normalised (each backend does that)."""
+        return preprocess.squares(images, self.card.input_size)
 
     def predict(self, images: list[np.ndarray], with_cam: bool = False,
                 targets: list[int] | None = None, threads: int | None = None) -> list[Prediction]:

@@ -6,6 +6,8 @@ normalised with the checkpoint's mean/std. The model card records exactly this.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -52,5 +54,27 @@ def normalize(batch_u8: np.ndarray, mean, std) -> np.ndarray:
     return out
 
 
+def squares(images: list[np.ndarray], size: int) -> np.ndarray:
+    """N×size×size×3 uint8: each image padded and resized (`square_resize`), not yet normalised.
+    What the inference backends take (each normalises in its own way, `Normalisation`)."""
+    return np.stack([square_resize(im, size) for im in images])
+
+
 def to_batch(images: list[np.ndarray], size: int, mean, std) -> np.ndarray:
-    return normalize(np.stack([square_resize(im, size) for im in images]), mean, std)
+    return normalize(squares(images, size), mean, std)
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """A checkpoint's per-channel mean and std (fractions of 255, RGB), applied to its input
+    squares: (x / 255 - mean) / std."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def of(cls, card) -> "Normalisation":
+        return cls(tuple(card.mean), tuple(card.std))
+
+    def __call__(self, batch_u8: np.ndarray) -> np.ndarray:
+        return normalize(batch_u8, self.mean, self.std)

@@ -45,7 +45,8 @@ BATCH = 8
 
 
 def _prepared(paths: list[Path], card: ModelCard, repair: bool = True) -> tuple[np.ndarray, list[int]]:
-    """The network's inputs for the readable cells (N×3×S×S) and their indices."""
+    """The input squares of the readable cells (N×S×S×3 uint8, what the backends take) and their
+    indices."""
     checks = pipeline.CellChecks(Thresholds.load(), repair, framing.Crop.from_card(card.framing), upload_checked=False,
                                  input_size=card.input_size)
     inputs, kept = [], []
@@ -54,7 +55,7 @@ def _prepared(paths: list[Path], card: ModelCard, repair: bool = True) -> tuple[
         if checked.model_input is not None:
             inputs.append(checked.model_input)
             kept.append(i)
-    return preprocess.to_batch(inputs, card.input_size, card.mean, card.std), kept
+    return preprocess.squares(inputs, card.input_size), kept
 
 
 def _network_graph(model_dir: Path, card: ModelCard, example: np.ndarray) -> "openvino.Model":
@@ -80,14 +81,14 @@ def _network_graph(model_dir: Path, card: ModelCard, example: np.ndarray) -> "op
     return graph
 
 
-def _top1(backend, batch: np.ndarray) -> tuple[np.ndarray, float]:
+def _top1(backend, squares: np.ndarray) -> tuple[np.ndarray, float]:
     """Top-1 class per cell, and cells/s (batches of BATCH, the backend's own threads)."""
     out = []
     t = time.perf_counter()
-    for i in range(0, len(batch), BATCH):
-        logits, _ = backend.forward(batch[i:i + BATCH])
+    for i in range(0, len(squares), BATCH):
+        logits, _ = backend.forward(squares[i:i + BATCH])
         out.append(logits.argmax(1))
-    return np.concatenate(out), len(batch) / (time.perf_counter() - t)
+    return np.concatenate(out), len(squares) / (time.perf_counter() - t)
 
 
 def split_samples(sources: list[Path], card: ModelCard) -> tuple[list, list]:
@@ -107,8 +108,10 @@ def _with_accuracy_control(nncf, model, dataset, train, calib, card, paths, thre
     used = {s.path for s in calib}
     pool = [s for s in train if s.path not in used]
     held = random.Random(seed + 1).sample(pool, min(n, len(pool)))
-    batch, _ = _prepared([s.path for s in held], card)
-    ref, _ = _top1(backends.OnnxBackend(paths.onnx, threads), batch)
+    squares, _ = _prepared([s.path for s in held], card)
+    normalisation = preprocess.Normalisation.of(card)
+    ref, _ = _top1(backends.OnnxBackend(paths.onnx, threads, normalisation), squares)
+    batch = normalisation(squares)  # NNCF's float model takes the normalised input
     items = [(batch[i:i + 1], int(ref[i])) for i in range(len(batch))]
 
     def agreement(compiled, data) -> tuple[float, list[float]]:
@@ -154,7 +157,9 @@ def quantize(sources: list[str | Path], model_dir: str | Path, cache_dir: str | 
     log(f"{len(train)} training cells ({len(calib)} for calibration), {len(val)} validation cells")
 
     t0 = time.perf_counter()
-    calib_batch, _ = _prepared([s.path for s in calib], card)
+    normalisation = preprocess.Normalisation.of(card)
+    calib_squares, _ = _prepared([s.path for s in calib], card)
+    calib_batch = normalisation(calib_squares)
     dataset = nncf.Dataset([calib_batch[i:i + 1] for i in range(len(calib_batch))])
     model = _network_graph(model_dir, card, calib_batch)
     common = dict(subset_size=len(calib_batch), preset=nncf.QuantizationPreset(preset),
@@ -170,12 +175,12 @@ def quantize(sources: list[str | Path], model_dir: str | Path, cache_dir: str | 
     quantise_s = time.perf_counter() - t0
     log(f"quantised in {quantise_s:.0f} s -> {paths.int8_xml}")
 
-    val_batch, kept = _prepared([s.path for s in val], card)
+    val_squares, kept = _prepared([s.path for s in val], card)
     labels = np.array([val[i].label for i in kept])
-    fp32 = backends.OnnxBackend(paths.onnx, threads)
-    int8 = backends.OpenVinoBackend(paths.int8_xml, "int8", threads, cache_dir)
-    top_fp32, fp32_rate = _top1(fp32, val_batch)
-    top_int8, int8_rate = _top1(int8, val_batch)
+    fp32 = backends.OnnxBackend(paths.onnx, threads, normalisation)
+    int8 = backends.OpenVinoBackend(paths.int8_xml, "int8", threads, normalisation, cache_dir)
+    top_fp32, fp32_rate = _top1(fp32, val_squares)
+    top_int8, int8_rate = _top1(int8, val_squares)
     rep_fp32 = classification_report(labels, top_fp32, card.codes)
     rep_int8 = classification_report(labels, top_int8, card.codes)
     agreement = float((top_fp32 == top_int8).mean())

@@ -17,9 +17,10 @@ from app.cli import main
 from app.ml import backends, probe
 from app.ml.backends import BF16_FLAGS, INT8_FLAGS, LIMITS, SIDE_BY_SIDE, Limits
 from app.ml.cache import graph_paths
-from app.ml.card import SHIPPED_MODEL, WEIGHTS_FILE, is_checkpoint
+from app.ml.card import CARD_FILE, SHIPPED_MODEL, WEIGHTS_FILE, ModelCard, is_checkpoint
 from app.ml.decode import decode_path
 from app.ml.predictor import Predictor
+from app.ml.preprocess import Normalisation
 
 ROOT = Path(__file__).resolve().parents[2]
 FLAGS = backends.cpu_flags()
@@ -60,7 +61,7 @@ def cells(real_cells_dir: Path) -> list[np.ndarray]:
 def _eager(predictor: Predictor, images: list[np.ndarray]) -> np.ndarray:
     import torch
 
-    x = torch.from_numpy(predictor.prepare(images))
+    x = torch.from_numpy(Normalisation.of(predictor.card)(predictor.prepare(images)))
     with torch.no_grad():
         return torch.softmax(predictor.model(x) / predictor.card.temperature, 1).numpy()
 
@@ -102,7 +103,7 @@ def test_openvino_has_a_stream_per_side_by_side_run_over_the_whole_budget(random
     threads = 2 * SIDE_BY_SIDE
     ov = Predictor(random_checkpoint, backend="openvino-fp32", cache_dir=cache, threads=threads)
     assert ov.runner.streams == SIDE_BY_SIDE
-    assert ov.runner.compiled.get_property("NUM_STREAMS") == SIDE_BY_SIDE
+    assert [c.model.get_property("NUM_STREAMS") for c in ov.runner.compiled.values()] == [SIDE_BY_SIDE] * 2
     one_stream = np.stack([p.probs for p in ov.predict(cells, threads=threads // SIDE_BY_SIDE)])
     split = np.stack([p.probs for p in ov.predict(cells)])
     np.testing.assert_allclose(one_stream, split, rtol=0, atol=1e-5)
@@ -244,7 +245,7 @@ def test_probe_reference_is_pytorch_eager_on_the_shipped_probe_cells(random_chec
     import torch
 
     with torch.no_grad():
-        logits = predictor.model(torch.from_numpy(predictor.prepare(cells))).numpy()
+        logits = predictor.model(torch.from_numpy(Normalisation.of(predictor.card)(predictor.prepare(cells)))).numpy()
     np.testing.assert_allclose(ref["logits"], logits, rtol=0, atol=1e-4)
 
 
@@ -355,15 +356,36 @@ def test_openvino_compiles_into_a_shared_cache_one_process_at_a_time(random_chec
     cache = tmp_path / "model-cache"
     backends.ensure_exported(random_checkpoint, cache)
     paths = graph_paths(random_checkpoint / WEIGHTS_FILE, cache)
+    norm = Normalisation.of(ModelCard.load(random_checkpoint / CARD_FILE))
     blobs = lambda: sorted((cache / "openvino").glob("*.blob"))  # noqa: E731
     made: list = []
     held = FileLock(cache / "openvino.lock")  # a separate FileLock object: a separate flock
     with held:
-        t = threading.Thread(target=lambda: made.append(backends.OpenVinoBackend(paths.onnx, "fp32", 2, cache)))
+        t = threading.Thread(target=lambda: made.append(backends.OpenVinoBackend(paths.onnx, "fp32", 2, norm, cache)))
         t.start()
         t.join(timeout=6)  # without the lock a compile of this graph ends within about 3 s
         assert t.is_alive() and not made and not blobs()
     t.join(timeout=120)
-    assert made and len(blobs()) == 1
-    again = backends.OpenVinoBackend(paths.onnx, "fp32", 2, cache)
-    assert len(blobs()) == 1 and again.streams == made[0].streams
+    assert made and len(blobs()) == 2  # the graph for batches of CPU_BATCH and for single cells
+    again = backends.OpenVinoBackend(paths.onnx, "fp32", 2, norm, cache)
+    assert len(blobs()) == 2 and again.streams == made[0].streams
+
+
+@needs_openvino
+def test_openvino_gives_the_same_whatever_the_batch_is_split_into(random_checkpoint, cache, cells):
+    """OpenVINO is compiled for fixed batches of CPU_BATCH and of 1 and takes the uint8 squares,
+    normalising them in its graph: batches of any size, on one stream or over all, give what
+    ONNX Runtime fp32 gives, cell for cell, probabilities and Grad-CAM maps alike."""
+    ov = Predictor(random_checkpoint, backend="openvino-fp32", cache_dir=cache, threads=2)
+    ort = Predictor(random_checkpoint, backend="onnx", cache_dir=cache, threads=2)
+    assert sorted(ov.runner.compiled) == [1, backends.CPU_BATCH]
+    for size, c in ov.runner.compiled.items():
+        port = c.model.inputs[0]
+        assert port.get_element_type().get_type_name() == "u8" and list(port.get_shape()) == [size, 224, 224, 3]
+    for n in (1, 3, backends.CPU_BATCH, 5, 2 * backends.CPU_BATCH + 1):
+        want = ort.predict(cells[:n], with_cam=True)
+        for threads in (None, 1):
+            got = ov.predict(cells[:n], with_cam=True, threads=threads)
+            np.testing.assert_allclose(_probs(got), _probs(want), rtol=0, atol=1e-4, err_msg=f"{n} cells")
+            np.testing.assert_allclose(np.stack([p.cam for p in got]), np.stack([p.cam for p in want]),
+                                       rtol=0, atol=1e-3, err_msg=f"{n} cells")

@@ -16,7 +16,7 @@ from app.ml.decode import decode_path
 from app.ml.gradcam import scale_maps
 from support.oracles import reference_gradcam
 from app.ml.predictor import Predictor
-from app.ml.preprocess import square_resize
+from app.ml.preprocess import Normalisation, square_resize
 from app.ml.quality import Thresholds, assess
 
 N_CELLS = 8
@@ -62,7 +62,7 @@ def test_onnx_matches_pytorch_eager(cells, onnx_predictor, torch_predictor):
 def test_onnx_matches_independent_eager_forward(cells, onnx_predictor):
     """Against a plain model(x) forward under no_grad (no Predictor code on the reference side)."""
     images = [im for _, im in cells[:4]]
-    x = torch.from_numpy(onnx_predictor.prepare(images))
+    x = torch.from_numpy(Normalisation.of(onnx_predictor.card)(onnx_predictor.prepare(images)))
     with torch.no_grad():
         eager = torch.softmax(onnx_predictor.model(x) / onnx_predictor.card.temperature, 1).numpy()
     np.testing.assert_allclose(_probs(onnx_predictor.predict(images)), eager, rtol=0, atol=1e-4)
@@ -178,7 +178,7 @@ def test_analytic_heatmap_matches_grad_cam_package(cells, onnx_predictor):
     images = [im for _, im in cells[:4]]
     preds = onnx_predictor.predict(images, with_cam=True)
     targets = [int(p.probs.argmax()) for p in preds]
-    batch = torch.from_numpy(onnx_predictor.prepare(images))
+    batch = torch.from_numpy(Normalisation.of(onnx_predictor.card)(onnx_predictor.prepare(images)))
     reference = reference_gradcam(onnx_predictor.model, batch, targets)
     # at the input's size, as grad-cam gives it (its own upsampling of the 7×7 map)
     analytic = scale_maps(np.stack([p.cam for p in preds]), 224)
