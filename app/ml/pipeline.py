@@ -16,7 +16,7 @@ OpenCV's own thread pool is switched off while the pipeline runs (`opencv_in_cal
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -139,9 +139,8 @@ def _predict(chunk: list[Item], checked: list[_Checked], predictor: Predictor, w
 
 def batches(it: Iterable, n: int, total: int | None = None, tail: int = 0, tail_n: int = 1) -> Iterator[list]:
     """Consecutive lists of n items (the last may be shorter), each as soon as its items are
-    there. Given the `total` number of items, the last `tail` come in lists of `tail_n`: where
-    batches run side by side, small ones at the end let every run finish at about the same time
-    instead of a core waiting for the last full batch."""
+    there. Given the `total` number of items, the last `tail` come in lists of `tail_n` (the
+    worker writes a task's last cells on their own, so the task ends soon after its last result)."""
     it = iter(it)
     if total is not None and tail:
         yield from batches(islice(it, max(0, total - tail)), n)
@@ -206,14 +205,15 @@ def _whole_batch(chunk: list[Item], predictor: Predictor, checks: CellChecks, wi
 def _run_parallel(items: Iterable[Item], predictor: Predictor, checks: CellChecks, with_cam: bool, batch_size: int,
                   workers: int) -> Iterator[CellResult]:
     """`workers` batches in the network at once and one more being checked, each batch decoded,
-    checked and predicted by one thread; the last `workers` batches' cells one at a time, so the
-    runs end together (a task's last full batch alone in the network left a core idle)."""
+    checked and predicted by one thread. Whole batches to the end: sending a run's last cells one
+    at a time, so the network runs end together, cost OpenVINO bf16 more than it saved (6 % of
+    a 32-cell run on an AMX Xeon; ONNX Runtime fp32 the same either way; docs/performance-history.md,
+    2026-12-05, twenty-fourth session)."""
     threads = max(1, predictor.threads // workers)
     network = Semaphore(workers)
     with ThreadPoolExecutor(max_workers=workers + 1) as pool:
         pending: deque = deque()
-        total = len(items) if isinstance(items, Sized) else None
-        for chunk in batches(items, batch_size, total, tail=workers * batch_size):  # the last cells one by one
+        for chunk in batches(items, batch_size):
             pending.append(pool.submit(_whole_batch, chunk, predictor, checks, with_cam, threads, network))
             if len(pending) > workers + 1:
                 yield from pending.popleft().result()
