@@ -206,7 +206,7 @@ def _run_parallel(items: Iterable[Item], predictor: Predictor, checks: CellCheck
                   workers: int) -> Iterator[CellResult]:
     """`workers` batches in the network at once and one more being checked, each batch decoded,
     checked and predicted by one thread. Whole batches to the end: sending a run's last cells one
-    at a time, so the network runs end together, cost OpenVINO bf16 more than it saved (6 % of
+    at a time, so the network runs end together, cost OpenVINO bf16 more than it saved (6-7 % of
     a 32-cell run on an AMX Xeon; ONNX Runtime fp32 the same either way; docs/performance-history.md,
     2026-12-05, twenty-fourth session)."""
     threads = max(1, predictor.threads // workers)
