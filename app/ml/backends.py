@@ -162,14 +162,6 @@ class _Compiled:
     requests: queue.Queue
     outputs: list
 
-    def run(self, squares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        request = self.requests.get()
-        try:
-            request.infer({0: squares})
-            return self.outputs_of(request)
-        finally:
-            self.requests.put(request)
-
     def outputs_of(self, request) -> tuple[np.ndarray, np.ndarray]:
         logits, feats = (np.array(request.get_tensor(o).data, copy=True) for o in self.outputs)
         return logits, feats
@@ -233,10 +225,6 @@ class OpenVinoBackend:
         outs = []
         for k in range(0, len(runs), at_once):
             wave = runs[k:k + at_once]
-            if len(wave) == 1:
-                i, n = wave[0]
-                outs.append(self.compiled[n].run(squares[i:i + n]))
-                continue
             taken = [(self.compiled[n], self.compiled[n].requests.get()) for _, n in wave]
             try:
                 for (i, n), (_, request) in zip(wave, taken):
