@@ -204,9 +204,10 @@ class OpenVinoBackend:
                   "NUM_STREAMS": self.streams, "INFERENCE_NUM_THREADS": threads,
                   "ENABLE_CPU_PINNING": False}  # several workers share the cores: never pin
         self.compiled: dict[int, _Compiled] = {}
+        graph = core.read_model(str(model_path))  # read once, a copy reshaped for each batch size
         with _openvino_cache_lock(cache_dir):
             for size in (CPU_BATCH, 1):
-                model = core.compile_model(_fixed_batch_graph(core, model_path, size, normalisation), "CPU", config)
+                model = core.compile_model(_fixed_batch_graph(graph.clone(), size, normalisation), "CPU", config)
                 requests: queue.Queue = queue.Queue()
                 for _ in range(2 * self.streams):
                     requests.put(model.create_infer_request())
@@ -240,13 +241,12 @@ class OpenVinoBackend:
         return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
 
 
-def _fixed_batch_graph(core, model_path: Path, size: int, normalisation: preprocess.Normalisation):
-    """The graph at `model_path` for batches of `size`, taking N×S×S×3 uint8 squares: the
+def _fixed_batch_graph(model: "openvino.Model", size: int, normalisation: preprocess.Normalisation):
+    """`model` (changed in place) for batches of `size`, taking N×S×S×3 uint8 squares: the
     conversion to float and the normalisation are its first operations."""
     import openvino as ov
     from openvino.preprocess import PrePostProcessor
 
-    model = core.read_model(str(model_path))
     shape = model.inputs[0].get_partial_shape()
     shape[0] = size
     model.reshape({model.inputs[0]: shape})
